@@ -1,0 +1,1 @@
+"""The runner core shared by the local, Lambda and Fargate sandboxes."""

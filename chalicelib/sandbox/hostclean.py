@@ -1,0 +1,103 @@
+"""Host-side cleanup between jobs: no process of a slot uid and no file of a job may outlive it."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+
+
+class SlotPool:
+    """Concurrent runs each take a slot: its own uid, host work dir and cgroup names.
+
+    Slots are host-wide, not per process: a slot is held by an exclusive `flock` on its lock file, so two
+    worker processes (or two isolations in one process) never share a uid. Sharing one would be fatal:
+    the cleanup of one job kills every process of its uid, the other job's included.
+    """
+
+    def __init__(self, size: int, key_base: int = 0, lock_dir: str = "/tmp/code-runner-slot-locks") -> None:
+        self.size, self.key_base, self.lock_dir = size, key_base, lock_dir
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[int]:
+        """Block until a slot is free (host-wide), hold it for the run."""
+        os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
+        while True:
+            for index in range(self.size):
+                fd = os.open(
+                    os.path.join(self.lock_dir, f"{self.key_base + index}.lock"), os.O_CREAT | os.O_RDWR, 0o600
+                )
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    continue
+                try:
+                    yield index
+                    return
+                finally:
+                    os.close(fd)  # closing the descriptor releases the lock
+            time.sleep(0.02)
+
+
+def pids_of_uid(uid: int) -> list[int]:
+    """Processes whose real uid is `uid` (zombies included: they still count against RLIMIT_NPROC)."""
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{entry}/status") as handle:
+            for line in handle:
+                if line.startswith("Uid:"):
+                    if int(line.split()[1]) == uid:
+                        found.append(int(entry))
+                    break
+    return found
+
+
+def kill_uid(uid: int, timeout_s: float = 3.0) -> list[int]:
+    """SIGKILL every process of `uid` until none is left; returns the pids still alive at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    alive = pids_of_uid(uid)
+    while alive and time.monotonic() < deadline:
+        for pid in alive:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+        alive = pids_of_uid(uid)
+    return alive
+
+
+def remove_tree(path: str) -> None:
+    """Remove a work dir without following links: a planted symlink is unlinked, never traversed."""
+    if os.path.islink(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        # shutil.rmtree uses the fd-based walk on Linux (`avoids_symlink_attacks`), so links inside the
+        # tree are removed as links.
+        assert shutil.rmtree.avoids_symlink_attacks
+        shutil.rmtree(path, ignore_errors=False)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def fresh_dir(path: str, uid: int | None, gid: int | None) -> None:
+    """Create an empty dir owned by the slot uid (mode 0700), removing whatever was there."""
+    remove_tree(path)
+    os.makedirs(path, mode=0o700)
+    if uid is not None and gid is not None:
+        os.chown(path, uid, gid)
+
+
+def sweep_shared_tmp(uid: int, roots: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/shm")) -> None:
+    """Remove top-level entries a slot uid left in world-writable dirs (only when no private /tmp)."""
+    for root in roots:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(root):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_uid == uid:
+                        remove_tree(entry.path)

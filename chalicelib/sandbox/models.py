@@ -1,0 +1,123 @@
+"""What a sandbox is asked to run and what it answers: plain, JSON-serialisable models.
+
+These are the contract between the worker and every sandbox (local, Lambda, Fargate): the worker builds an
+`ExecutionRequest` from a job, a sandbox returns an `ExecutionResult`. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class FailureReason(StrEnum):
+    """Why a run did not succeed; `None` on the result means it exited 0."""
+
+    EXIT_CODE = "exit_code"
+    SIGNAL = "signal"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    CPU_TIME = "cpu_time"
+    WALL_TIME = "wall_time"
+    CANCELLED = "cancelled"
+
+
+class TestVerdict(StrEnum):
+    """The grade of one test case."""
+
+    __test__ = False  # not a pytest class
+
+    ACCEPTED = "accepted"
+    WRONG_ANSWER = "wrong_answer"
+    TIME_LIMIT = "time_limit"
+    MEMORY_LIMIT = "memory_limit"
+    RUNTIME_ERROR = "runtime_error"
+
+
+class SandboxLimits(BaseModel):
+    """Hard limits applied to one run (already defaulted from the runtime and capped by the tier)."""
+
+    wall_time_s: float = Field(gt=0)
+    cpu_time_s: float = Field(gt=0)
+    memory_mb: int = Field(gt=0)
+    output_kb: int = Field(gt=0)
+    processes: int = Field(gt=0)
+
+
+class SourceFile(BaseModel):
+    """A file written into the job's fresh work dir before the run; `path` is relative to it."""
+
+    path: str
+    content: str
+
+
+class TestCase(BaseModel):
+    """One grading case: the program runs once with `stdin` and its stdout is compared."""
+
+    __test__ = False
+
+    stdin: str = ""
+    expected_stdout: str
+
+
+class ExecutionRequest(BaseModel):
+    """Everything a sandbox needs to run one job, passed by value (Lambda) or by reference (Fargate)."""
+
+    job_id: str
+    runtime: str | None = None  # a runtime name from the registry, or
+    tool: str | None = None  # a registered tool name
+    files: list[SourceFile] = Field(default_factory=list)  # for a runtime: the first file is the entry point
+    args: list[str] = Field(default_factory=list)
+    stdin: str = ""
+    tests: list[TestCase] = Field(default_factory=list)
+    limits: SandboxLimits
+
+
+class TestResult(BaseModel):
+    """The verdict of one test case, with what the program did."""
+
+    __test__ = False
+
+    verdict: TestVerdict
+    exit_code: int | None = None
+    reason: FailureReason | None = None
+    stdout: str = ""
+    stderr: str = ""
+    wall_ms: int = 0
+    cpu_ms: int = 0
+    max_rss_kb: int = 0
+
+
+class TestSummary(BaseModel):
+    """Counts per verdict over all test cases."""
+
+    __test__ = False
+
+    total: int
+    accepted: int
+    cases: list[TestResult]
+
+
+class ExecutionResult(BaseModel):
+    """What the run did. A user-code failure is a result (never an exception)."""
+
+    exit_code: int | None = None
+    signal: str | None = None  # e.g. "SIGKILL"
+    reason: FailureReason | None = None  # None when the program exited 0
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    wall_ms: int = 0
+    cpu_ms: int = 0
+    max_rss_kb: int = 0
+    tests: TestSummary | None = None
+    sandbox: str = "local"  # which sandbox ran it: local | lambda | fargate
+
+
+class SandboxUnavailable(Exception):
+    """The platform could not run the job (throttled, no capacity, crashed).
+
+    Retryable, never the user's fault.
+    """

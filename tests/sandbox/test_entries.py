@@ -1,0 +1,93 @@
+"""The Lambda handler (called directly), sandbox selection and the bench entry."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import SMALL
+
+from chalicelib.sandbox import lambda_entry
+from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SourceFile
+from chalicelib.sandbox.selection import pick_sandbox
+
+# The sandbox tests share slot uids and check the host is clean afterwards: one xdist worker runs them.
+pytestmark = pytest.mark.xdist_group("sandbox")
+
+
+@pytest.fixture
+def scratch(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = Path(os.path.realpath(tmp_path_factory.mktemp("lambda-tmp")))
+    for parent in (root, *root.parents):
+        if str(parent) in ("/", "/tmp"):
+            break
+        os.chmod(parent, 0o711)  # the slot uid traverses to its work dir
+    monkeypatch.setenv(lambda_entry.SCRATCH_ENV, str(root))
+    return root
+
+
+def _event(code: str) -> dict[str, object]:
+    request = ExecutionRequest(
+        job_id="lambda-job", runtime="python3", files=[SourceFile(path="main.py", content=code)], limits=SMALL
+    )
+    return request.model_dump(mode="json")
+
+
+def test_handler_runs_the_job_and_wipes_scratch(scratch: Path, tmp_path: Path) -> None:
+    (scratch / "left-by-previous-job").write_text("x")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    (scratch / "link-out").symlink_to(outside)
+    answer = lambda_entry.handle(_event("print('from lambda')"), None)
+    result = ExecutionResult.model_validate(answer)
+    assert (result.stdout, result.sandbox, result.reason) == ("from lambda\n", "lambda", None)
+    assert list(scratch.iterdir()) == []
+    assert outside.read_text() == "keep"
+
+
+def test_handler_result_is_json_ready(scratch: Path) -> None:
+    answer = lambda_entry.handle(_event("import sys\nsys.exit(4)"), None)
+    assert answer["exit_code"] == 4 and answer["reason"] == "exit_code"
+
+
+def test_handler_rejects_unknown_runtime(scratch: Path) -> None:
+    event = _event("")
+    event["runtime"] = "cobol"
+    with pytest.raises(ValueError):
+        lambda_entry.handle(event, None)
+
+
+def test_kill_leftovers_only_touches_descendants() -> None:
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "60"])
+    assert lambda_entry.kill_leftovers() >= 1
+    assert child.wait(timeout=10) == -9
+
+
+BIG = SMALL.model_copy(update={"wall_time_s": 3600, "memory_mb": 512})
+HUGE = SMALL.model_copy(update={"memory_mb": 16_384})
+
+
+@pytest.mark.parametrize(
+    ("requested", "limits", "local", "expected"),
+    [
+        ("auto", SMALL, True, "local"),
+        ("auto", SMALL, False, "lambda"),
+        ("auto", BIG, False, "fargate"),
+        ("auto", HUGE, False, "fargate"),
+        ("fargate", SMALL, True, "fargate"),
+        ("lambda", SMALL, True, "lambda"),
+    ],
+)
+def test_pick_sandbox(requested: str, limits: object, local: bool, expected: str) -> None:
+    assert pick_sandbox(requested, limits, local) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("requested", "limits", "local"), [("local", SMALL, False), ("lambda", BIG, True), ("gpu", SMALL, True)]
+)
+def test_pick_sandbox_refuses(requested: str, limits: object, local: bool) -> None:
+    with pytest.raises(ValueError):
+        pick_sandbox(requested, limits, local)  # type: ignore[arg-type]
