@@ -1,0 +1,230 @@
+"""code-runner's Chalice app: thin handlers that parse, call one service, and map the result."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from chalice import Chalice, Cron, Rate, Response  # noqa: F401 - Cron kept for operators' schedules
+from chalice.app import Request
+
+from chalicelib.bootstrap import get_deps
+from chalicelib.config import APP_NAME, DEFAULT_TIERS, get_settings
+from chalicelib.domain.errors import BadRequest, CodeRunnerError, PayloadTooLarge, Unauthorized, ValidationFailed
+from chalicelib.services import batch as batches
+from chalicelib.services import catalog, keys, lifecycle, queries, reaper, submit
+from chalicelib.services.ipguard import IpGuard
+
+app = Chalice(app_name=APP_NAME)
+logger = Logger(service=APP_NAME)
+copy_config_to_registered_loggers(source_logger=logger)
+
+# Queue names are needed when the app is imported (by `chalice package` too), so the stage comes from the
+# environment with the same default as the settings.
+STAGE = os.environ.get("CODERUNNER_STAGE", "dev")
+BODY_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+_guard: IpGuard | None = None
+
+
+def ip_guard() -> IpGuard:
+    global _guard
+    if _guard is None:
+        _guard = IpGuard(get_settings().ip_per_minute)
+    return _guard
+
+
+def _request() -> Request:
+    """The request being served (Chalice types it Optional; inside a route it is always set)."""
+    request = app.current_request
+    assert request is not None
+    return request
+
+
+def _error(exc: CodeRunnerError) -> Response:
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.details is not None:
+        body["details"] = exc.details
+    return Response(
+        body={"error": body}, status_code=exc.status, headers={"Content-Type": "application/json", **exc.headers}
+    )
+
+
+def _source_ip() -> str:
+    context = _request().context or {}
+    return str(context.get("identity", {}).get("sourceIp") or "unknown")
+
+
+def api(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Per-IP guard, request logging context, and the one place where errors become HTTP responses."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        request = _request()
+        ip = _source_ip()
+        logger.append_keys(request_id=(request.context or {}).get("requestId"), job_id=kwargs.get("job_id"))
+        try:
+            ip_guard().charge(ip)
+            return handler(*args, **kwargs)
+        except Unauthorized as exc:
+            ip_guard().failed_auth(ip)
+            return _error(exc)
+        except CodeRunnerError as exc:
+            return _error(exc)
+
+    return wrapper
+
+
+def _json_body() -> Any:
+    raw = _request().raw_body or b""
+    if len(raw) > get_settings().max_body_bytes:
+        raise PayloadTooLarge(f"the body is larger than {get_settings().max_body_bytes} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+
+
+def _plain_key() -> str:
+    headers = _request().headers
+    return keys.bearer(headers.get("authorization"), headers.get("x-api-key"))
+
+
+def _caller() -> Any:
+    return keys.authenticate(get_deps(), _plain_key())
+
+
+@app.route("/health", methods=["GET"])
+def health() -> dict[str, Any]:
+    return {"status": "ok", "stage": STAGE}
+
+
+@app.route("/v1/jobs", methods=["POST"], content_types=BODY_TYPES)
+@api
+def submit_job() -> Response:
+    idem = _request().headers.get("idempotency-key")
+    accepted = submit.submit_job(get_deps(), _plain_key(), _json_body(), idem)
+    headers: dict[str, str | list[str]] = {**accepted.headers, "Location": f"/v1/jobs/{accepted.job.id}"}
+    if accepted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(body=accepted.body(), status_code=202, headers=headers)
+
+
+@app.route("/v1/jobs/batch", methods=["POST"], content_types=BODY_TYPES)
+@api
+def submit_batch() -> Response:
+    body = _json_body()
+    jobs = body.get("jobs") if isinstance(body, dict) else None
+    if not isinstance(jobs, list) or not 1 <= len(jobs) <= 20:
+        raise ValidationFailed("'jobs' must be a list of 1 to 20 jobs", [{"field": "jobs", "message": "1..20"}])
+    plain, deps, results = _plain_key(), get_deps(), []
+    keys.authenticate(deps, plain)  # a bad key fails the whole batch with 401
+    for item in jobs:
+        try:
+            accepted = submit.submit_job(deps, plain, item)
+            results.append({"status": 202, "job": accepted.body()})
+        except CodeRunnerError as exc:
+            results.append(
+                {"status": exc.status, "error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+            )
+    accepted_n = sum(1 for r in results if r["status"] == 202)
+    return Response(
+        body={"accepted": accepted_n, "rejected": len(results) - accepted_n, "results": results},
+        status_code=207 if accepted_n != len(results) else 202,
+    )
+
+
+@app.route("/v1/jobs/{job_id}", methods=["GET"])
+@api
+def get_job(job_id: str) -> dict[str, Any]:
+    params: Mapping[str, str] = _request().query_params or {}
+    wait = queries.parse_wait(params.get("wait"))
+    return queries.get_job(get_deps(), _caller(), job_id, wait)
+
+
+@app.route("/v1/jobs/{job_id}", methods=["DELETE"])
+@api
+def cancel_job(job_id: str) -> dict[str, Any]:
+    deps = get_deps()
+    return queries.job_view(deps, lifecycle.cancel(deps, _caller(), job_id))
+
+
+@app.route("/v1/jobs", methods=["GET"])
+@api
+def list_jobs() -> dict[str, Any]:
+    params: Mapping[str, str] = _request().query_params or {}
+    return queries.list_jobs(get_deps(), _caller(), params.get("limit"), params.get("cursor"))
+
+
+@app.route("/v1/usage", methods=["GET"])
+@api
+def usage() -> dict[str, Any]:
+    return queries.usage(get_deps(), _caller())
+
+
+@app.route("/v1/runtimes", methods=["GET"])
+@api
+def runtimes() -> dict[str, Any]:
+    return catalog.describe()
+
+
+@app.route("/v1/queue", methods=["GET"])
+@api
+def queue() -> dict[str, Any]:
+    _caller()
+    return queries.queue_status(get_deps())
+
+
+def _register_tier_workers(tier: str) -> None:
+    weight = DEFAULT_TIERS[tier].weight
+
+    def worker(event: Any) -> dict[str, Any]:
+        return batches.process_jobs(get_deps(), event.to_dict(), event.context)
+
+    def dead_letters(event: Any) -> dict[str, Any]:
+        return batches.process_dead_letters(get_deps(), event.to_dict(), event.context)
+
+    # One job per invocation: the Lambda timeout then bounds one job, and FIFO order holds per group.
+    app.on_sqs_message(
+        queue=f"{APP_NAME}-{STAGE}-{tier}.fifo",
+        batch_size=1,
+        name=f"worker_{tier}",
+        maximum_concurrency=max(2, 2 * weight),
+    )(worker)
+    app.on_sqs_message(queue=f"{APP_NAME}-{STAGE}-{tier}-dlq.fifo", batch_size=1, name=f"dlq_{tier}")(dead_letters)
+
+
+for _tier in DEFAULT_TIERS:
+    _register_tier_workers(_tier)
+
+
+@app.schedule(Rate(2, unit=Rate.MINUTES), name="cleanup")
+def cleanup(event: Any) -> dict[str, int]:
+    """Reap stuck jobs, re-drive orphans, release leaked slots."""
+    return reaper.reap(get_deps())
+
+
+@app.on_cw_event(
+    {
+        "source": ["aws.ecs"],
+        "detail-type": ["ECS Task State Change"],
+        "detail": {"lastStatus": ["STOPPED"], "group": [f"family:{APP_NAME}-{STAGE}-sandbox"]},
+    },
+    name="fargate_done",
+)
+def fargate_done(event: Any) -> str:
+    from chalicelib.services.fargate import complete_from_event
+
+    return complete_from_event(get_deps(), event.to_dict())
+
+
+@app.lambda_function(name="sandbox")
+def sandbox(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The dedicated sandbox function: no permissions, no egress, reserved concurrency (see infra/)."""
+    from chalicelib.sandbox.lambda_entry import handle
+
+    return handle(event, context)

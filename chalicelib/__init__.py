@@ -1,0 +1,1 @@
+"""code-runner: a serverless platform that runs untrusted code."""

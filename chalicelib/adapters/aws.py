@@ -1,0 +1,43 @@
+"""Lazily built, cached boto3 clients.
+
+No client is created at import time: moto, `AWS_ENDPOINT_URL` and test fixtures must be in place first.
+`reset_clients()` drops the cache (tests switch endpoints between runs).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_lock = threading.Lock()
+_clients: dict[str, Any] = {}
+
+# Fail fast on the request path: standard retry mode retries throttling with backoff, but a hung endpoint
+# must not hold an API request for a minute.
+_CONFIG = Config(
+    retries={"max_attempts": 3, "mode": "standard"},
+    connect_timeout=3,
+    read_timeout=25,
+    max_pool_connections=50,
+)
+
+
+def client(service: str) -> Any:
+    """Return the shared boto3 client for `service`, building it on first use (thread-safe)."""
+    existing = _clients.get(service)
+    if existing is not None:
+        return existing
+    with _lock:
+        if service not in _clients:
+            # boto3 honours AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> by itself.
+            _clients[service] = boto3.session.Session().client(service, config=_CONFIG)  # type: ignore[call-overload]
+        return _clients[service]
+
+
+def reset_clients() -> None:
+    """Forget every cached client, so the next call builds one against the current environment."""
+    with _lock:
+        _clients.clear()

@@ -1,0 +1,169 @@
+"""Counters on DynamoDB: tier queue depth and sequence, per-owner running slots, run-time stats and
+idempotency claims. Each operation is one single-item conditional update (atomic on DynamoDB and on a moto
+server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.adapters.aws import client as aws_client
+from chalicelib.adapters.dynamo import is_condition_failure, marshal, unmarshal, value
+from chalicelib.domain.errors import QueueFull
+
+_STATS_BUCKET_S = 300  # run-time stats are kept per 5-minute bucket; "recent" = this bucket and the last
+
+
+class DynamoCounters:
+    """Counters table: pk `pk`. Items: `tier#T` (queued, running, seq), `slots#OWNER` (holders: string set),
+    `stats#T#BUCKET` (sum_ms, n), `idem#SCOPE` (body_hash, job_id)."""
+
+    def __init__(self, table: str, client: Any = None) -> None:
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws_client("dynamodb")
+        return self._client
+
+    def _update(self, pk: str, expr: str, values: dict[str, Any], condition: str | None = None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": pk}},
+            "UpdateExpression": expr,
+            "ExpressionAttributeValues": {k: value(v) for k, v in values.items()},
+            "ReturnValues": "ALL_NEW",
+        }
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        return unmarshal(self.client.update_item(**kwargs).get("Attributes")) or {}
+
+    # -- tier queue --------------------------------------------------------------------------------------
+    def reserve_queue_place(self, tier: str, cap: int) -> tuple[int, int]:
+        try:
+            item = self._update(
+                f"tier#{tier}",
+                "ADD queued :one, seq :one",
+                {":one": 1, ":cap": cap},
+                "attribute_not_exists(queued) OR queued < :cap",
+            )
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                raise QueueFull(
+                    f"the '{tier}' queue holds its cap of {cap} jobs; retry later",
+                    {"tier": tier, "queue_cap": cap},
+                    {"Retry-After": "5"},
+                ) from exc
+            raise
+        return int(item["seq"]), int(item["queued"]) - 1
+
+    def _add(self, tier: str, queued: int, running: int) -> None:
+        parts, values = [], {}
+        if queued:
+            parts.append("queued :q")
+            values[":q"] = queued
+        if running:
+            parts.append("running :r")
+            values[":r"] = running
+        self._update(f"tier#{tier}", "ADD " + ", ".join(parts), values)
+
+    def release_queue_place(self, tier: str) -> None:
+        self._add(tier, -1, 0)
+
+    def job_started(self, tier: str) -> None:
+        self._add(tier, -1, 1)
+
+    def job_finished(self, tier: str) -> None:
+        self._add(tier, 0, -1)
+
+    def job_requeued(self, tier: str) -> None:
+        self._add(tier, 1, -1)
+
+    def tier_counts(self, tier: str) -> tuple[int, int]:
+        item = self._get(f"tier#{tier}")
+        return max(0, int(item.get("queued", 0))), max(0, int(item.get("running", 0)))
+
+    def set_tier_counts(self, tier: str, queued: int, running: int) -> None:
+        self._update(f"tier#{tier}", "SET queued = :q, running = :r", {":q": queued, ":r": running})
+
+    def _get(self, pk: str) -> dict[str, Any]:
+        resp = self.client.get_item(TableName=self.table, Key={"pk": {"S": pk}}, ConsistentRead=True)
+        return unmarshal(resp.get("Item")) or {}
+
+    # -- per-owner running slots ---------------------------------------------------------------------------
+    def acquire_slot(self, owner: str, job_id: str, cap: int) -> bool:
+        try:
+            self._update(
+                f"slots#{owner}",
+                "ADD holders :me",
+                {":me": {job_id}, ":id": job_id, ":cap": cap},
+                "attribute_not_exists(holders) OR size(holders) < :cap OR contains(holders, :id)",
+            )
+            return True
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                return False
+            raise
+
+    def release_slot(self, owner: str, job_id: str) -> None:
+        self._update(f"slots#{owner}", "DELETE holders :me", {":me": {job_id}})
+
+    def slot_holders(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        start = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "FilterExpression": "begins_with(pk, :p)",
+                "ExpressionAttributeValues": {":p": {"S": "slots#"}},
+                "ConsistentRead": True,
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            resp = self.client.scan(**kwargs)
+            for raw in resp.get("Items", []):
+                item = unmarshal(raw) or {}
+                out[item["pk"].removeprefix("slots#")] = set(item.get("holders", set()))
+            start = resp.get("LastEvaluatedKey")
+            if not start:
+                return out
+
+    # -- run-time statistics --------------------------------------------------------------------------------
+    def record_run(self, tier: str, run_ms: int, now: float) -> None:
+        bucket = int(now // _STATS_BUCKET_S)
+        self.client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": f"stats#{tier}#{bucket}"}},
+            UpdateExpression="ADD sum_ms :ms, n :one SET #ttl = :ttl",
+            ExpressionAttributeNames={"#ttl": "ttl"},
+            ExpressionAttributeValues={":ms": value(run_ms), ":one": value(1), ":ttl": value(int(now) + 3600)},
+        )
+
+    def recent_run_ms(self, tier: str, now: float) -> float | None:
+        bucket = int(now // _STATS_BUCKET_S)
+        resp = self.client.batch_get_item(
+            RequestItems={self.table: {"Keys": [{"pk": {"S": f"stats#{tier}#{b}"}} for b in (bucket, bucket - 1)]}}
+        )
+        items = [unmarshal(i) or {} for i in resp.get("Responses", {}).get(self.table, [])]
+        n = sum(int(i.get("n", 0)) for i in items)
+        return sum(float(i.get("sum_ms", 0)) for i in items) / n if n else None
+
+    # -- idempotency ----------------------------------------------------------------------------------------
+    def claim_idempotency(self, scope: str, body_hash: str, job_id: str, now: float) -> tuple[str, str] | None:
+        item = {"pk": f"idem#{scope}", "body_hash": body_hash, "job_id": job_id, "ttl": int(now) + 86400}
+        try:
+            self.client.put_item(
+                TableName=self.table, Item=marshal(item), ConditionExpression="attribute_not_exists(pk)"
+            )
+            return None
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+        stored = self._get(f"idem#{scope}")
+        return str(stored.get("body_hash", "")), str(stored.get("job_id", ""))
+
+    def drop_idempotency(self, scope: str) -> None:
+        self.client.delete_item(TableName=self.table, Key={"pk": {"S": f"idem#{scope}"}})

@@ -1,0 +1,66 @@
+"""The Lambda sandbox: invoke the dedicated sandbox function synchronously with one ExecutionRequest."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
+
+from chalicelib.adapters import aws
+from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
+from chalicelib.sandbox.runtimes import UnknownRuntime
+
+# Errors raised by the sandbox function for a request it refuses: not retryable, the request is wrong.
+_REQUEST_ERRORS = {"UnknownRuntime", "InvalidRequest", "ValidationError"}
+
+
+class LambdaSandbox:
+    """Runs jobs in the sandbox Lambda; every platform failure becomes `SandboxUnavailable` (retryable)."""
+
+    def __init__(self, function_name: str, client: Any = None) -> None:
+        self.function_name = function_name
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws.client("lambda")
+        return self._client
+
+    def run(self, request: ExecutionRequest, cancel: Any = None) -> ExecutionResult:
+        """Invoke with `RequestResponse` and return the function's result.
+
+        A synchronous invoke cannot be interrupted: `cancel` is accepted for the port's sake, and the
+        sandbox function's own wall limit bounds how long a cancelled job keeps running.
+        """
+        try:
+            response = self.client.invoke(
+                FunctionName=self.function_name,
+                InvocationType="RequestResponse",
+                Payload=request.model_dump_json().encode(),
+            )
+            body = response["Payload"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise SandboxUnavailable(f"lambda sandbox invoke failed: {code or exc}") from exc
+        except (ReadTimeoutError, BotoCoreError) as exc:
+            raise SandboxUnavailable(f"lambda sandbox unreachable: {exc}") from exc
+        if response.get("FunctionError"):
+            raise _function_error(body)
+        try:
+            return ExecutionResult.model_validate_json(body).model_copy(update={"sandbox": "lambda"})
+        except ValueError as exc:
+            raise SandboxUnavailable("lambda sandbox returned a malformed result") from exc
+
+
+def _function_error(body: bytes) -> Exception:
+    try:
+        error = json.loads(body or b"{}")
+    except ValueError:
+        error = {}
+    kind = str(error.get("errorType", "")) if isinstance(error, dict) else ""
+    message = str(error.get("errorMessage", "")) if isinstance(error, dict) else ""
+    if kind in _REQUEST_ERRORS:
+        return UnknownRuntime(message or kind)
+    return SandboxUnavailable(f"lambda sandbox failed: {kind or 'error'}: {message}"[:500])

@@ -1,0 +1,35 @@
+"""Metric sinks: CloudWatch EMF through Powertools in the cloud, an in-memory tally locally and in tests."""
+
+from __future__ import annotations
+
+import threading
+
+NAMESPACE = "CodeRunner"
+
+
+class EmfMetrics:
+    """Each point is flushed as one EMF log line (dimensions differ per point, so single_metric fits)."""
+
+    def add(self, name: str, value: float, unit: str, dims: dict[str, str]) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+        with single_metric(name=name, unit=MetricUnit(unit), value=value, namespace=NAMESPACE) as metric:
+            for key, val in dims.items():
+                metric.add_dimension(name=key, value=str(val))
+
+
+class InMemoryMetrics:
+    """Counts and sums per (name, dimensions); `snapshot()` for /health and tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.totals: dict[str, float] = {}
+
+    def add(self, name: str, value: float, unit: str, dims: dict[str, str]) -> None:
+        label = name + "".join(f",{k}={v}" for k, v in sorted(dims.items()))
+        with self._lock:
+            self.totals[label] = self.totals.get(label, 0.0) + value
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self.totals)

@@ -1,0 +1,78 @@
+"""The one place where adapters are wired into services. Nothing here touches AWS until first use."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from chalicelib.adapters.counters_dynamodb import DynamoCounters
+from chalicelib.adapters.jobs_dynamodb import DynamoJobStore
+from chalicelib.adapters.keys_dynamodb import DynamoKeyStore
+from chalicelib.adapters.metrics import EmfMetrics, InMemoryMetrics
+from chalicelib.adapters.queue_sqs import SqsJobQueue
+from chalicelib.config import Settings, get_settings
+from chalicelib.services.deps import Deps
+from chalicelib.services.ports import Sandbox
+
+_lock = threading.Lock()
+_deps: Deps | None = None
+
+
+def _sandboxes(settings: Settings) -> dict[str, Sandbox]:
+    out: dict[str, Sandbox] = {}
+    if settings.sandbox_mode == "local":
+        from chalicelib.adapters.local_sandbox import LocalSandbox
+
+        out["local"] = LocalSandbox()
+    if settings.sandbox_function:
+        from chalicelib.adapters.lambda_sandbox import LambdaSandbox
+
+        out["lambda"] = LambdaSandbox(settings.sandbox_function)
+    if settings.fargate_cluster:
+        from chalicelib.adapters.fargate_sandbox import FargateSandbox
+
+        out["fargate"] = FargateSandbox(  # type: ignore[assignment]
+            cluster=settings.fargate_cluster,
+            task_definition=settings.fargate_task_definition,
+            subnets=settings.fargate_subnets,
+            security_groups=settings.fargate_security_groups,
+            bucket=settings.artifacts_bucket,
+        )
+    return out
+
+
+def build(settings: Settings) -> Deps:
+    """Wire the DynamoDB/SQS adapters and the configured sandboxes for `settings`."""
+    in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    return Deps(
+        settings=settings,
+        jobs=DynamoJobStore(
+            settings.table("jobs"), orphan_after_s=settings.orphan_after_s, ttl_days=settings.job_ttl_days
+        ),
+        keys=DynamoKeyStore(settings.table("keys"), settings.tiers),
+        counters=DynamoCounters(settings.table("counters")),
+        queue=SqsJobQueue(settings.queue),
+        sandboxes=_sandboxes(settings),
+        metrics=EmfMetrics() if in_lambda else InMemoryMetrics(),
+    )
+
+
+def get_deps() -> Deps:
+    """The process's dependencies, built on first use."""
+    global _deps
+    if _deps is None:
+        with _lock:
+            if _deps is None:
+                _deps = build(get_settings())
+    return _deps
+
+
+def reset() -> None:
+    """Forget the wiring (tests change the environment between cases)."""
+    global _deps
+    from chalicelib.adapters.aws import reset_clients
+
+    with _lock:
+        _deps = None
+    get_settings.cache_clear()
+    reset_clients()

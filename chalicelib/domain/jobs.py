@@ -1,0 +1,144 @@
+"""Job, JobStatus and its allowed transitions."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from chalicelib.domain.errors import IllegalTransition
+from chalicelib.sandbox.models import ExecutionResult, SandboxLimits, SourceFile, TestCase
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+TERMINAL = frozenset(s for s in JobStatus if s.terminal)
+
+# queued -> running -> terminal; queued -> cancelled | error; running -> queued is a platform retry.
+ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.ERROR}),
+    JobStatus.RUNNING: frozenset(TERMINAL | {JobStatus.QUEUED}),
+    **{s: frozenset() for s in TERMINAL},
+}
+
+
+def check_transition(current: JobStatus, new: JobStatus) -> None:
+    """Raise IllegalTransition unless `current -> new` is allowed."""
+    if new not in ALLOWED[current]:
+        raise IllegalTransition(f"{current.value} -> {new.value} is not allowed")
+
+
+def status_for(result: ExecutionResult) -> JobStatus:
+    """The terminal status a sandbox result means (DESIGN.md section 4)."""
+    reason = result.reason.value if result.reason is not None else None
+    if reason in ("wall_time", "cpu_time"):
+        return JobStatus.TIMED_OUT
+    if reason == "cancelled":
+        return JobStatus.CANCELLED
+    if result.tests is not None:
+        ok = result.tests.accepted == result.tests.total
+        return JobStatus.SUCCEEDED if ok else JobStatus.FAILED
+    return JobStatus.SUCCEEDED if reason is None else JobStatus.FAILED
+
+
+class JobSpec(BaseModel):
+    """What to run: validated, defaulted and capped. Stored with the job and sent to the sandbox."""
+
+    runtime: str | None = None
+    tool: str | None = None
+    files: list[SourceFile] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    stdin: str = ""
+    tests: list[TestCase] = Field(default_factory=list)
+    limits: SandboxLimits
+    sandbox: str = "auto"
+    callback_url: str | None = None
+    output_encoding: str = "utf-8"  # or "base64"
+
+
+class Job(BaseModel):
+    """A job as stored and as returned (without `spec`, which stays internal)."""
+
+    id: str
+    owner: str
+    key_id: str
+    key_hash: str = ""  # the charged key, for refunds (never shown)
+    tier: str
+    status: JobStatus
+    spec: JobSpec
+    seq: int = 0  # order of submission within the tier (position)
+    group: str = ""  # SQS message group
+    attempts: int = 0
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_until: float | None = None
+    sandbox: str | None = None
+    task_arn: str | None = None
+    error: str | None = None
+    charged_day: str | None = None
+    charged_minute: int | None = None
+    refunded: bool = False
+    redriven_late: bool = False
+    result: ExecutionResult | None = None
+
+    @property
+    def queue_wait_ms(self) -> int | None:
+        if self.started_at is None:
+            return None
+        return int((self.started_at - self.created_at) * 1000)
+
+    def public(self, position: int | None = None, estimated_wait_s: float | None = None) -> dict[str, Any]:
+        """The job as the API shows it (DESIGN.md section 3)."""
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "tier": self.tier,
+            "runtime": self.spec.runtime,
+            "tool": self.spec.tool,
+            "position": position,
+            "estimated_wait_s": estimated_wait_s,
+            "attempts": self.attempts,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "queue_wait_ms": self.queue_wait_ms,
+            "sandbox": self.sandbox,
+            "error": self.error,
+            "result": _public_result(self.result, self.spec.output_encoding),
+        }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _public_result(result: ExecutionResult | None, encoding: str) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    data = result.model_dump(mode="json")
+    data.pop("sandbox", None)
+    if encoding == "base64":
+        import base64
+
+        for field in ("stdout", "stderr"):
+            data[field] = base64.b64encode(data[field].encode()).decode()
+        data["encoding"] = "base64"
+    return data

@@ -1,0 +1,48 @@
+"""SQS batches in, `batchItemFailures` out: the same function serves Lambda and the local worker loops."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from chalicelib.services.deps import Deps
+from chalicelib.services.reaper import dead_letter
+from chalicelib.services.worker import RetryLater, handle_message
+
+log = logging.getLogger(__name__)
+
+
+def _processor() -> SqsFifoPartialProcessor:
+    # A failure holds back only its own message group (one slot of one key), never the whole batch.
+    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    processor.raise_on_entire_batch_failure = False  # report failures; do not fail the invocation
+    return processor
+
+
+def process_jobs(deps: Deps, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """A tier queue's batch: run each job; a message to retry later is reported as failed and delayed."""
+
+    def record_handler(record: SQSRecord) -> str:
+        message = json.loads(record.body)
+        try:
+            return handle_message(deps, message)
+        except RetryLater as exc:
+            deps.queue.delay(record.receipt_handle, str(message.get("tier")), exc.delay_s)
+            raise
+
+    return _process(event, context, record_handler)
+
+
+def process_dead_letters(deps: Deps, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """A tier DLQ's batch: mark each job `error` and refund its quota."""
+    return _process(event, context, lambda record: dead_letter(deps, json.loads(record.body)))
+
+
+def _process(event: dict[str, Any], context: Any, handler: Callable[[SQSRecord], Any]) -> dict[str, Any]:
+    response = process_partial_response(event=event, record_handler=handler, processor=_processor(), context=context)
+    return dict(response)

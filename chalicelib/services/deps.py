@@ -1,0 +1,42 @@
+"""The bundle of ports every use case receives (wired once in `bootstrap`)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.config import Settings
+from chalicelib.services.ports import Counters, JobQueue, JobStore, KeyStore, Sandbox
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+def new_job_id() -> str:
+    """Time-ordered, unguessable job ids."""
+    return f"{int(time.time() * 1000):012x}{uuid.uuid4().hex[:20]}"
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    jobs: JobStore
+    keys: KeyStore
+    counters: Counters
+    queue: JobQueue
+    sandboxes: dict[str, Sandbox] = field(default_factory=dict)  # "local" | "lambda" | "fargate"
+    clock: Any = field(default_factory=SystemClock)
+    new_id: Callable[[], str] = new_job_id
+    metrics: Any = None  # a MetricsSink; None records nothing
+
+    def metric(self, name: str, value: float = 1, unit: str = "Count", **dims: str) -> None:
+        """Record one metric point (EMF in the cloud); never lets a metrics failure break a job."""
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):  # metrics are best effort
+                self.metrics.add(name, value, unit, dims)

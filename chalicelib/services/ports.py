@@ -1,0 +1,130 @@
+"""The ports the services depend on. Adapters (DynamoDB, SQS, sandboxes) and in-memory fakes implement them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.domain.quotas import QuotaState
+from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored API key (only its hash is kept)."""
+
+    key_hash: str
+    key_id: str
+    owner: str
+    tier: str
+    created_at: float
+    revoked: bool = False
+    total: int = 0  # submits ever charged (spreads the key's jobs over its message groups)
+    quota: QuotaState = field(default_factory=QuotaState)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Job]
+    cursor: str | None
+
+
+class JobStore(Protocol):
+    def create(self, job: Job) -> None:
+        """Store a new job; fails if the id exists."""
+
+    def get(self, job_id: str) -> Job | None:
+        """The job, read consistently, or None."""
+
+    def transition(
+        self, job: Job, new: JobStatus, changes: dict[str, Any], *, expected_attempts: int | None = None
+    ) -> Job:
+        """Move `job` from its current status to `new` with a conditional write; raise StaleState on a race."""
+
+    def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> Page:
+        """The owner's jobs, newest first."""
+
+    def count_queued_ahead(self, tier: str, seq: int) -> int:
+        """How many jobs of `tier` are queued with a smaller sequence number."""
+
+    def due(self, status: JobStatus, now: float, limit: int = 100) -> list[Job]:
+        """Non-terminal jobs in `status` whose due time (lease end or orphan check) has passed."""
+
+    def set_fields(self, job_id: str, changes: dict[str, Any], expected: JobStatus) -> bool:
+        """Set fields if the job is still in `expected`; False if it is not."""
+
+
+class KeyStore(Protocol):
+    def put(self, key: ApiKey) -> None: ...
+
+    def get(self, key_hash: str) -> ApiKey | None: ...
+
+    def list(self) -> list[ApiKey]: ...
+
+    def update(self, key_id: str, **changes: Any) -> ApiKey | None: ...
+
+    def charge(self, key_hash: str, now: float) -> tuple[ApiKey, QuotaState]:
+        """Authenticate and consume one submit atomically: Unauthorized or QuotaExceeded, else the new state."""
+
+    def refund(self, key_hash: str, charged_minute: int | None, charged_day: str | None) -> None:
+        """Give back one charge (platform's fault)."""
+
+
+class Counters(Protocol):
+    def reserve_queue_place(self, tier: str, cap: int) -> tuple[int, int]:
+        """Count one more queued job in `tier`: (sequence number, jobs queued before it). QueueFull at cap."""
+
+    def release_queue_place(self, tier: str) -> None:
+        """A queued job left the queue without running (cancelled, or its submit was undone)."""
+
+    def job_started(self, tier: str) -> None:
+        """A queued job of `tier` started running."""
+
+    def job_finished(self, tier: str) -> None:
+        """A running job of `tier` stopped running (terminal, or back to the queue for a retry)."""
+
+    def job_requeued(self, tier: str) -> None:
+        """A running job went back to the queue for another attempt."""
+
+    def tier_counts(self, tier: str) -> tuple[int, int]:
+        """(queued, running) for the tier."""
+
+    def set_tier_counts(self, tier: str, queued: int, running: int) -> None:
+        """Overwrite the tier's counters (the reaper reconciles them with the job records)."""
+
+    def acquire_slot(self, owner: str, job_id: str, cap: int) -> bool:
+        """Take one of the owner's running slots for `job_id` (idempotent); False when all are taken."""
+
+    def release_slot(self, owner: str, job_id: str) -> None: ...
+
+    def slot_holders(self) -> dict[str, set[str]]:
+        """Every owner's slot holders (for the reaper)."""
+
+    def record_run(self, tier: str, run_ms: int, now: float) -> None: ...
+
+    def recent_run_ms(self, tier: str, now: float) -> float | None:
+        """Mean run time of the tier's recent jobs, or None without data."""
+
+    def claim_idempotency(self, scope: str, body_hash: str, job_id: str, now: float) -> tuple[str, str] | None:
+        """Claim `scope` for this body; if already claimed return the stored (body_hash, job_id)."""
+
+    def drop_idempotency(self, scope: str) -> None: ...
+
+
+class JobQueue(Protocol):
+    def send(self, job: Job, dedup_id: str | None = None) -> None:
+        """Put the job on its tier's FIFO queue (group per owner slot; dedup id the job id by default)."""
+
+    def send_to_dlq(self, tier: str, job_id: str, reason: str) -> None: ...
+
+    def delay(self, receipt_handle: str, tier: str, seconds: int) -> None:
+        """Make a received message visible again after `seconds` (retry backoff)."""
+
+
+class Sandbox(Protocol):
+    def run(self, request: ExecutionRequest, cancel: Any = None) -> ExecutionResult: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...

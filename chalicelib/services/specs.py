@@ -1,0 +1,106 @@
+"""Turn a client's request into a JobSpec: pick the runtime, apply its default limits, cap by the tier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from chalicelib.config import Settings, TierPolicy
+from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.jobs import JobSpec
+from chalicelib.domain.requests import SubmitRequest
+from chalicelib.sandbox.models import SandboxLimits, SourceFile, TestCase
+from chalicelib.services import catalog
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors as `{"field": "limits.wall_time_s", "message": ...}` for a 422 body."""
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def parse_submit(body: Any) -> SubmitRequest:
+    """Validate the shape of a submit body (no tier needed yet)."""
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object", [{"field": "(body)", "message": "not an object"}])
+    try:
+        return SubmitRequest.model_validate(body)
+    except ValidationError as exc:
+        raise ValidationFailed("invalid job", field_errors(exc)) from exc
+
+
+def _invalid(field: str, message: str, **extra: Any) -> ValidationFailed:
+    return ValidationFailed(message, [{"field": field, "message": message, **extra}])
+
+
+def _check_sizes(req: SubmitRequest, settings: Settings) -> None:
+    source_bytes = len((req.source or "").encode()) + sum(len(f.content.encode()) for f in req.files or [])
+    if source_bytes > settings.max_source_bytes:
+        field = "source" if req.source is not None else "files"
+        raise _invalid(field, f"source is {source_bytes} bytes; the limit is {settings.max_source_bytes}")
+    stdins = [("stdin", req.stdin)] + [(f"tests.{i}.stdin", t.stdin) for i, t in enumerate(req.tests)]
+    for field, text in stdins:
+        if len(text.encode()) > settings.max_stdin_bytes:
+            raise _invalid(field, f"stdin is larger than {settings.max_stdin_bytes} bytes")
+
+
+def _limits(req: SubmitRequest, defaults: SandboxLimits, tier: TierPolicy) -> SandboxLimits:
+    asked = req.limits
+    if asked.wall_time_s is not None and asked.wall_time_s > tier.max_wall_time_s:
+        raise _invalid(
+            "limits.wall_time_s",
+            f"{asked.wall_time_s} s is above the '{tier.name}' tier's {tier.max_wall_time_s} s",
+            max=tier.max_wall_time_s,
+        )
+    if asked.cpu_time_s is not None and asked.cpu_time_s > tier.max_wall_time_s:
+        raise _invalid(
+            "limits.cpu_time_s", f"above the '{tier.name}' tier's {tier.max_wall_time_s} s", max=tier.max_wall_time_s
+        )
+    if asked.memory_mb is not None and asked.memory_mb > tier.max_memory_mb:
+        raise _invalid(
+            "limits.memory_mb",
+            f"{asked.memory_mb} MB is above the '{tier.name}' tier's {tier.max_memory_mb} MB",
+            max=tier.max_memory_mb,
+        )
+    wall = asked.wall_time_s or min(defaults.wall_time_s, tier.max_wall_time_s)
+    return SandboxLimits(
+        wall_time_s=wall,
+        cpu_time_s=asked.cpu_time_s or min(defaults.cpu_time_s, wall),
+        memory_mb=asked.memory_mb or min(defaults.memory_mb, tier.max_memory_mb),
+        output_kb=asked.output_kb or defaults.output_kb,
+        processes=asked.processes or defaults.processes,
+    )
+
+
+def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobSpec:
+    """The runnable spec, or ValidationFailed naming the field (unknown or unavailable runtime, sizes, caps)."""
+    _check_sizes(req, settings)
+    if req.runtime is not None:
+        entry = catalog.runtime(req.runtime)
+        field, what = "runtime", req.runtime
+    else:
+        entry = catalog.tool(req.tool or "")
+        field, what = "tool", req.tool or ""
+    if entry is None:
+        raise _invalid(field, f"unknown {field} '{what}'; see GET /v1/runtimes")
+    if not entry.available:
+        raise _invalid(field, f"{field} '{what}' is not available on this deployment; see GET /v1/runtimes")
+    if req.source is not None:
+        files = [SourceFile(path=entry.entry_file, content=req.source)]
+    else:
+        files = [SourceFile(path=f.path, content=f.content) for f in req.files or []]
+    return JobSpec(
+        runtime=catalog.canonical(req.runtime) if req.runtime else None,
+        tool=req.tool,
+        files=files,
+        args=req.args,
+        stdin=req.stdin,
+        tests=[TestCase(stdin=t.stdin, expected_stdout=t.expected_stdout) for t in req.tests],
+        limits=_limits(req, entry.default_limits, tier),
+        sandbox=req.sandbox,
+        callback_url=req.callback_url,
+        output_encoding=req.output_encoding,
+    )

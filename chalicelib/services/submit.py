@@ -1,0 +1,124 @@
+"""Submit a job: authenticate and charge the quota, reserve a place in the tier queue, store, enqueue.
+
+Accepted path, in AWS requests: 1 UpdateItem (key: auth + minute/day quota), 1 UpdateItem (tier queue:
+backpressure, sequence, position), 1 PutItem (job), 1 SendMessage. A refused submit gives back what it took.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.domain.errors import CodeRunnerError, Conflict
+from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.domain.quotas import day_window, minute_window, rate_headers
+from chalicelib.services.deps import Deps
+from chalicelib.services.estimates import estimate_wait
+from chalicelib.services.keys import hash_key
+from chalicelib.services.specs import build_spec, parse_submit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Accepted:
+    job: Job
+    position: int
+    estimated_wait_s: float | None
+    headers: dict[str, str] = field(default_factory=dict)
+    replayed: bool = False
+
+    def body(self) -> dict[str, Any]:
+        return self.job.public(self.position, self.estimated_wait_s)
+
+
+def body_hash(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def submit_job(deps: Deps, plain_key: str, body: Any, idempotency_key: str | None = None) -> Accepted:
+    """Accept one job or raise the CodeRunnerError that says why not (nothing is consumed then)."""
+    request = parse_submit(body)
+    if idempotency_key:
+        return _submit_idempotent(deps, plain_key, body, request, idempotency_key)
+    return _submit(deps, plain_key, request, deps.new_id())
+
+
+def _submit_idempotent(deps: Deps, plain_key: str, body: Any, request: Any, idem: str) -> Accepted:
+    scope = f"{hash_key(plain_key)}:{idem}"
+    job_id = deps.new_id()
+    claimed = deps.counters.claim_idempotency(scope, body_hash(body), job_id, deps.clock.now())
+    if claimed is not None:
+        stored_hash, stored_job = claimed
+        if stored_hash != body_hash(body):
+            raise Conflict("this Idempotency-Key was used with another body", {"idempotency_key": idem})
+        job = deps.jobs.get(stored_job)
+        if job is None:
+            raise Conflict("a request with this Idempotency-Key is still in progress; retry shortly")
+        return Accepted(job, _position(deps, job), None, replayed=True)
+    try:
+        return _submit(deps, plain_key, request, job_id)
+    except CodeRunnerError:
+        deps.counters.drop_idempotency(scope)  # a refused request leaves nothing behind
+        raise
+
+
+def _submit(deps: Deps, plain_key: str, request: Any, job_id: str) -> Accepted:
+    now = deps.clock.now()
+    key, quota = deps.keys.charge(hash_key(plain_key), now)
+    policy = deps.settings.tier(key.tier)
+    headers = rate_headers(quota, now, policy)
+    try:
+        spec = build_spec(request, policy, deps.settings)
+        seq, ahead = deps.counters.reserve_queue_place(key.tier, policy.queue_cap)
+    except CodeRunnerError as exc:
+        deps.keys.refund(key.key_hash, minute_window(now), day_window(now))
+        exc.headers = {**_after_refund(headers), **exc.headers}
+        deps.metric("JobsRejected", tier=key.tier, reason=exc.code)
+        raise
+    job = Job(
+        id=job_id,
+        owner=key.owner,
+        key_id=key.key_id,
+        tier=key.tier,
+        status=JobStatus.QUEUED,
+        spec=spec,
+        seq=seq,
+        group=f"{key.key_id}.{key.total % policy.concurrency}",
+        created_at=now,
+        charged_day=day_window(now),
+        charged_minute=minute_window(now),
+        key_hash=key.key_hash,
+    )
+    try:
+        deps.jobs.create(job)
+    except Exception:
+        deps.counters.release_queue_place(key.tier)
+        deps.keys.refund(key.key_hash, job.charged_minute, job.charged_day)
+        raise
+    try:
+        deps.queue.send(job)
+    except Exception:
+        # The job is stored as queued: the reaper re-sends queued jobs that never started, and FIFO
+        # deduplication on the job id drops the copy if this send did get through. So 202 is the truth.
+        log.exception("send failed; the reaper will re-drive the job", extra={"job_id": job.id})
+        deps.metric("SendFailed", tier=key.tier)
+    deps.metric("JobsSubmitted", tier=key.tier)
+    return Accepted(job, ahead, estimate_wait(deps, key.tier, ahead), headers)
+
+
+def _after_refund(headers: dict[str, str]) -> dict[str, str]:
+    """The headers as they stand once the refused request's charge is given back."""
+    out = dict(headers)
+    for name in ("X-RateLimit-Remaining", "X-DailyQuota-Remaining"):
+        out[name] = str(int(out[name]) + 1)
+    return out
+
+
+def _position(deps: Deps, job: Job) -> int:
+    if job.status is not JobStatus.QUEUED:
+        return 0
+    return deps.jobs.count_queued_ahead(job.tier, job.seq)

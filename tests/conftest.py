@@ -1,0 +1,52 @@
+"""Shared fixtures. Nothing here can reach real AWS: fake credentials, and a moto server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+}
+os.environ.update(FAKE_AWS)
+for _var in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto server per test process (atomic single-item conditional updates, unlike mock_aws)."""
+    from chalicelib.local.motoserver import start_moto
+    from chalicelib.local.stack import free_port
+
+    port = free_port()
+    server = start_moto(port)
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def stack_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Fresh queues and tables (a unique stage) on the moto server, and the app wired to them."""
+    from chalicelib import bootstrap
+    from chalicelib.local.resources import create_resources
+    from chalicelib.services import estimates
+
+    stage = "t" + uuid.uuid4().hex[:10]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("CODERUNNER_STAGE", stage)
+    monkeypatch.setenv("CODERUNNER_SANDBOX_MODE", "local")
+    bootstrap.reset()
+    estimates.clear_cache()
+    names = create_resources(stage)
+    yield {"stage": stage, "names": names, "endpoint": moto_endpoint}
+    bootstrap.reset()

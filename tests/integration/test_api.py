@@ -1,0 +1,163 @@
+"""The HTTP API through chalice.test.Client, against DynamoDB and SQS on a moto server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from tests.integration.helpers import body, drain, new_key
+
+JOB = {"runtime": "python", "source": "print(input()*2)", "stdin": "ab"}
+
+
+@pytest.fixture
+def client(stack_env: dict[str, Any]) -> Any:
+    from app import app
+
+    with Client(app) as c:
+        yield c
+
+
+def auth(key: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", "Content-Type": "application/json", **extra}
+
+
+def post(client: Any, key: str, payload: Any, **headers: str) -> Any:
+    raw = payload if isinstance(payload, str) else json.dumps(payload)
+    return client.http.post("/v1/jobs", headers=auth(key, **headers), body=raw)
+
+
+def test_submit_run_and_fetch_a_job(client: Any) -> None:
+    key = new_key()
+    resp = post(client, key, JOB)
+    assert resp.status_code == 202, resp.body
+    job = body(resp)
+    assert job["status"] == "queued" and job["position"] == 0 and job["estimated_wait_s"] is not None
+    assert resp.headers["X-RateLimit-Limit"] == "10" and resp.headers["X-RateLimit-Remaining"] == "9"
+    assert resp.headers["Location"] == f"/v1/jobs/{job['id']}"
+    drain()
+    got = body(client.http.get(f"/v1/jobs/{job['id']}?wait=2", headers=auth(key)))
+    assert got["status"] == "succeeded", got
+    assert got["result"]["stdout"] == "abab\n" and got["result"]["exit_code"] == 0
+    assert got["attempts"] == 1 and got["queue_wait_ms"] >= 0 and got["finished_at"]
+
+
+@pytest.mark.parametrize(
+    ("source", "status", "reason"),
+    [
+        ("import sys; print('boom', file=sys.stderr); sys.exit(3)", "failed", "exit_code"),
+        ("while True: pass", "timed_out", None),
+    ],
+)
+def test_failures_and_timeouts(client: Any, source: str, status: str, reason: str | None) -> None:
+    key = new_key()
+    job = body(post(client, key, {"runtime": "python", "source": source, "limits": {"wall_time_s": 1}}))
+    drain()
+    got = body(client.http.get(f"/v1/jobs/{job['id']}", headers=auth(key)))
+    assert got["status"] == status, got
+    if reason:
+        assert got["result"]["reason"] == reason and got["result"]["exit_code"] == 3
+        assert "boom" in got["result"]["stderr"]
+    else:
+        assert got["result"]["reason"] in ("wall_time", "cpu_time")
+
+
+def test_errors_are_json_with_codes(client: Any) -> None:
+    key = new_key()
+    no_key = client.http.post("/v1/jobs", headers={"Content-Type": "application/json"}, body=json.dumps(JOB))
+    assert no_key.status_code == 401 and body(no_key)["error"]["code"] == "unauthorized"
+    bad_key = post(client, "cr_wrong", JOB)
+    assert bad_key.status_code == 401
+    malformed = post(client, key, "{not json")
+    assert malformed.status_code == 400 and body(malformed)["error"]["code"] == "bad_request"
+    invalid = post(client, key, {"runtime": "python", "source": "x", "limits": {"wall_time_s": 99}})
+    assert invalid.status_code == 422
+    assert body(invalid)["error"]["details"][0]["field"] == "limits.wall_time_s"
+    unknown = client.http.get("/v1/jobs/does-not-exist", headers=auth(key))
+    assert unknown.status_code == 404 and body(unknown)["error"]["code"] == "not_found"
+    bad_wait = client.http.get("/v1/jobs/x?wait=99", headers=auth(key))
+    assert bad_wait.status_code == 422
+
+
+def test_form_encoded_curl_body_is_accepted(client: Any) -> None:
+    """`curl -d` sends application/x-www-form-urlencoded; the README's example must work as written."""
+    key = new_key()
+    resp = client.http.post(
+        "/v1/jobs",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-www-form-urlencoded"},
+        body=json.dumps(JOB),
+    )
+    assert resp.status_code == 202, resp.body
+
+
+def test_another_callers_job_is_404(client: Any) -> None:
+    mine = body(post(client, new_key(owner="acme"), JOB))
+    other = new_key(owner="globex")
+    assert client.http.get(f"/v1/jobs/{mine['id']}", headers=auth(other)).status_code == 404
+    assert client.http.delete(f"/v1/jobs/{mine['id']}", headers=auth(other)).status_code == 404
+
+
+def test_cancel_then_409(client: Any) -> None:
+    key = new_key()
+    job = body(post(client, key, JOB))
+    resp = client.http.delete(f"/v1/jobs/{job['id']}", headers=auth(key))
+    assert resp.status_code == 200 and body(resp)["status"] == "cancelled"
+    assert client.http.delete(f"/v1/jobs/{job['id']}", headers=auth(key)).status_code == 409
+    drain()  # the message arrives and is skipped
+    assert body(client.http.get(f"/v1/jobs/{job['id']}", headers=auth(key)))["result"] is None
+
+
+def test_list_usage_runtimes_queue(client: Any) -> None:
+    key = new_key()
+    ids = [body(post(client, key, JOB))["id"] for _ in range(3)]
+    listed = body(client.http.get("/v1/jobs?limit=2", headers=auth(key)))
+    assert [j["id"] for j in listed["jobs"]] == ids[::-1][:2] and listed["next_cursor"]
+    more = body(client.http.get(f"/v1/jobs?limit=2&cursor={listed['next_cursor']}", headers=auth(key)))
+    assert [j["id"] for j in more["jobs"]] == [ids[0]]
+    usage = body(client.http.get("/v1/usage", headers=auth(key)))
+    assert usage["per_minute"] == {**usage["per_minute"], "limit": 10, "used": 3, "remaining": 7}
+    assert usage["per_day"]["used"] == 3 and usage["tier"] == "free"
+    queue = body(client.http.get("/v1/queue", headers=auth(key)))
+    assert queue["tiers"]["free"]["queued"] == 3
+    runtimes = body(client.http.get("/v1/runtimes", headers=auth(key)))
+    names = {r["name"] for r in runtimes["runtimes"]}
+    assert {"python3", "node", "bash"} <= names
+    assert client.http.get("/health").status_code == 200
+
+
+def test_idempotency_key(client: Any) -> None:
+    key = new_key()
+    first = post(client, key, JOB, **{"Idempotency-Key": "k-1"})
+    again = post(client, key, JOB, **{"Idempotency-Key": "k-1"})
+    assert body(first)["id"] == body(again)["id"] and again.headers.get("Idempotent-Replayed") == "true"
+    other = post(client, key, {**JOB, "stdin": "zz"}, **{"Idempotency-Key": "k-1"})
+    assert other.status_code == 409
+    assert body(client.http.get("/v1/usage", headers=auth(key)))["per_minute"]["used"] == 1
+
+
+def test_batch_accepts_and_rejects_each_on_its_own(client: Any) -> None:
+    key = new_key()
+    jobs = [JOB, {"runtime": "cobol", "source": "x"}, JOB]
+    resp = client.http.post("/v1/jobs/batch", headers=auth(key), body=json.dumps({"jobs": jobs}))
+    out = body(resp)
+    assert [r["status"] for r in out["results"]] == [202, 422, 202]
+    assert out["accepted"] == 2 and out["rejected"] == 1
+    too_many = client.http.post("/v1/jobs/batch", headers=auth(key), body=json.dumps({"jobs": [JOB] * 21}))
+    assert too_many.status_code == 422
+
+
+def test_quota_429_headers_and_nothing_consumed(client: Any) -> None:
+    key = new_key()
+    for _ in range(10):
+        assert post(client, key, JOB).status_code == 202
+    refused = post(client, key, JOB)
+    assert refused.status_code == 429
+    err = body(refused)["error"]
+    assert err["code"] == "rate_limited" and err["details"]["limit"] == 10
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    usage = body(client.http.get("/v1/usage", headers=auth(key)))
+    assert usage["per_minute"]["used"] == 10 and usage["per_day"]["used"] == 10

@@ -1,0 +1,132 @@
+"""One set of assertions run against the in-memory fakes and the DynamoDB adapters on a moto server, so the
+fakes the unit tests trust cannot drift from the real thing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from chalicelib.config import Settings
+from chalicelib.domain.errors import QueueFull, QuotaExceeded, StaleState, Unauthorized
+from chalicelib.domain.jobs import Job, JobSpec, JobStatus
+from chalicelib.sandbox.models import ExecutionResult, SandboxLimits
+from chalicelib.services.ports import ApiKey
+from tests.fakes import MemoryCounters, MemoryJobStore, MemoryKeyStore
+
+LIMITS = SandboxLimits(wall_time_s=1, cpu_time_s=1, memory_mb=64, output_kb=8, processes=8)
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def stores(request: pytest.FixtureRequest) -> Any:
+    if request.param == "memory":
+        settings = Settings()
+        return MemoryJobStore(), MemoryKeyStore(settings), MemoryCounters()
+    request.getfixturevalue("stack_env")
+    from chalicelib.bootstrap import get_deps
+
+    deps = get_deps()
+    return deps.jobs, deps.keys, deps.counters
+
+
+def make_job(job_id: str, owner: str = "acme", seq: int = 1, created: float | None = None) -> Job:
+    return Job(
+        id=job_id,
+        owner=owner,
+        key_id="key_1",
+        tier="free",
+        status=JobStatus.QUEUED,
+        spec=JobSpec(runtime="python3", limits=LIMITS),
+        seq=seq,
+        created_at=created or time.time(),
+    )
+
+
+def test_transitions_are_conditional_on_the_expected_state(stores: Any) -> None:
+    jobs, _, _ = stores
+    job = make_job("j1")
+    jobs.create(job)
+    running = jobs.transition(
+        job, JobStatus.RUNNING, {"attempts": 1, "lease_until": time.time() + 5}, expected_attempts=0
+    )
+    with pytest.raises(StaleState):
+        jobs.transition(job, JobStatus.RUNNING, {"attempts": 1}, expected_attempts=0)  # a duplicate delivery
+    result = ExecutionResult(exit_code=0, stdout="héllo\n", wall_ms=3)
+    done = jobs.transition(running, JobStatus.SUCCEEDED, {"result": result, "finished_at": 1.5}, expected_attempts=1)
+    stored = jobs.get("j1")
+    assert stored.status is JobStatus.SUCCEEDED and stored.result == result and stored.attempts == 1
+    assert done.finished_at == stored.finished_at == 1.5
+    with pytest.raises(StaleState):
+        jobs.transition(running, JobStatus.CANCELLED, {}, expected_attempts=1)
+    assert jobs.get("nope") is None
+
+
+def test_queue_position_and_due_work(stores: Any) -> None:
+    jobs, _, _ = stores
+    now = time.time()
+    for i in range(1, 5):
+        jobs.create(make_job(f"q{i}", seq=i, created=now - 100))
+    first = jobs.get("q1")
+    jobs.transition(first, JobStatus.RUNNING, {"attempts": 1, "lease_until": now - 1}, expected_attempts=0)
+    assert jobs.count_queued_ahead("free", 4) == 2  # q2, q3 (q1 left the queue)
+    assert jobs.count_queued_ahead("pro", 4) == 0
+    assert [j.id for j in jobs.due(JobStatus.RUNNING, now)] == ["q1"]
+    assert sorted(j.id for j in jobs.due(JobStatus.QUEUED, now)) == ["q2", "q3", "q4"]
+    assert jobs.due(JobStatus.QUEUED, now - 1000) == []
+
+
+def test_listing_is_newest_first_and_paginated(stores: Any) -> None:
+    jobs, _, _ = stores
+    for i in range(5):
+        jobs.create(make_job(f"l{i}", created=1000.0 + i))
+    jobs.create(make_job("other", owner="globex"))
+    page = jobs.list_by_owner("acme", 3, None)
+    assert [j.id for j in page.items] == ["l4", "l3", "l2"] and page.cursor
+    rest = jobs.list_by_owner("acme", 3, page.cursor)
+    assert [j.id for j in rest.items] == ["l1", "l0"]
+
+
+def test_keys_charge_and_refund(stores: Any) -> None:
+    _, keys, _ = stores
+    keys.put(ApiKey(key_hash="h1", key_id="key_1", owner="acme", tier="free", created_at=1.0))
+    now = time.time()
+    for i in range(10):
+        key, quota = keys.charge("h1", now)
+        assert quota.current(now).m_n == i + 1 and key.owner == "acme"
+    with pytest.raises(QuotaExceeded) as err:
+        keys.charge("h1", now)
+    assert err.value.code == "rate_limited"
+    keys.refund("h1", key.quota.m_win, key.quota.d_win)
+    assert keys.get("h1").quota.m_n == 9
+    key, quota = keys.charge("h1", now + 60)  # a new minute
+    assert quota.m_n == 1 and quota.d_n == 10
+    with pytest.raises(Unauthorized):
+        keys.charge("nope", now)
+    keys.update("key_1", revoked=True)
+    with pytest.raises(Unauthorized):
+        keys.charge("h1", now + 60)
+
+
+def test_counters(stores: Any) -> None:
+    _, _, counters = stores
+    assert counters.reserve_queue_place("free", 2) == (1, 0)
+    assert counters.reserve_queue_place("free", 2) == (2, 1)
+    with pytest.raises(QueueFull):
+        counters.reserve_queue_place("free", 2)
+    counters.job_started("free")
+    assert counters.tier_counts("free") == (1, 1)
+    assert counters.acquire_slot("key_1", "a#1", 2) and counters.acquire_slot("key_1", "a#1", 2)
+    assert counters.acquire_slot("key_1", "b#1", 2)
+    assert not counters.acquire_slot("key_1", "c#1", 2)
+    counters.release_slot("key_1", "a#1")
+    assert counters.slot_holders()["key_1"] == {"b#1"}
+    assert counters.claim_idempotency("s", "h", "j1", 1.0) is None
+    assert counters.claim_idempotency("s", "h2", "j2", 1.0) == ("h", "j1")
+    counters.drop_idempotency("s")
+    assert counters.claim_idempotency("s", "h2", "j2", 1.0) is None
+    now = time.time()
+    assert counters.recent_run_ms("free", now) is None
+    counters.record_run("free", 100, now)
+    counters.record_run("free", 300, now)
+    assert counters.recent_run_ms("free", now) == 200

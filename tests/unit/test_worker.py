@@ -1,0 +1,212 @@
+"""The worker, cancellation, retries, the DLQ path and the reaper, on fakes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from chalicelib.domain.errors import Conflict, NotFound
+from chalicelib.domain.jobs import JobStatus
+from chalicelib.sandbox.models import ExecutionResult, FailureReason, SandboxUnavailable
+from chalicelib.services import lifecycle
+from chalicelib.services.keys import authenticate, create_key
+from chalicelib.services.reaper import dead_letter, reap
+from chalicelib.services.submit import submit_job
+from chalicelib.services.worker import RetryLater, handle_message
+from tests.fakes import FakeSandbox, make_deps
+
+JOB = {"runtime": "python", "source": "print(1)"}
+
+
+@pytest.fixture
+def deps() -> Any:
+    return make_deps()
+
+
+@pytest.fixture
+def key(deps: Any) -> str:
+    return create_key(deps, "acme", "free")[0]
+
+
+def submit(deps: Any, key: str, body: dict | None = None) -> str:
+    return submit_job(deps, key, body or JOB).job.id
+
+
+def deliver(deps: Any, job_id: str) -> str:
+    return handle_message(deps, {"job_id": job_id, "tier": "free"})
+
+
+def used_today(deps: Any) -> int:
+    return next(iter(deps.keys.keys.values())).quota.d_n
+
+
+def test_a_delivered_job_runs_once_and_succeeds(deps: Any, key: str) -> None:
+    job_id = submit(deps, key)
+    assert deliver(deps, job_id) == "succeeded"
+    job = deps.jobs.get(job_id)
+    assert job.status is JobStatus.SUCCEEDED and job.attempts == 1 and job.result.stdout == "ok\n"
+    assert job.started_at is not None and job.finished_at is not None
+    assert deps.counters.tier_counts("free") == (0, 0)
+    assert deps.counters.slot_holders()[job.key_id] == set()
+
+
+def test_duplicate_delivery_never_runs_twice(deps: Any, key: str) -> None:
+    job_id = submit(deps, key)
+    deliver(deps, job_id)
+    assert deliver(deps, job_id) == "skipped:succeeded"
+    assert len(deps.sandboxes["local"].calls) == 1
+
+
+def test_user_failures_are_results_not_retries(deps: Any, key: str) -> None:
+    deps.sandboxes["local"] = FakeSandbox(ExecutionResult(exit_code=3, reason=FailureReason.EXIT_CODE))
+    job_id = submit(deps, key)
+    assert deliver(deps, job_id) == "failed"
+    assert deps.jobs.get(job_id).attempts == 1 and deps.queue.dlq == []
+
+
+def test_timeout_is_timed_out(deps: Any, key: str) -> None:
+    deps.sandboxes["local"] = FakeSandbox(ExecutionResult(signal="SIGKILL", reason=FailureReason.WALL_TIME))
+    job_id = submit(deps, key)
+    assert deliver(deps, job_id) == "timed_out"
+
+
+def test_a_key_at_its_concurrency_waits_without_running(deps: Any, key: str) -> None:
+    ids = [submit(deps, key) for _ in range(3)]
+    owner = deps.jobs.get(ids[0]).key_id
+    deps.counters.acquire_slot(owner, "other#1", 2)
+    deps.counters.acquire_slot(owner, "other2#1", 2)
+    with pytest.raises(RetryLater):
+        deliver(deps, ids[0])
+    assert deps.jobs.get(ids[0]).status is JobStatus.QUEUED
+    assert deps.sandboxes["local"].calls == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        SandboxUnavailable("throttled"),
+        ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "Invoke"),
+        ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}, "UpdateItem"),
+    ],
+)
+def test_platform_faults_retry_with_backoff_then_dead_letter_and_refund(deps: Any, key: str, fault: Exception) -> None:
+    sandbox = FakeSandbox()
+    sandbox.fail_with = [fault, fault, fault]
+    deps.sandboxes["local"] = sandbox
+    job_id = submit(deps, key)
+    assert used_today(deps) == 1
+    delays = []
+    for _ in range(2):
+        with pytest.raises(RetryLater) as err:
+            deliver(deps, job_id)
+        delays.append(err.value.delay_s)
+        assert deps.jobs.get(job_id).status is JobStatus.QUEUED
+    assert delays == [2, 4]  # exponential
+    assert deliver(deps, job_id) == "dead-lettered"
+    assert deps.queue.dlq[0][1] == job_id
+    assert dead_letter(deps, {"job_id": job_id, "reason": deps.queue.dlq[0][2]}) == "errored"
+    job = deps.jobs.get(job_id)
+    assert job.status is JobStatus.ERROR and job.attempts == 3 and job.error.startswith("platform fault")
+    assert used_today(deps) == 0  # refunded
+    assert deps.counters.tier_counts("free") == (0, 0)
+    dead_letter(deps, {"job_id": job_id})  # a second DLQ delivery changes nothing
+    assert used_today(deps) == 0
+
+
+def test_a_fault_then_success_keeps_the_attempt_count(deps: Any, key: str) -> None:
+    sandbox = FakeSandbox()
+    sandbox.fail_with = [SandboxUnavailable("busy")]
+    deps.sandboxes["local"] = sandbox
+    job_id = submit(deps, key)
+    with pytest.raises(RetryLater):
+        deliver(deps, job_id)
+    assert deliver(deps, job_id) == "succeeded"
+    assert deps.jobs.get(job_id).attempts == 2
+
+
+def test_cancel_queued_job_is_skipped_when_delivered(deps: Any, key: str) -> None:
+    job_id = submit(deps, key)
+    caller = authenticate(deps, key)
+    assert lifecycle.cancel(deps, caller, job_id).status is JobStatus.CANCELLED
+    assert deliver(deps, job_id) == "skipped:cancelled"
+    assert deps.sandboxes["local"].calls == []
+    assert deps.counters.tier_counts("free") == (0, 0)
+    with pytest.raises(Conflict):
+        lifecycle.cancel(deps, caller, job_id)
+
+
+def test_cancel_running_job_discards_its_result(deps: Any, key: str) -> None:
+    job_id = submit(deps, key)
+    caller = authenticate(deps, key)
+
+    class CancelDuringRun(FakeSandbox):
+        def run(self, request: Any, cancel: Any = None) -> ExecutionResult:
+            lifecycle.cancel(deps, caller, job_id)
+            return super().run(request, cancel)
+
+    deps.sandboxes["local"] = CancelDuringRun()
+    assert deliver(deps, job_id) == "discarded"
+    job = deps.jobs.get(job_id)
+    assert job.status is JobStatus.CANCELLED and job.result is None
+    assert deps.counters.slot_holders()[job.key_id] == set()
+    assert deps.counters.tier_counts("free") == (0, 0)
+
+
+def test_another_callers_job_is_404_like_an_unknown_one(deps: Any, key: str) -> None:
+    job_id = submit(deps, key)
+    other = authenticate(deps, create_key(deps, "globex", "free")[0])
+    with pytest.raises(NotFound) as a:
+        lifecycle.cancel(deps, other, job_id)
+    with pytest.raises(NotFound) as b:
+        lifecycle.cancel(deps, other, "nope")
+    assert a.value.message.replace(job_id, "X") == b.value.message.replace("nope", "X")
+
+
+def test_reaper_retries_a_job_whose_worker_died_then_gives_up(deps: Any, key: str) -> None:
+    job_id = submit(deps, key)
+    deps.queue.sent.clear()
+    for attempt in range(1, 4):
+        job = deps.jobs.get(job_id)
+        # a worker starts it and dies: nothing finishes the run
+        started = deps.jobs.transition(
+            job,
+            JobStatus.RUNNING,
+            {"attempts": attempt, "started_at": deps.clock.now(), "lease_until": deps.clock.now() + 10},
+            expected_attempts=attempt - 1,
+        )
+        deps.counters.job_started("free")
+        deps.counters.acquire_slot(started.key_id, f"{job_id}#{attempt}", 2)
+        deps.clock.advance(11)
+        actions = reap(deps)
+        if attempt < 3:
+            assert actions["running_retried"] == 1
+            assert deps.jobs.get(job_id).status is JobStatus.QUEUED
+            assert deps.queue.sent[-1][3] == f"{job_id}#retry{attempt}"
+        else:
+            assert actions["running_errored"] == 1
+    job = deps.jobs.get(job_id)
+    assert job.status is JobStatus.ERROR and used_today(deps) == 0
+    assert deps.counters.slot_holders()[job.key_id] == set()
+    assert deps.counters.tier_counts("free") == (0, 0)
+
+
+def test_reaper_releases_leaked_slots(deps: Any, key: str) -> None:
+    job_id = submit(deps, key)
+    deliver(deps, job_id)
+    owner = deps.jobs.get(job_id).key_id
+    deps.counters.acquire_slot(owner, f"{job_id}#1", 2)  # a release that never happened
+    deps.counters.acquire_slot(owner, "vanished#1", 2)
+    assert reap(deps)["slots_released"] == 2
+    assert deps.counters.slot_holders()[owner] == set()
+
+
+def test_reaper_redrives_late_orphans_once(deps: Any, key: str) -> None:
+    deps.queue.fail_sends = 1
+    job_id = submit(deps, key)
+    deps.clock.advance(400)  # past SQS's deduplication window
+    assert reap(deps).get("queued_redriven_late") == 1
+    assert deps.queue.sent[-1][3] == f"{job_id}#late"
+    deps.clock.advance(400)
+    assert "queued_redriven_late" not in reap(deps)
