@@ -10,12 +10,21 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from botocore.exceptions import BotoCoreError, ClientError
 from chalice import Chalice, Cron, Rate, Response  # noqa: F401 - Cron kept for operators' schedules
 from chalice.app import Request
 
 from chalicelib.bootstrap import get_deps
 from chalicelib.config import APP_NAME, DEFAULT_TIERS, get_settings
-from chalicelib.domain.errors import BadRequest, CodeRunnerError, PayloadTooLarge, Unauthorized, ValidationFailed
+from chalicelib.domain.errors import (
+    BadRequest,
+    CodeRunnerError,
+    InternalError,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+    ValidationFailed,
+)
 from chalicelib.services import batch as batches
 from chalicelib.services import catalog, keys, lifecycle, queries, reaper, submit
 from chalicelib.services.ipguard import IpGuard
@@ -75,6 +84,15 @@ def api(handler: Callable[..., Any]) -> Callable[..., Any]:
             return _error(exc)
         except CodeRunnerError as exc:
             return _error(exc)
+        except (ClientError, BotoCoreError) as exc:
+            # Throttled or unreachable AWS: the services gave back whatever they had taken.
+            logger.warning("dependency failure", extra={"error": str(exc)})
+            return _error(
+                ServiceUnavailable("a dependency is unavailable; retry shortly", headers={"Retry-After": "1"})
+            )
+        except Exception:
+            logger.exception("unhandled error")
+            return _error(InternalError("internal error; the request may be retried"))
 
     return wrapper
 

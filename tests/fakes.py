@@ -195,6 +195,9 @@ class MemoryCounters:
         with self.lock:
             self.slots.get(owner, set()).discard(job_id)
 
+    def holders_of(self, owner: str) -> set[str]:
+        return set(self.slots.get(owner, set()))
+
     def slot_holders(self) -> dict[str, set[str]]:
         return {k: set(v) for k, v in self.slots.items()}
 

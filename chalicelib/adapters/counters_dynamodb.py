@@ -111,6 +111,10 @@ class DynamoCounters:
     def release_slot(self, owner: str, job_id: str) -> None:
         self._update(f"slots#{owner}", "DELETE holders :me", {":me": {job_id}})
 
+    def holders_of(self, owner: str) -> set[str]:
+        """The slots one key holds now (one consistent GetItem)."""
+        return set(self._get(f"slots#{owner}").get("holders", set()))
+
     def slot_holders(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
         start = None

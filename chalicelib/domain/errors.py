@@ -56,6 +56,18 @@ class QueueFull(CodeRunnerError):
     status, code = 503, "queue_full"
 
 
+class ServiceUnavailable(CodeRunnerError):
+    """A dependency (DynamoDB, SQS) failed or throttled; nothing was consumed, the client may retry."""
+
+    status, code = 503, "service_unavailable"
+
+
+class InternalError(CodeRunnerError):
+    """A bug on our side, answered as JSON like every other error."""
+
+    status, code = 500, "internal_error"
+
+
 class IllegalTransition(Exception):
     """A job state change that the state machine does not allow (a bug, never a client error)."""
 

@@ -28,7 +28,12 @@ def process_jobs(deps: Deps, event: dict[str, Any], context: Any = None) -> dict
     """A tier queue's batch: run each job; a message to retry later is reported as failed and delayed."""
 
     def record_handler(record: SQSRecord) -> str:
-        message = json.loads(record.body)
+        try:
+            message = json.loads(record.body)
+        except ValueError:
+            # Not ours (nothing we send looks like this): retrying cannot help, so drop it, loudly.
+            log.error("malformed message dropped", extra={"message_id": record.message_id})
+            return "malformed"
         try:
             return handle_message(deps, message)
         except RetryLater as exc:

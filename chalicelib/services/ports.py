@@ -98,8 +98,11 @@ class Counters(Protocol):
 
     def release_slot(self, owner: str, job_id: str) -> None: ...
 
+    def holders_of(self, owner: str) -> set[str]:
+        """The slot holders of one owner (one read)."""
+
     def slot_holders(self) -> dict[str, set[str]]:
-        """Every owner's slot holders (for the reaper)."""
+        """Every owner's slot holders (for the reaper: a scan)."""
 
     def record_run(self, tier: str, run_ms: int, now: float) -> None: ...
 

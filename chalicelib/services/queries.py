@@ -68,7 +68,7 @@ def usage(deps: Deps, key: ApiKey) -> dict[str, Any]:
     now = deps.clock.now()
     policy = deps.settings.tier(key.tier)
     cur: QuotaState = key.quota.current(now)
-    holders = deps.counters.slot_holders().get(key.key_id, set())
+    holders = deps.counters.holders_of(key.key_id)
     return {
         "key_id": key.key_id,
         "owner": key.owner,

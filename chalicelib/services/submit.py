@@ -61,8 +61,8 @@ def _submit_idempotent(deps: Deps, plain_key: str, body: Any, request: Any, idem
         return Accepted(job, _position(deps, job), None, replayed=True)
     try:
         return _submit(deps, plain_key, request, job_id)
-    except CodeRunnerError:
-        deps.counters.drop_idempotency(scope)  # a refused request leaves nothing behind
+    except Exception:
+        _undo(deps.counters.drop_idempotency, scope)  # a refused request leaves nothing behind
         raise
 
 
@@ -75,9 +75,12 @@ def _submit(deps: Deps, plain_key: str, request: Any, job_id: str) -> Accepted:
         spec = build_spec(request, policy, deps.settings)
         seq, ahead = deps.counters.reserve_queue_place(key.tier, policy.queue_cap)
     except CodeRunnerError as exc:
-        deps.keys.refund(key.key_hash, minute_window(now), day_window(now))
+        _undo(deps.keys.refund, key.key_hash, minute_window(now), day_window(now))
         exc.headers = {**_after_refund(headers), **exc.headers}
         deps.metric("JobsRejected", tier=key.tier, reason=exc.code)
+        raise
+    except Exception:
+        _undo(deps.keys.refund, key.key_hash, minute_window(now), day_window(now))
         raise
     job = Job(
         id=job_id,
@@ -96,8 +99,8 @@ def _submit(deps: Deps, plain_key: str, request: Any, job_id: str) -> Accepted:
     try:
         deps.jobs.create(job)
     except Exception:
-        deps.counters.release_queue_place(key.tier)
-        deps.keys.refund(key.key_hash, job.charged_minute, job.charged_day)
+        _undo(deps.counters.release_queue_place, key.tier)
+        _undo(deps.keys.refund, key.key_hash, job.charged_minute, job.charged_day)
         raise
     try:
         deps.queue.send(job)
@@ -108,6 +111,14 @@ def _submit(deps: Deps, plain_key: str, request: Any, job_id: str) -> Accepted:
         deps.metric("SendFailed", tier=key.tier)
     deps.metric("JobsSubmitted", tier=key.tier)
     return Accepted(job, ahead, estimate_wait(deps, key.tier, ahead), headers)
+
+
+def _undo(action: Any, *args: Any) -> None:
+    """Give back something a failed submit took; a failure here is logged, never hides the first error."""
+    try:
+        action(*args)
+    except Exception:  # noqa: BLE001 - the original error is the one the client must see
+        log.exception("could not undo part of a failed submit", extra={"undo": getattr(action, "__name__", "")})
 
 
 def _after_refund(headers: dict[str, str]) -> dict[str, str]:

@@ -66,6 +66,14 @@ def handle_message(deps: Deps, message: dict[str, Any]) -> str:
     except StaleState:
         deps.counters.release_slot(job.key_id, slot_holder(next_attempt))
         return "lost-race"
+    except Exception:
+        # Throttled or unreachable: nothing started. Give the slot back now (the reaper would, later)
+        # and let the message come back after its visibility timeout.
+        try:
+            deps.counters.release_slot(job.key_id, slot_holder(next_attempt))
+        except Exception:  # noqa: BLE001 - the reaper releases slots of jobs that are not running
+            log.warning("slot release failed", extra={"job_id": job.id})
+        raise
     deps.counters.job_started(job.tier)
     deps.metric("QueueWait", job.queue_wait_ms or 0, "Milliseconds", tier=job.tier)
     return run(deps, job, kind)
