@@ -144,6 +144,7 @@ class MemoryCounters:
         self.slots: dict[str, set[str]] = {}
         self.runs: dict[str, list[int]] = {}
         self.idem: dict[str, tuple[str, str]] = {}
+        self.suspects: dict[str, object] = {}
 
     def _tier(self, tier: str) -> dict[str, int]:
         return self.tiers.setdefault(tier, {"queued": 0, "running": 0, "seq": 0})
@@ -182,6 +183,21 @@ class MemoryCounters:
     def set_tier_counts(self, tier: str, queued: int, running: int) -> None:
         with self.lock:
             self._tier(tier).update(queued=queued, running=running)
+
+    def correct_tier_counts(self, tier: str, counted: tuple[int, int]) -> bool:
+        with self.lock:
+            t = self._tier(tier)
+            observed = (t["queued"], t["running"])
+            sighting = (observed, counted)
+            if observed == counted:
+                self.suspects.pop(tier, None)
+                return False
+            if self.suspects.get(tier) == sighting:
+                t.update(queued=counted[0], running=counted[1])
+                del self.suspects[tier]
+                return True
+            self.suspects[tier] = sighting
+            return False
 
     def acquire_slot(self, owner: str, job_id: str, cap: int) -> bool:
         with self.lock:

@@ -89,6 +89,29 @@ class DynamoCounters:
     def set_tier_counts(self, tier: str, queued: int, running: int) -> None:
         self._update(f"tier#{tier}", "SET queued = :q, running = :r", {":q": queued, ":r": running})
 
+    def correct_tier_counts(self, tier: str, counted: tuple[int, int]) -> bool:
+        pk = f"tier#{tier}"
+        item = self._get(pk)
+        observed = (int(item.get("queued", 0)), int(item.get("running", 0)))
+        if observed == counted:
+            if "suspect" in item:
+                self._update(pk, "REMOVE suspect", {})
+            return False
+        sighting = f"{observed[0]},{observed[1]}->{counted[0]},{counted[1]}"
+        try:
+            self._update(
+                pk,
+                "SET queued = :cq, running = :cr REMOVE suspect",
+                {":cq": counted[0], ":cr": counted[1], ":s": sighting, ":oq": observed[0], ":or": observed[1]},
+                "suspect = :s AND queued = :oq AND running = :or",
+            )
+            return True
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+        self._update(pk, "SET suspect = :s", {":s": sighting})
+        return False
+
     def _get(self, pk: str) -> dict[str, Any]:
         resp = self.client.get_item(TableName=self.table, Key={"pk": {"S": pk}}, ConsistentRead=True)
         return unmarshal(resp.get("Item")) or {}

@@ -48,6 +48,9 @@ class JobStore(Protocol):
     def count_queued_ahead(self, tier: str, seq: int) -> int:
         """How many jobs of `tier` are queued with a smaller sequence number."""
 
+    def count_active(self, status: JobStatus, tier: str) -> int:
+        """Jobs of `tier` in a non-terminal `status` (to reconcile the tier counters)."""
+
     def due(self, status: JobStatus, now: float, limit: int = 100) -> list[Job]:
         """Non-terminal jobs in `status` whose due time (lease end or orphan check) has passed."""
 
@@ -97,6 +100,10 @@ class Counters(Protocol):
         """Take one of the owner's running slots for `job_id` (idempotent); False when all are taken."""
 
     def release_slot(self, owner: str, job_id: str) -> None: ...
+
+    def correct_tier_counts(self, tier: str, counted: tuple[int, int]) -> bool:
+        """Set the tier's (queued, running) to `counted` once the same drift was seen on two passes in a row
+        and the counters did not move in between (so a lagging index or a racing submit is never "fixed")."""
 
     def holders_of(self, owner: str) -> set[str]:
         """The slot holders of one owner (one read)."""

@@ -27,12 +27,13 @@ def reap(deps: Deps) -> dict[str, int]:
     for job in deps.jobs.due(JobStatus.QUEUED, now):
         actions[_redrive_queued(deps, job, now)] += 1
     actions["slots_released"] += release_leaked_slots(deps)
+    actions["counters_reconciled"] += reconcile_counters(deps)
     actions.pop("none", None)
     for name, count in actions.items():
         if count:
             log.info("reaper action", extra={"action": name, "count": count})
             deps.metric("ReaperActions", count, action=name)
-    return dict(actions)
+    return {name: count for name, count in actions.items() if count}
 
 
 def _reap_running(deps: Deps, job: Job) -> str:
@@ -100,15 +101,17 @@ def release_leaked_slots(deps: Deps) -> int:
     return released
 
 
-def reconcile_counters(deps: Deps, store: Any) -> dict[str, tuple[int, int]]:
-    """Set each tier's queued/running counters from the job records (drift after a crash)."""
-    out = {}
+def reconcile_counters(deps: Deps) -> int:
+    """Bring each tier's queued/running counters back to the job records when they drifted (a worker died
+    between a job's write and its counter's). A drift is corrected only when two passes in a row saw the
+    same one, so a just-submitted job missing from an index yet is never taken for a leak."""
+    corrected = 0
     for tier in deps.settings.tiers:
-        counts = (store.count_active(JobStatus.QUEUED, tier), store.count_active(JobStatus.RUNNING, tier))
-        if counts != deps.counters.tier_counts(tier):
-            deps.counters.set_tier_counts(tier, *counts)
-        out[tier] = counts
-    return out
+        counted = (deps.jobs.count_active(JobStatus.QUEUED, tier), deps.jobs.count_active(JobStatus.RUNNING, tier))
+        if deps.counters.correct_tier_counts(tier, counted):
+            log.warning("tier counters corrected", extra={"tier": tier, "counted": counted})
+            corrected += 1
+    return corrected
 
 
 def dead_letter(deps: Deps, message: dict[str, Any]) -> str:

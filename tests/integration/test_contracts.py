@@ -130,3 +130,18 @@ def test_counters(stores: Any) -> None:
     counters.record_run("free", 100, now)
     counters.record_run("free", 300, now)
     assert counters.recent_run_ms("free", now) == 200
+
+
+def test_tier_counters_are_corrected_only_on_a_repeated_sighting(stores: Any) -> None:
+    _, _, counters = stores
+    counters.set_tier_counts("pro", 4, 2)
+    assert counters.holders_of("nobody") == set()
+    assert not counters.correct_tier_counts("pro", (1, 0))  # first sighting is only noted
+    assert counters.tier_counts("pro") == (4, 2)
+    assert counters.correct_tier_counts("pro", (1, 0))  # same drift again: corrected
+    assert counters.tier_counts("pro") == (1, 0)
+    counters.set_tier_counts("pro", 5, 0)
+    assert not counters.correct_tier_counts("pro", (1, 0))
+    counters.release_queue_place("pro")  # the counters moved since the sighting: not touched
+    assert not counters.correct_tier_counts("pro", (1, 0))
+    assert counters.tier_counts("pro") == (4, 0)

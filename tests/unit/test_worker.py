@@ -210,3 +210,21 @@ def test_reaper_redrives_late_orphans_once(deps: Any, key: str) -> None:
     assert deps.queue.sent[-1][3] == f"{job_id}#late"
     deps.clock.advance(400)
     assert "queued_redriven_late" not in reap(deps)
+
+
+def test_reaper_corrects_drifted_tier_counters_on_the_second_sighting(deps: Any, key: str) -> None:
+    submit(deps, key)  # one job really queued
+    deps.counters.set_tier_counts("free", 3, 1)  # a worker died between writes, twice
+    assert "counters_reconciled" not in reap(deps)  # first sighting: could be a lagging index
+    assert deps.counters.tier_counts("free") == (3, 1)
+    assert reap(deps)["counters_reconciled"] == 1
+    assert deps.counters.tier_counts("free") == (1, 0)
+    assert "counters_reconciled" not in reap(deps)
+
+
+def test_reaper_leaves_counters_that_moved_between_passes(deps: Any, key: str) -> None:
+    deps.counters.set_tier_counts("free", 2, 0)
+    reap(deps)
+    submit(deps, key)  # the counters move: the earlier sighting no longer holds
+    assert "counters_reconciled" not in reap(deps)
+    assert deps.counters.tier_counts("free") == (3, 0)
