@@ -61,6 +61,15 @@ class SubmitRequest(BaseModel):
     sandbox: Literal["auto", "local", "lambda", "fargate"] = "auto"
     output_encoding: Literal["utf-8", "base64"] = "utf-8"
 
+    @field_validator("callback_url")
+    @classmethod
+    def _no_callbacks_yet(cls, url: str | None) -> str | None:
+        # Refused loudly rather than accepted and never called: a client must not wait for a POST that
+        # will not come. Long-poll instead until signed callbacks (DESIGN.md section 8) are built.
+        if url is not None:
+            raise ValueError("callbacks are not supported yet: long-poll GET /v1/jobs/{id}?wait=30 instead")
+        return url
+
     @model_validator(mode="after")
     def _one_target(self) -> SubmitRequest:
         if (self.runtime is None) == (self.tool is None):

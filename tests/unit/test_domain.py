@@ -110,3 +110,13 @@ def test_refund_gives_back_one_and_never_goes_negative(m: int, d: int) -> None:
     assert after.m_n == max(0, m - 1) and after.d_n == max(0, d - 1)
     # a charge from another window gives nothing back in this one
     assert refunded(state, minute_window(t) - 1, "1999-01-01") == state
+
+
+def test_callback_url_is_refused_until_callbacks_exist() -> None:
+    import pydantic
+    import pytest
+
+    from chalicelib.domain.requests import SubmitRequest
+
+    with pytest.raises(pydantic.ValidationError, match="callbacks are not supported yet"):
+        SubmitRequest.model_validate({"runtime": "python", "source": "print(1)", "callback_url": "https://x.test/cb"})
