@@ -11,6 +11,7 @@ from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.jobs import JobSpec
 from chalicelib.domain.requests import SubmitRequest
 from chalicelib.sandbox.models import SandboxLimits, SourceFile, TestCase
+from chalicelib.sandbox.selection import pick_sandbox
 from chalicelib.services import catalog
 
 
@@ -75,6 +76,16 @@ def _limits(req: SubmitRequest, defaults: SandboxLimits, tier: TierPolicy) -> Sa
     )
 
 
+def _check_sandbox(requested: str, limits: SandboxLimits, settings: Settings) -> None:
+    """Refuse now a sandbox this stage cannot give, rather than failing the job after it was queued."""
+    if settings.sandbox_mode == "local" and requested not in ("auto", "local"):
+        raise _invalid("sandbox", f"this stage runs jobs in the local sandbox only, not '{requested}'")
+    try:
+        pick_sandbox(requested, limits, settings.sandbox_mode == "local")
+    except ValueError as exc:
+        raise _invalid("sandbox", str(exc)) from exc
+
+
 def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobSpec:
     """The runnable spec, or ValidationFailed naming the field (unknown or unavailable runtime, sizes, caps)."""
     _check_sizes(req, settings)
@@ -92,6 +103,8 @@ def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobS
         files = [SourceFile(path=entry.entry_file, content=req.source)]
     else:
         files = [SourceFile(path=f.path, content=f.content) for f in req.files or []]
+    limits = _limits(req, entry.default_limits, tier)
+    _check_sandbox(req.sandbox, limits, settings)
     return JobSpec(
         runtime=catalog.canonical(req.runtime) if req.runtime else None,
         tool=req.tool,
@@ -99,7 +112,7 @@ def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobS
         args=req.args,
         stdin=req.stdin,
         tests=[TestCase(stdin=t.stdin, expected_stdout=t.expected_stdout) for t in req.tests],
-        limits=_limits(req, entry.default_limits, tier),
+        limits=limits,
         sandbox=req.sandbox,
         callback_url=req.callback_url,
         output_encoding=req.output_encoding,

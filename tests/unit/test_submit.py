@@ -69,6 +69,8 @@ def test_position_counts_the_tier_jobs_ahead(deps: Any, key: str) -> None:
         ({"source": "x"}, "(body)"),
         ({"runtime": "python", "files": [{"path": "../etc/x", "content": ""}]}, "files.0.path"),
         ({"runtime": "python", "source": "x", "tests": [{"stdin": ""}] * 21}, "tests"),
+        ({"runtime": "python", "source": "x", "sandbox": "fargate"}, "sandbox"),  # a local-only stage
+        ({"runtime": "python", "source": "x", "sandbox": "gvisor"}, "sandbox"),
     ],
 )
 def test_invalid_jobs_get_422_with_the_field_and_cost_nothing(deps: Any, key: str, body: dict, field: str) -> None:
