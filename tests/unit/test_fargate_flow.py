@@ -101,4 +101,6 @@ def test_the_reaper_stops_a_task_past_its_deadline(deps: Any, key: str) -> None:
     job_id = launch(deps, key)
     deps.clock.advance(3600)
     assert reap(deps).get("running_retried") == 1
-    assert [reason for _, reason in deps.sandboxes["fargate"].stopped] == ["past its deadline"]
+    assert deps.sandboxes["fargate"].stopped == [
+        (f"arn:aws:ecs:us-east-1:123456789012:task/sandbox/{job_id}", "past its deadline")
+    ]
