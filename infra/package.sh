@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make package`: build/sam.json + build/deployment.zip, ready for `aws cloudformation package/deploy`
+# (infra/DEPLOY.md). STAGE picks the Chalice stage of .chalice/config.json (default: dev).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STAGE="${STAGE:-dev}"
+BIN="${BIN:-.venv/bin}"
+OUT="${OUT:-build}"
+# app.py names its queues and event rule from CODERUNNER_STAGE when chalice imports it.
+export CODERUNNER_STAGE="$STAGE"
+# Chalice wants a region to look up service principals; the template itself names none.
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-${AWS_REGION:-us-east-1}}"
+export PYTHONPATH="${PYTHONPATH:-.}"
+
+mkdir -p "$OUT"
+rm -f "$OUT/sam.json" "$OUT/deployment.zip"
+"$BIN/python" -m infra.build_template --stage "$STAGE" --out "$OUT/merge-template.json"
+"$BIN/chalice" package --stage "$STAGE" --merge-template "$OUT/merge-template.json" "$OUT"
+"$BIN/python" -m infra.build_template --stage "$STAGE" --check "$OUT/sam.json"
+echo "packaged stage '$STAGE': $OUT/sam.json and $OUT/deployment.zip (next: infra/DEPLOY.md)"
