@@ -30,9 +30,10 @@ def _widget(title: str, metrics: list[Any], stat: str = "Sum", **extra: Any) -> 
     }
 
 
-def _search(metric: str, dimensions: str, label: str) -> list[dict[str, str]]:
+def _search(metric: str, dimensions: str) -> list[dict[str, str]]:
+    """Every series of one of the app's metrics with exactly these dimensions (one line per combination)."""
     expression = f"SEARCH('{{{NAMESPACE},{dimensions}}} MetricName=\"{metric}\"', 'Sum', 300)"
-    return [{"expression": expression, "label": label, "id": metric.lower()}]
+    return [{"expression": expression, "id": metric.lower()}]
 
 
 def _per_tier(metric: str, stat: str) -> list[Any]:
@@ -65,12 +66,12 @@ def widgets(functions: dict[str, str], alarms: list[str], api_stage: str) -> lis
         _widget("Queued jobs by tier", depth, stat="Maximum"),
         _widget("Oldest queued job by tier (s)", _queues("ApproximateAgeOfOldestMessage"), stat="Maximum"),
         _widget("Dead-letter queues (received)", _queues("NumberOfMessagesReceived", dead_letter=True)),
-        _widget("Jobs finished by status", _search("JobsFinished", "service,status,tier", "")),
-        _widget("Jobs submitted by tier", _search("JobsSubmitted", "service,tier", "")),
-        _widget("Submits rejected by reason", _search("JobsRejected", "reason,service,tier", "")),
+        _widget("Jobs finished by status", _search("JobsFinished", "service,status,tier")),
+        _widget("Jobs submitted by tier", _search("JobsSubmitted", "service,tier")),
+        _widget("Submits rejected by reason", _search("JobsRejected", "reason,service,tier")),
         _widget("Run time by tier (ms)", _per_tier("RunTime", "p50") + _per_tier("RunTime", "p90"), period=300),
         _widget("Queue wait by tier (ms)", _per_tier("QueueWait", "p90"), period=300),
-        _widget("Sandbox overhead (ms)", _search("SandboxOverhead", "sandbox,service,tier", "")),
+        _widget("Sandbox overhead (ms)", _search("SandboxOverhead", "sandbox,service,tier")),
         _widget("Function errors", _functions("Errors", functions)),
         _widget("Throttles", _functions("Throttles", functions)),
         _widget(
