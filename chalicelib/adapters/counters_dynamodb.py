@@ -34,9 +34,10 @@ class DynamoCounters:
             "TableName": self.table,
             "Key": {"pk": {"S": pk}},
             "UpdateExpression": expr,
-            "ExpressionAttributeValues": {k: value(v) for k, v in values.items()},
             "ReturnValues": "ALL_NEW",
         }
+        if values:  # DynamoDB rejects an empty map (e.g. for a bare REMOVE)
+            kwargs["ExpressionAttributeValues"] = {k: value(v) for k, v in values.items()}
         if condition:
             kwargs["ConditionExpression"] = condition
         return unmarshal(self.client.update_item(**kwargs).get("Attributes")) or {}

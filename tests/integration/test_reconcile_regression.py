@@ -1,0 +1,31 @@
+"""Regression (found by the chaos test): once a drift was noted, a pass that finds the counters right again
+must clear the note. On DynamoDB that update failed ("ExpressionAttributeValues must not be empty"), so every
+later cleanup pass raised before reconciling the remaining tiers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.services.reaper import reap
+
+
+def test_a_noted_drift_that_went_away_is_cleared(stack_env: dict[str, Any]) -> None:
+    from chalicelib.bootstrap import get_deps
+
+    counters = get_deps().counters
+    counters.set_tier_counts("pro", 4, 2)
+    assert not counters.correct_tier_counts("pro", (1, 0))  # first sighting: noted
+    counters.set_tier_counts("pro", 1, 0)  # the drift resolved itself
+    assert not counters.correct_tier_counts("pro", (1, 0))
+    assert counters.tier_counts("pro") == (1, 0)
+
+
+def test_cleanup_passes_keep_working_after_a_transient_drift(stack_env: dict[str, Any]) -> None:
+    from chalicelib.bootstrap import get_deps
+
+    deps = get_deps()
+    deps.counters.set_tier_counts("free", 1, 0)  # no such job: a drift
+    reap(deps)  # noted
+    deps.counters.set_tier_counts("free", 0, 0)
+    reap(deps)
+    reap(deps)
