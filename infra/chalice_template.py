@@ -28,17 +28,24 @@ class ChaliceTemplate:
 
 
 @contextlib.contextmanager
-def _fresh_app(stage: str) -> Iterator[None]:
-    """Import app.py anew for `stage` (it reads CODERUNNER_STAGE at import) and restore the process after."""
-    saved_app = sys.modules.pop("app", None)
+def _app_for_stage(stage: str) -> Iterator[None]:
+    """Make `import app` give the app as packaged for `stage` (app.py reads CODERUNNER_STAGE at import).
+
+    An app module already imported for that stage is used as it is: importing app.py twice in one process
+    fails (Powertools refuses to copy its logger config onto itself again). Only another stage's app is set
+    aside for the build and put back after; a module imported here stays, as any import would.
+    """
+    loaded = sys.modules.get("app")
+    saved = loaded if loaded is not None and getattr(loaded, "STAGE", None) != stage else None
+    if saved is not None:
+        del sys.modules["app"]
     saved_stage = os.environ.get("CODERUNNER_STAGE")
     os.environ["CODERUNNER_STAGE"] = stage
     try:
         yield
     finally:
-        sys.modules.pop("app", None)
-        if saved_app is not None:
-            sys.modules["app"] = saved_app
+        if saved is not None:
+            sys.modules["app"] = saved
         if saved_stage is None:
             os.environ.pop("CODERUNNER_STAGE", None)
         else:
@@ -78,7 +85,7 @@ def generate(stage: str, project_dir: Path = ROOT) -> ChaliceTemplate:
     session = botocore.session.get_session()
     if not session.get_config_variable("region"):
         session.set_config_variable("region", DEFAULT_REGION)
-    with _fresh_app(stage):
+    with _app_for_stage(stage):
         config = CLIFactory(project_dir=str(project_dir)).create_config_obj(chalice_stage_name=stage)
         resources = ResourceBuilder(ApplicationGraphBuilder(), DependencyBuilder(), build_stage).construct_resources(
             config, stage
