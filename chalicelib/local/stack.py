@@ -3,6 +3,12 @@
 An embedded moto server on 127.0.0.1 holds the queues and tables (created from infra/resources.json), the
 API listens on 127.0.0.1:$PORT (8000), worker loops run in their own process (restarted if it dies), and a
 scheduler runs the cleanup. State lives as long as this process.
+
+Knobs (environment), so tests and benchmarks can run their own stacks beside a developer's:
+PORT, MOTO_PORT, CODERUNNER_STAGE, CODERUNNER_WORKER_PROCESSES, CODERUNNER_REAP_EVERY_S,
+CODERUNNER_VISIBILITY_TIMEOUT, CODERUNNER_KEYS_FILE (default .dev/keys.json) and CODERUNNER_STACK_FILE
+(default .dev/stack.json: endpoints and environment, read by `coderunner --local`). Every CODERUNNER_*
+setting of chalicelib/config.py (lease grace, per-IP limit, run log, ...) reaches the API and the workers.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def dev_file(variable: str, default_name: str) -> Path:
+    """Where the stack writes one of its files: `$variable` if set, else `.dev/<default_name>`."""
+    return Path(os.environ.get(variable) or ROOT / ".dev" / default_name)
 
 
 def local_environment(moto_port: int) -> dict[str, str]:
@@ -84,10 +95,18 @@ class Stack:
 
         deps = get_deps()
         keys = {tier: create_key(deps, f"dev-{tier}", tier)[0] for tier in deps.settings.tiers}
-        out = ROOT / ".dev" / "keys.json"
-        out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(keys, indent=2) + "\n")
+        _write_json(dev_file("CODERUNNER_KEYS_FILE", "keys.json"), keys)
         return keys
+
+    def describe(self) -> dict[str, Any]:
+        """What a client or the operator CLI needs to reach this stack (written to the stack file)."""
+        return {
+            "pid": os.getpid(),
+            "api": f"http://127.0.0.1:{self.port}",
+            "moto_endpoint": f"http://127.0.0.1:{self.moto_port}",
+            "stage": os.environ["CODERUNNER_STAGE"],
+            "environment": local_environment(self.moto_port),
+        }
 
     def _spawn_worker(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "chalicelib.local.worker"], cwd=ROOT, env=dict(os.environ))
@@ -124,6 +143,9 @@ class Stack:
         sys.path.insert(0, str(ROOT))
         from app import app
 
+        # Importing the app hands Powertools' INFO level to every registered logger, werkzeug's too, which
+        # would log each request the workers make to moto. Quiet it again.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         config = Config.create(chalice_stage=os.environ["CODERUNNER_STAGE"], app_name="code-runner")
         server = create_local_server(app, config, "127.0.0.1", self.port)
         self._servers.append(server)
@@ -156,6 +178,11 @@ class Stack:
                 server.shutdown() if hasattr(server, "shutdown") else server.stop()
 
 
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("werkzeug", "botocore", "urllib3"):
@@ -172,10 +199,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     keys = stack.start()
+    stack_file = dev_file("CODERUNNER_STACK_FILE", "stack.json")
+    _write_json(stack_file, stack.describe())
     print(f"\ncode-runner is up: API http://127.0.0.1:{port}  (moto on 127.0.0.1:{moto_port})", flush=True)
     for tier, key in keys.items():
         print(f"  {tier:<10} key: {key}", flush=True)
-    print(f"  keys written to {ROOT / '.dev' / 'keys.json'}", flush=True)
+    print(f"  keys written to {dev_file('CODERUNNER_KEYS_FILE', 'keys.json')}", flush=True)
     print(
         f"\n  curl -H 'Authorization: Bearer {keys['free']}' -d "
         f'\'{{"runtime":"python","source":"print(input()*2)","stdin":"ab"}}\' 127.0.0.1:{port}/v1/jobs\n'
@@ -187,6 +216,9 @@ def main() -> None:
         pass
     print("stopping...", flush=True)
     stack.shutdown()
+    with contextlib.suppress(OSError, ValueError):  # another stack may have taken the file over since
+        if json.loads(stack_file.read_text()).get("pid") == os.getpid():
+            stack_file.unlink()
 
 
 if __name__ == "__main__":

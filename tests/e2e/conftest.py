@@ -1,0 +1,43 @@
+"""The local stack as a subprocess, shared by the e2e tests of one session (see stackproc.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.stackproc import Api, StackProcess, start_stack
+
+
+def _run(workdir: Path, **kwargs: object) -> Iterator[StackProcess]:
+    stack = start_stack(workdir, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield stack
+    finally:
+        code = stack.stop()
+        assert code == 0, f"the stack did not stop cleanly ({code}):\n{stack.tail()}"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
+    """One stack (one worker process, fast reaper) for the e2e session."""
+    yield from _run(tmp_path_factory.mktemp("stack"))
+
+
+@pytest.fixture(scope="session")
+def guarded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
+    """A stack with a small per-IP limit (every local request comes from 127.0.0.1)."""
+    yield from _run(tmp_path_factory.mktemp("guarded"), settings={"CODERUNNER_IP_PER_MINUTE": "20"})
+
+
+@pytest.fixture(scope="session")
+def roomy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
+    """A stack whose tiers have more workers than a key may use at once (free: 4 workers, cap 2)."""
+    yield from _run(tmp_path_factory.mktemp("roomy"), settings={"CODERUNNER_WORKERS_PER_WEIGHT": "4"})
+
+
+@pytest.fixture
+def api(stack: StackProcess) -> Api:
+    """The API with no key."""
+    return stack.api()

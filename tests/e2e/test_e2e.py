@@ -1,0 +1,167 @@
+"""The local stack end to end, over HTTP, as a user drives it (DESIGN.md sections 3-5)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.stackproc import Api, StackProcess, timestamp
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+
+def sleeper(seconds: float, wall_time_s: float = 5) -> dict[str, Any]:
+    return {"runtime": "bash", "source": f"sleep {seconds}", "limits": {"wall_time_s": wall_time_s}}
+
+
+def max_overlap(jobs: list[dict[str, Any]]) -> int:
+    """The most jobs that were running at the same moment (from their started_at/finished_at)."""
+    edges = []
+    for job in jobs:
+        edges += [(timestamp(job["started_at"]), 1), (timestamp(job["finished_at"]), -1)]
+    running = peak = 0
+    for _, step in sorted(edges):  # at a tie the end (-1) sorts first: back-to-back runs do not overlap
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_health_needs_no_key(api: Api) -> None:
+    resp = api.call("GET", "/health")
+    assert resp.status == 200 and resp.body["status"] == "ok"
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/usage", "/v1/queue"])
+def test_no_key_is_a_401_json_error(api: Api, path: str) -> None:
+    resp = api.call("GET", path)
+    assert resp.status == 401
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.body["error"]["code"] and resp.body["error"]["message"]
+
+
+def test_a_bad_key_is_a_401_on_submit(api: Api) -> None:
+    resp = api.with_key("cr_not-a-key").submit({"runtime": "python", "source": "print(1)"})
+    assert resp.status == 401 and "error" in resp.body
+
+
+def test_jobs_in_each_runtime_and_each_outcome(stack: StackProcess) -> None:
+    """Submitted together, so the sandbox runs them side by side."""
+    user = stack.api(stack.make_key("pro"))
+    cases = {
+        "python": ({"runtime": "python", "source": "print(input()*2)", "stdin": "ab"}, "succeeded"),
+        "node": (
+            {"runtime": "node", "source": "const s = require('fs').readFileSync(0, 'utf8'); console.log(s + s)"},
+            "succeeded",
+        ),
+        "bash": ({"runtime": "bash", "source": 'read x; echo "$x$x"'}, "succeeded"),
+        "exit3": ({"runtime": "python", "source": "import sys; sys.stderr.write('boom\\n'); sys.exit(3)"}, "failed"),
+        "slow": ({"runtime": "python", "source": "import time; time.sleep(30)", "limits": {"wall_time_s": 1}}, "x"),
+    }
+    ids = {}
+    for name, (job, _) in cases.items():
+        ids[name] = user.submit_ok({"stdin": "ab", **job})
+    done = {name: user.wait(job_id) for name, job_id in ids.items()}
+
+    for name in ("python", "node", "bash"):
+        assert done[name]["status"] == "succeeded", done[name]
+        assert done[name]["result"]["stdout"] == "abab\n", done[name]
+        assert done[name]["result"]["exit_code"] == 0
+        assert done[name]["attempts"] == 1
+    failed = done["exit3"]
+    assert failed["status"] == "failed", failed
+    assert failed["result"]["exit_code"] == 3 and failed["result"]["stderr"] == "boom\n"
+    slow = done["slow"]
+    assert slow["status"] == "timed_out", slow
+    assert slow["result"]["reason"] == "wall_time"
+    assert 900 <= slow["result"]["wall_ms"] < 5000
+
+
+def test_a_free_key_runs_at_most_two_jobs_at_once_and_queues_the_rest(stack: StackProcess) -> None:
+    user = stack.api(stack.make_key("free"))
+    responses = [user.submit(sleeper(1)) for _ in range(6)]
+    assert [r.status for r in responses] == [202] * 6, [r.body for r in responses]  # queued, never a 429
+    jobs = [user.wait(r.body["id"]) for r in responses]
+    assert [j["status"] for j in jobs] == ["succeeded"] * 6, jobs
+    assert max_overlap(jobs) == 2
+
+
+# Found by this test: a tier's worker capacity (weight x workers_per_weight = 2 / 8 / 32, and the same in the
+# Lambda event source mappings) is not above a key's running cap (2 / 10 / 50), and a key's jobs are spread
+# over `cap` message groups. So one key's backlog occupies every worker of its tier, never hits its cap (which
+# is what would delay its messages), and since SQS FIFO hands out the oldest visible message of any free
+# group, another user's job waits until the whole backlog has started. With capacity above the cap the
+# key's extra messages are held back and the other user's job starts at once.
+HOGGED = pytest.mark.xfail(
+    strict=True, reason="tier worker capacity <= a key's running cap: one key's backlog starves its tier"
+)
+
+
+@pytest.mark.parametrize("stack_fixture", [pytest.param("stack", marks=HOGGED, id="default-capacity"), "roomy_stack"])
+def test_one_users_backlog_does_not_block_another_user(stack_fixture: str, request: pytest.FixtureRequest) -> None:
+    """User A queues 10 free jobs (5 s of work at 2 at once); user B's one job, submitted after them, must
+    start long before A's backlog has drained."""
+    stack: StackProcess = request.getfixturevalue(stack_fixture)
+    a, b = stack.api(stack.make_key("free")), stack.api(stack.make_key("free"))
+    resp = a.call("POST", "/v1/jobs/batch", {"jobs": [sleeper(1)] * 10})
+    assert resp.status == 202, resp.body
+    backlog = [r["job"]["id"] for r in resp.body["results"]]
+    b_job = b.wait(b.submit_ok(sleeper(0.1)))
+    a_jobs = [a.wait(job_id) for job_id in backlog]
+    assert all(j["status"] == "succeeded" for j in [*a_jobs, b_job])
+    b_start = timestamp(b_job["started_at"])
+    started_after_b = sum(1 for j in a_jobs if timestamp(j["started_at"]) > b_start)
+    assert started_after_b >= 5, (
+        f"B's job started after {len(a_jobs) - started_after_b} of A's {len(a_jobs)} jobs "
+        f"(it waited {b_job['queue_wait_ms']} ms)"
+    )
+
+
+def test_enterprise_jobs_wait_less_than_free_jobs_under_saturation(stack: StackProcess) -> None:
+    """The free tier's workers are busy with a backlog: a free job queues, an enterprise job does not."""
+    users = [stack.api(stack.make_key("free")) for _ in range(3)]
+    backlog = [user.submit_ok(sleeper(1)) for user in users for _ in range(2)]
+    time.sleep(0.5)  # the backlog holds every free worker now
+    free, enterprise = stack.api(stack.make_key("free")), stack.api(stack.make_key("enterprise"))
+    free_job, enterprise_job = free.submit_ok(sleeper(0.1)), enterprise.submit_ok(sleeper(0.1))
+    enterprise_done, free_done = enterprise.wait(enterprise_job), free.wait(free_job)
+    for user, job_id in zip([u for u in users for _ in range(2)], backlog, strict=True):
+        assert user.wait(job_id)["status"] == "succeeded"
+    assert enterprise_done["status"] == free_done["status"] == "succeeded"
+    assert enterprise_done["queue_wait_ms"] < 1500, enterprise_done
+    assert enterprise_done["queue_wait_ms"] < free_done["queue_wait_ms"], (enterprise_done, free_done)
+
+
+def test_cancel_a_running_job(stack: StackProcess) -> None:
+    user = stack.api(stack.make_key("pro"))
+    job_id = user.submit_ok(sleeper(30, wall_time_s=40))
+    deadline = time.monotonic() + 20
+    while user.call("GET", f"/v1/jobs/{job_id}").body["status"] != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    resp = user.call("DELETE", f"/v1/jobs/{job_id}")
+    assert resp.status == 200 and resp.body["status"] == "cancelled", resp.body
+    again = user.call("DELETE", f"/v1/jobs/{job_id}")
+    assert again.status == 409, again.body
+    time.sleep(2)  # the worker's watcher kills the run; a late result must not overwrite the cancel
+    job = user.call("GET", f"/v1/jobs/{job_id}").body
+    assert job["status"] == "cancelled" and job["finished_at"], job
+
+
+def test_brute_forcing_keys_from_one_ip_ends_in_429(guarded_stack: StackProcess) -> None:
+    api = guarded_stack.api()
+    if time.time() % 60 > 50:  # the guard counts per clock minute: start well inside one
+        time.sleep(61 - time.time() % 60)
+    statuses = []
+    for i in range(15):  # limit 20 per minute, a failed auth costs 2
+        resp = api.with_key(f"cr_guess-{i}").call("GET", "/v1/usage")
+        statuses.append(resp.status)
+        if resp.status == 429:
+            break
+    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    assert len(statuses) <= 11, statuses
+    assert resp.error_code == "ip_rate_limited" and int(resp.headers["retry-after"]) >= 1, resp
+    # the guard stands before authentication: a valid key from the same address is refused too
+    valid = api.with_key(guarded_stack.keys["free"]).call("GET", "/v1/usage")
+    assert valid.status == 429 and valid.error_code == "ip_rate_limited"
