@@ -6,7 +6,7 @@
     coderunner keys set-tier key_1a2b3c4d5e6f enterprise
 
 It talks to the stage's keys table through the same adapters as the API. `--local` targets a running
-`make dev` stack (it reads the endpoint from `.dev/stack.json`); otherwise boto3's usual configuration
+`make dev` stack (it reads the endpoint from `.dev/stack.json`, or CODERUNNER_STACK_FILE); otherwise boto3's usual configuration
 applies (AWS_PROFILE, AWS_ENDPOINT_URL, ...), so the same commands work against a real account.
 """
 
@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from chalicelib.domain.errors import CodeRunnerError
 from chalicelib.services.ports import ApiKey
 
-STACK_FILE = Path(__file__).resolve().parents[1] / ".dev" / "stack.json"
+DEFAULT_STACK_FILE = Path(__file__).resolve().parents[1] / ".dev" / "stack.json"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,9 +49,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _use_local_stack() -> None:
     """Point boto3 at the `make dev` stack's moto server, with fake credentials."""
-    if not STACK_FILE.exists():
-        raise SystemExit(f"no local stack found ({STACK_FILE} is missing): start it with `make dev`")
-    stack = json.loads(STACK_FILE.read_text())
+    path = Path(os.environ.get("CODERUNNER_STACK_FILE") or DEFAULT_STACK_FILE)
+    if not path.exists():
+        raise SystemExit(f"no local stack found ({path} is missing): start it with `make dev`")
+    stack = json.loads(path.read_text())
     os.environ.update(stack["environment"])
 
 
