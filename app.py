@@ -206,14 +206,19 @@ def _register_tier_workers(tier: str) -> None:
     def dead_letters(event: Any) -> dict[str, Any]:
         return batches.process_dead_letters(get_deps(), event.to_dict(), event.context)
 
+    # Chalice points each Lambda at "app.<function __name__>": every handler needs its own name on this module.
+    worker.__name__ = worker.__qualname__ = f"worker_{tier}"
+    dead_letters.__name__ = dead_letters.__qualname__ = f"dlq_{tier}"
     # One job per invocation: the Lambda timeout then bounds one job, and FIFO order holds per group.
-    app.on_sqs_message(
+    globals()[worker.__name__] = app.on_sqs_message(
         queue=f"{APP_NAME}-{STAGE}-{tier}.fifo",
         batch_size=1,
         name=f"worker_{tier}",
         maximum_concurrency=max(2, 2 * weight),
     )(worker)
-    app.on_sqs_message(queue=f"{APP_NAME}-{STAGE}-{tier}-dlq.fifo", batch_size=1, name=f"dlq_{tier}")(dead_letters)
+    globals()[dead_letters.__name__] = app.on_sqs_message(
+        queue=f"{APP_NAME}-{STAGE}-{tier}-dlq.fifo", batch_size=1, name=f"dlq_{tier}"
+    )(dead_letters)
 
 
 for _tier in DEFAULT_TIERS:

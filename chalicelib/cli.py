@@ -6,8 +6,9 @@
     coderunner keys set-tier key_1a2b3c4d5e6f enterprise
 
 It talks to the stage's keys table through the same adapters as the API. `--local` targets a running
-`make dev` stack (it reads the endpoint from `.dev/stack.json`, or CODERUNNER_STACK_FILE); otherwise boto3's usual configuration
-applies (AWS_PROFILE, AWS_ENDPOINT_URL, ...), so the same commands work against a real account.
+`make dev` stack (it reads the endpoint from `.dev/stack.json`, or CODERUNNER_STACK_FILE); otherwise
+boto3's usual configuration applies (AWS_PROFILE, AWS_ENDPOINT_URL, ...), so the same commands work
+against a real account.
 """
 
 from __future__ import annotations

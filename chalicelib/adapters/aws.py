@@ -37,6 +37,23 @@ def client(service: str) -> Any:
         return _clients[service]
 
 
+# For calls that legitimately last minutes (a synchronous sandbox invoke): a short read timeout would cut
+# the run, and a retry would run the same job a second time.
+_LONG_CALL = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=960)
+
+
+def long_call_client(service: str) -> Any:
+    """A shared client for `service` with a 16-minute read timeout and no retries."""
+    name = f"{service}#long"
+    existing = _clients.get(name)
+    if existing is not None:
+        return existing
+    with _lock:
+        if name not in _clients:
+            _clients[name] = boto3.session.Session().client(service, config=_LONG_CALL)  # type: ignore[call-overload]
+        return _clients[name]
+
+
 def reset_clients() -> None:
     """Forget every cached client, so the next call builds one against the current environment."""
     with _lock:

@@ -25,7 +25,7 @@ class LambdaSandbox:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = aws.client("lambda")
+            self._client = aws.long_call_client("lambda")
         return self._client
 
     def run(self, request: ExecutionRequest, cancel: Any = None) -> ExecutionResult:

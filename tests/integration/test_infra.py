@@ -497,11 +497,6 @@ def test_packaged_template_passes_cfn_lint(template: dict[str, Any]) -> None:
     assert errors == []
 
 
-@pytest.mark.xfail(
-    reason="app.py registers the tier workers from inside _register_tier_workers, so Chalice's handlers "
-    "'app.worker' and 'app.dead_letters' are not module attributes; Lambda could not start them",
-    strict=False,
-)
 def test_every_function_handler_is_a_callable_of_app(template: dict[str, Any]) -> None:
     import app
 
