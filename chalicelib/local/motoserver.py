@@ -6,17 +6,26 @@ threaded werkzeug server, and under contention we observed both writers win (a r
 twice, a slot granted twice). The counters behind quotas and concurrency caps rest on that guarantee,
 so every DynamoDB write in moto's backend is serialised by one lock here. Reads stay concurrent. This
 is an emulator-fidelity fix, not a change of behaviour: it makes moto as strict as the real service.
+
+A second fix, for SQS long polls: moto decides which FIFO message groups are busy once, when the poll
+starts, then re-scans in a tight loop until the wait is over whenever visible messages exist (even if all
+of them are held back by busy groups). A poll then burns a core and misses a group freed meanwhile for up
+to the whole wait, where SQS would return at once. Here a long poll is a series of short scans, each with a
+fresh view of the groups, woken by a new message or after `_RESCAN_S`.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import time
 from typing import Any
 
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
+_RESCAN_S = 0.05
 _lock = threading.RLock()
 _patched = False
+_patched_sqs = False
 
 
 def serialise_dynamodb_writes() -> None:
@@ -43,6 +52,40 @@ def _locked(method: Any) -> Any:
     return wrapper
 
 
+def long_poll_without_spinning() -> None:
+    """Make moto's SQS long poll a series of short scans (idempotent; see the module docstring)."""
+    global _patched_sqs
+    if _patched_sqs:
+        return
+    from moto.sqs.models import SQSBackend
+
+    SQSBackend.receive_message = _short_scans(SQSBackend.receive_message)  # type: ignore[method-assign]
+    _patched_sqs = True
+
+
+def _short_scans(receive: Any) -> Any:
+    @functools.wraps(receive)
+    def wrapper(
+        self: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> Any:
+        deadline = time.monotonic() + (wait_seconds_timeout or 0)
+        while True:
+            found = receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+            left = deadline - time.monotonic()
+            if found or left <= 0:
+                return found
+            condition = self.get_queue(queue_name)._messages_lock
+            with condition:  # notified when a message is sent
+                condition.wait(timeout=min(_RESCAN_S, left))
+
+    return wrapper
+
+
 def start_moto(port: int) -> Any:
     """Start a ThreadedMotoServer on 127.0.0.1:`port` with atomic DynamoDB writes; returns the server."""
     import logging
@@ -50,6 +93,7 @@ def start_moto(port: int) -> Any:
     from moto.server import ThreadedMotoServer
 
     serialise_dynamodb_writes()
+    long_poll_without_spinning()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     # werkzeug logs every request at INFO; the platform's own logs are what a developer wants to see.

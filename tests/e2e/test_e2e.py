@@ -100,11 +100,11 @@ HOGGED = pytest.mark.xfail(
 
 @pytest.mark.parametrize("stack_fixture", [pytest.param("stack", marks=HOGGED, id="default-capacity"), "roomy_stack"])
 def test_one_users_backlog_does_not_block_another_user(stack_fixture: str, request: pytest.FixtureRequest) -> None:
-    """User A queues 10 free jobs (5 s of work at 2 at once); user B's one job, submitted after them, must
+    """User A queues 10 free jobs (2.5 s of work at 2 at once); user B's one job, submitted after them, must
     start long before A's backlog has drained."""
     stack: StackProcess = request.getfixturevalue(stack_fixture)
     a, b = stack.api(stack.make_key("free")), stack.api(stack.make_key("free"))
-    resp = a.call("POST", "/v1/jobs/batch", {"jobs": [sleeper(1)] * 10})
+    resp = a.call("POST", "/v1/jobs/batch", {"jobs": [sleeper(0.5)] * 10})
     assert resp.status == 202, resp.body
     backlog = [r["job"]["id"] for r in resp.body["results"]]
     b_job = b.wait(b.submit_ok(sleeper(0.1)))

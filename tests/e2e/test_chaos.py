@@ -1,0 +1,21 @@
+"""A small `make chaos`: 30 jobs across tiers while 3 worker processes are SIGKILLed (mid-run included)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.chaos import run_chaos
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e"), pytest.mark.slow]
+
+
+def test_killed_workers_lose_nothing_run_nothing_twice_and_leak_nothing(tmp_path: Path) -> None:
+    report, stack = run_chaos(n_jobs=30, kills=3, seed=7, timeout_s=90, workdir=tmp_path)
+    assert len(report.kills) == 3, report.details()
+    assert report.line() == "chaos: jobs=30 terminal=30 duplicate_runs=0 leaked_slots=0 lost=0", (
+        f"{report.details()}\n{stack.tail()}"
+    )
+    assert report.failures() == {}, report.details()
+    assert sum(report.attempts[n] for n in report.attempts if n > 1) >= 1, "no kill hit a running job"
