@@ -14,6 +14,7 @@ every job terminal or the timeout spent, the platform's own records are checked:
 - leaked_slots: slot holders left in the counters table (`slots#KEY`), plus `running` left on `tier#T`.
 It also checks (on stderr, and in the exit status): each key's quota used today equals its jobs not
 refunded; a finished job's last attempt ran exactly once; the sandboxes of killed workers are gone.
+Warnings only (stderr): sandbox processes that outlived their killed worker, job cgroups left behind.
 Prints exactly one line on stdout: `chaos: jobs=N terminal=N duplicate_runs=0 leaked_slots=0 lost=0`.
 """
 
@@ -68,6 +69,7 @@ class Kill:
     pid: int
     mid_run: bool  # the worker had a sandbox running
     sandbox: list[tuple[int, str]]  # (pid, start time) of its sandbox processes, to check they go away
+    outlived: int = 0  # of those, still alive a second after the kill
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Report:
     quota_mismatch: int = 0
     unrun_finishes: int = 0
     lingering: int = 0
+    leaked_cgroups: int = 0
     leaks: list[str] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
@@ -108,12 +111,14 @@ class Report:
 
     def details(self) -> str:
         mid = sum(k.mid_run for k in self.kills)
+        outlived = sum(k.outlived for k in self.kills)
         return (
             f"chaos: {self.seconds:.1f} s; accepted={len(self.accepted)} rejected={dict(self.rejected)}; "
             f"kills={len(self.kills)} (mid-run {mid}); statuses={dict(self.statuses)}; "
             f"attempts={dict(sorted(self.attempts.items()))}; quota_mismatch={self.quota_mismatch} "
-            f"unrun_finishes={self.unrun_finishes} lingering={self.lingering}"
-            + (f"; leaks={self.leaks}" if self.leaks else "")
+            f"unrun_finishes={self.unrun_finishes} lingering={self.lingering}; "
+            f"warnings: sandbox processes alive 1 s after their worker was killed={outlived}, "
+            f"cgroups left by this run={self.leaked_cgroups}" + (f"; leaks={self.leaks}" if self.leaks else "")
         )
 
 
@@ -205,6 +210,8 @@ def killer(stack: StackProcess, kills: int, window_s: float, rng: random.Random,
             kill = kill_one(stack, rng)
             if kill is not None:
                 report.kills.append(kill)
+                time.sleep(1)
+                kill.outlived = sum(1 for pid, started in kill.sandbox if started and _start_time(pid) == started)
                 break
             time.sleep(0.1)
 
@@ -266,6 +273,16 @@ def lingering(kills: list[Kill]) -> int:
     return sum(1 for kill in kills for pid, started in kill.sandbox if started and _start_time(pid) == started)
 
 
+def leaked_cgroups(job_ids: list[str], root: str = "/sys/fs/cgroup") -> int:
+    """Job cgroups (`<job id>-<suffix>`, v1 memory and pids controllers) this run's jobs left behind."""
+    wanted = {job_id[:40] for job_id in job_ids}
+    found = 0
+    for controller in ("memory", "pids"):
+        with contextlib.suppress(OSError):
+            found += sum(1 for name in os.listdir(f"{root}/{controller}/code-runner") if name[:-9] in wanted)
+    return found
+
+
 def check(stack: StackProcess, report: Report, timeout_s: float) -> None:
     jobs = wait_terminal(stack, report.accepted, timeout_s)
     report.statuses = Counter(str(j.get("status")) for j in jobs.values())
@@ -286,6 +303,7 @@ def check(stack: StackProcess, report: Report, timeout_s: float) -> None:
     report.leaks = leaked
     report.quota_mismatch = quota_mismatch(stack, jobs)
     report.lingering = lingering(report.kills)
+    report.leaked_cgroups = leaked_cgroups(report.accepted)
 
 
 def run_chaos(
