@@ -13,7 +13,8 @@ every job terminal or the timeout spent, the platform's own records are checked:
   sum over attempts of (runs - 1) for attempts run twice or more, plus runs of attempts the job never had.
 - leaked_slots: slot holders left in the counters table (`slots#KEY`), plus `running` left on `tier#T`.
 It also checks (on stderr, and in the exit status): each key's quota used today equals its jobs not
-refunded; a finished job's last attempt ran exactly once; the sandboxes of killed workers are gone.
+refunded; a finished job's last attempt ran exactly once; the sandboxes of killed workers are gone; every
+job succeeded (each is written to, so another outcome is a platform fault the user sees).
 Warnings only (stderr): sandbox processes that outlived their killed worker, job cgroups left behind.
 Prints exactly one line on stdout: `chaos: jobs=N terminal=N duplicate_runs=0 leaked_slots=0 lost=0`.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import random
@@ -85,6 +87,7 @@ class Report:
     unrun_finishes: int = 0
     lingering: int = 0
     leaked_cgroups: int = 0
+    unexpected: list[str] = field(default_factory=list)  # jobs that did not succeed (all of them should)
     leaks: list[str] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
@@ -105,6 +108,7 @@ class Report:
             "quota_mismatch": self.quota_mismatch,
             "unrun_finishes": self.unrun_finishes,
             "lingering_sandbox_processes": self.lingering,
+            "did_not_succeed": len(self.unexpected),  # every chaos job is written to succeed
             "not_accepted": self.jobs - len(self.accepted),
         }
         return {name: n for name, n in checks.items() if n}
@@ -118,7 +122,9 @@ class Report:
             f"attempts={dict(sorted(self.attempts.items()))}; quota_mismatch={self.quota_mismatch} "
             f"unrun_finishes={self.unrun_finishes} lingering={self.lingering}; "
             f"warnings: sandbox processes alive 1 s after their worker was killed={outlived}, "
-            f"cgroups left by this run={self.leaked_cgroups}" + (f"; leaks={self.leaks}" if self.leaks else "")
+            f"cgroups left by this run={self.leaked_cgroups}"
+            + (f"; leaks={self.leaks}" if self.leaks else "")
+            + (f"; did not succeed: {self.unexpected}" if self.unexpected else "")
         )
 
 
@@ -283,11 +289,21 @@ def leaked_cgroups(job_ids: list[str], root: str = "/sys/fs/cgroup") -> int:
     return found
 
 
+def _summary(job: dict[str, Any]) -> str:
+    result = json.loads(job["result"]) if isinstance(job.get("result"), str) else job.get("result") or {}
+    return (
+        f"{job['id']} {job.get('status')} attempts={job.get('attempts')} error={job.get('error')!r} "
+        f"reason={result.get('reason')} exit={result.get('exit_code')} signal={result.get('signal')} "
+        f"wall_ms={result.get('wall_ms')} stderr={str(result.get('stderr', ''))[:300]!r}"
+    )
+
+
 def check(stack: StackProcess, report: Report, timeout_s: float) -> None:
     jobs = wait_terminal(stack, report.accepted, timeout_s)
     report.statuses = Counter(str(j.get("status")) for j in jobs.values())
     report.attempts = Counter(int(j.get("attempts", 0)) for j in jobs.values())
     report.terminal = sum(1 for j in jobs.values() if j.get("status") in TERMINAL)
+    report.unexpected = [_summary(j) for j in jobs.values() if j.get("status") != "succeeded"]
     report.lost = len(report.accepted) - report.terminal
     runs = runs_by_job(stack.run_log)
     report.duplicate_runs = sum(duplicate_runs(job, runs.get(job_id, Counter())) for job_id, job in jobs.items())
