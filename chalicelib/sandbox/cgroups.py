@@ -51,6 +51,15 @@ class JobCgroup:
             _write(self.memory, "memory.memsw.limit_in_bytes", limit)
         _write(self.pids, "pids.max", str(processes))
 
+    @classmethod
+    def fresh(cls, root: CgroupRoot, name: str, memory_mb: int, processes: int) -> JobCgroup:
+        """A new group `name`, first removing a same-named one left behind (its members are killed)."""
+        stale = cls.__new__(cls)
+        stale.memory = os.path.join(root.parent("memory"), name)
+        stale.pids = os.path.join(root.parent("pids"), name)
+        stale.remove()
+        return cls(root, name, memory_mb, processes)
+
     @property
     def procs_files(self) -> list[str]:
         """Files a child writes its pid to, to join both groups."""

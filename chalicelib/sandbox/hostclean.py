@@ -9,6 +9,12 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
+from typing import NamedTuple
+
+
+class HeldSlot(NamedTuple):
+    number: int
+    lock_fd: int  # keep it open in every process that still uses the slot
 
 
 class SlotPool:
@@ -23,8 +29,12 @@ class SlotPool:
         self.size, self.key_base, self.lock_dir = size, key_base, lock_dir
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[int]:
-        """Block until a slot is free (host-wide), hold it for the run."""
+    def slot(self) -> Iterator[HeldSlot]:
+        """Block until a slot is free (host-wide), hold it for the run.
+
+        The lock's descriptor is handed to the run's supervisor too: a worker killed mid-run then does not
+        free its slot while its supervisor (and the job it is ending) still use the slot's uid.
+        """
         os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
         while True:
             for index in range(self.size):
@@ -37,7 +47,7 @@ class SlotPool:
                     os.close(fd)
                     continue
                 try:
-                    yield index
+                    yield HeldSlot(index, fd)
                     return
                 finally:
                     os.close(fd)  # closing the descriptor releases the lock

@@ -12,7 +12,6 @@ import logging
 import os
 import subprocess
 import threading
-import uuid
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -130,27 +129,33 @@ class Isolation:
             raise SandboxUnavailable("no isolation layer can cut the network (no bubblewrap, no seccomp)")
         if not layers["non_root"]:
             raise SandboxUnavailable("refusing to run user code as root: uid switching is disabled")
-        with self._pool.slot() as slot:
-            return _SlotRun(self, slot, layers).run(job, stdin, cancel)
+        with self._pool.slot() as held:
+            return _SlotRun(self, held, layers).run(job, stdin, cancel)
 
 
 class _SlotRun:
     """One run in one slot: set up, start, then clean up whatever happened."""
 
-    def __init__(self, isolation: Isolation, slot: int, layers: dict[str, bool | str]) -> None:
+    def __init__(self, isolation: Isolation, held: hostclean.HeldSlot, layers: dict[str, bool | str]) -> None:
         self.settings = isolation.settings
         self.cgroup_root = isolation._cgroups
         self.layers = layers
-        self.uid = self.settings.slot_uid_base + slot if layers["uid_switch"] else None
-        self.workdir = os.path.join(self.settings.work_root, f"slot-{slot}")
+        self.lock_fd = held.lock_fd
+        self.uid = self.settings.slot_uid_base + held.number if layers["uid_switch"] else None
+        self.workdir = os.path.join(self.settings.work_root, f"slot-{held.number}")
+        # Named by slot, not by job: a group left by a worker killed mid-run is found and replaced by the
+        # next run in the slot, so at most one group per slot can ever be left behind.
+        self.cgroup_name = f"slot-{self.settings.slot_uid_base + held.number}"
         self.fds: list[int] = []
 
     def run(self, job: PreparedJob, stdin: bytes, cancel: threading.Event | None) -> RawOutcome:
         cgroup = None
         try:
+            if self.uid is not None:
+                hostclean.kill_uid(self.uid)  # whatever a crashed predecessor in this slot left running
             if self.layers["cgroups"]:
-                name = f"{job.job_id[:40]}-{uuid.uuid4().hex[:8]}".replace("/", "_")
-                cgroup = JobCgroup(self.cgroup_root, name, job.limits.memory_mb, job.limits.processes + _BWRAP_TASKS)
+                tasks = job.limits.processes + _BWRAP_TASKS
+                cgroup = JobCgroup.fresh(self.cgroup_root, self.cgroup_name, job.limits.memory_mb, tasks)
             spec = self._spec(job, cgroup)
             raw = run_supervised(spec, stdin, cancel)
             if cgroup is not None:
@@ -189,6 +194,7 @@ class _SlotRun:
             seccomp_hex=seccomp_hex,
             exit_over_128_is_signal=use_bwrap,
             pass_fds=tuple(self.fds),
+            slot_lock_fd=self.lock_fd,
         )
 
     def _rlimits(self, job: PreparedJob, use_bwrap: bool, tmpfs: int) -> dict[str, tuple[int, int]]:
@@ -252,7 +258,6 @@ def _tasks_of_uid(uid: int) -> int:
     return count
 
 
-@functools.cache
 @functools.cache
 def default_isolation() -> Isolation:
     """The worker's local isolation with every layer it can get (built once per process, probed once)."""

@@ -38,6 +38,7 @@ class LaunchSpec:
     seccomp_hex: str = ""
     exit_over_128_is_signal: bool = False
     pass_fds: tuple[int, ...] = ()
+    slot_lock_fd: int | None = None  # the supervisor holds the slot until it exits
 
 
 class _Capture:
@@ -79,6 +80,8 @@ def run_supervised(spec: LaunchSpec, stdin: bytes, cancel: threading.Event | Non
         "wall_time_s": spec.wall_time_s,
         "exit_over_128_is_signal": spec.exit_over_128_is_signal,
         "status_fd": status_w,
+        "slot_lock_fd": spec.slot_lock_fd,
+        "parent_pid": os.getpid(),
     }
     try:
         proc = subprocess.Popen(
@@ -86,7 +89,7 @@ def run_supervised(spec: LaunchSpec, stdin: bytes, cancel: threading.Event | Non
             stdin=stdin_fd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(status_w, *spec.pass_fds),
+            pass_fds=(status_w, *spec.pass_fds, *([spec.slot_lock_fd] if spec.slot_lock_fd is not None else [])),
             start_new_session=True,
             env={},
         )

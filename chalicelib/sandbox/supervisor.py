@@ -195,10 +195,16 @@ def main() -> None:
     """Start the job, enforce wall time and stop requests, end the tree, report one status line."""
     cfg = json.loads(sys.argv[1])
     os.set_inheritable(cfg["status_fd"], False)  # the user's program must never hold our status pipe
+    if cfg.get("slot_lock_fd") is not None:
+        os.set_inheritable(cfg["slot_lock_fd"], False)  # we hold the slot; the user's program must not
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     job = _Job(cfg)
     signal.signal(signal.SIGUSR1, lambda *_: job.stop("cancelled"))
     signal.signal(signal.SIGTERM, lambda *_: job.stop("cancelled"))
+    # If the worker dies mid-run nobody wants the result: end the job now rather than at its wall time.
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if cfg.get("parent_pid") and os.getppid() != cfg["parent_pid"]:
+        return  # the worker died before we could ask to be told
     signal.signal(signal.SIGUSR2, lambda *_: job.stop("output_limit"))
     signal.signal(signal.SIGALRM, lambda *_: job.stop("wall_time"))
     os.write(cfg["status_fd"], b"ready\n")  # stop requests are safe from now on

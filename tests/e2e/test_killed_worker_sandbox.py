@@ -1,10 +1,11 @@
 """What a SIGKILLed worker leaves in the local sandbox, and what it does to the next job in its slot.
 
-Found by `make chaos` (a job of an innocent user ended `failed`, signal SIGKILL, attempt 1): a worker that is
-killed mid-run releases its slot (the flock dies with it), but the sandbox supervisor it started lives on
-(its own session, no parent-death signal) until the job ends, and then kills every process of the slot's
-uid (`kill(-1)` as that uid). By then another worker may have taken the free slot, and its job dies with
-the orphan. The job's cgroups are never removed either. A worker process stands in for the stack here:
+Found by `make chaos` (a job of an innocent user ended `failed`, signal SIGKILL, attempt 1): a worker
+killed mid-run released its slot (the flock died with it) while the sandbox supervisor it started lived
+on until the job ended, then killed every process of the slot's uid, by then another worker's job.
+Now the supervisor holds the slot's lock too and ends its job as soon as the worker dies (parent-death
+signal), and job cgroups are named by slot, so the next run in the slot replaces what a killed worker
+left. A worker process stands in for the stack here:
 same layers, a slot uid and cgroup name of its own, so nothing else on the host is touched.
 """
 
@@ -60,13 +61,14 @@ def _worker(workdir: Path, job_id: str, source: str) -> subprocess.Popen[str]:
     )
 
 
-def _job_cgroups(job_id: str) -> list[str]:
+def _job_cgroups() -> list[str]:
+    """Every job group under this test's parent groups (job groups are named by slot, not by job)."""
     return [
-        name
+        f"{controller}/{entry.name}"
         for controller in ("memory", "pids")
         if os.path.isdir(f"/sys/fs/cgroup/{controller}/{CGROUP}")
-        for name in os.listdir(f"/sys/fs/cgroup/{controller}/{CGROUP}")
-        if name.startswith(job_id)
+        for entry in os.scandir(f"/sys/fs/cgroup/{controller}/{CGROUP}")
+        if entry.is_dir()
     ]
 
 
@@ -88,16 +90,15 @@ def after_a_kill(tmp_path_factory: pytest.TempPathFactory) -> Any:
     innocent = _worker(workdir, "innocent", f"sleep {ORPHAN_S + 1}; echo ok")
     out, _ = innocent.communicate(timeout=30)
     time.sleep(max(0.0, killed_at + ORPHAN_S + 0.5 - time.monotonic()))
-    yield ExecutionResult.model_validate_json(out), _job_cgroups("doomed")
+    yield ExecutionResult.model_validate_json(out), _job_cgroups()
     hostclean.kill_uid(UID)
-    _remove_cgroups("doomed")
+    _remove_cgroups()
 
 
-def _remove_cgroups(job_id: str) -> None:
-    for controller in ("memory", "pids"):
-        for name in _job_cgroups(job_id):
-            with contextlib.suppress(OSError):  # not ours in this controller, or already gone
-                os.rmdir(f"/sys/fs/cgroup/{controller}/{CGROUP}/{name}")
+def _remove_cgroups() -> None:
+    for group in _job_cgroups():
+        with contextlib.suppress(OSError):  # already gone
+            os.rmdir(f"/sys/fs/cgroup/{group}")
 
 
 def _cmdline(pid: int) -> bytes:
@@ -108,17 +109,11 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sandbox bug: a killed worker's orphaned supervisor kills every process of the slot uid, "
-    "which another worker's job may hold by then",
-)
 def test_the_next_job_in_a_killed_workers_slot_is_not_killed(after_a_kill: Any) -> None:
     result, _ = after_a_kill
     assert (result.signal, result.stdout) == (None, "ok\n"), result
 
 
-@pytest.mark.xfail(strict=True, reason="sandbox bug: nothing removes the cgroups of a killed worker's job")
 def test_a_killed_workers_job_leaves_no_cgroup(after_a_kill: Any) -> None:
     _, leftovers = after_a_kill
     assert leftovers == []
