@@ -198,7 +198,6 @@ def queue() -> dict[str, Any]:
 
 
 def _register_tier_workers(tier: str) -> None:
-    weight = DEFAULT_TIERS[tier].weight
 
     def worker(event: Any) -> dict[str, Any]:
         return batches.process_jobs(get_deps(), event.to_dict(), event.context)
@@ -214,7 +213,7 @@ def _register_tier_workers(tier: str) -> None:
         queue=f"{APP_NAME}-{STAGE}-{tier}.fifo",
         batch_size=1,
         name=f"worker_{tier}",
-        maximum_concurrency=max(2, 2 * weight),
+        maximum_concurrency=max(2, get_settings().capacity(tier)),
     )(worker)
     globals()[dead_letters.__name__] = app.on_sqs_message(
         queue=f"{APP_NAME}-{STAGE}-{tier}-dlq.fifo", batch_size=1, name=f"dlq_{tier}"

@@ -6,7 +6,7 @@ import json
 import os
 from functools import lru_cache
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 APP_NAME = "code-runner"
 TIER_NAMES = ("free", "pro", "enterprise")
@@ -73,7 +73,9 @@ class Settings(BaseModel):
     fargate_security_groups: list[str] = Field(default_factory=list)
     artifacts_bucket: str = ""
     # Worker behaviour
-    workers_per_weight: int = 2  # worker concurrency of a tier = weight x this (Lambda maximum_concurrency)
+    # Worker concurrency of a tier = weight x this (Lambda maximum_concurrency). It must stay above every
+    # tier's per-key cap, or one key's backlog takes all of its tier's workers (see DESIGN.md section 5).
+    workers_per_weight: int = 4
     max_attempts: int = 3  # platform attempts before the job goes to the DLQ
     retry_base_s: int = 2  # exponential backoff base for platform retries (visibility timeout)
     slot_wait_s: int = 1  # how long a message waits before trying again for its owner's slot
@@ -88,6 +90,16 @@ class Settings(BaseModel):
     max_body_bytes: int = 6 * 1024 * 1024
     # Side channel for the chaos test: the worker appends "job_id attempt" here before every run.
     run_log: str = ""
+
+    @model_validator(mode="after")
+    def _workers_above_every_cap(self) -> Settings:
+        for policy in self.tiers.values():
+            if policy.weight * self.workers_per_weight <= policy.concurrency:
+                raise ValueError(
+                    f"tier '{policy.name}': {policy.weight * self.workers_per_weight} workers must be more than "
+                    f"its per-key cap of {policy.concurrency}, or one key's backlog can starve the tier"
+                )
+        return self
 
     def tier(self, name: str) -> TierPolicy:
         """The policy of tier `name` (KeyError for an unknown tier)."""

@@ -31,12 +31,6 @@ def guarded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackPro
     yield from _run(tmp_path_factory.mktemp("guarded"), settings={"CODERUNNER_IP_PER_MINUTE": "20"})
 
 
-@pytest.fixture(scope="session")
-def roomy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
-    """A stack whose tiers have more workers than a key may use at once (free: 4 workers, cap 2)."""
-    yield from _run(tmp_path_factory.mktemp("roomy"), settings={"CODERUNNER_WORKERS_PER_WEIGHT": "4"})
-
-
 @pytest.fixture
 def api(stack: StackProcess) -> Api:
     """The API with no key."""

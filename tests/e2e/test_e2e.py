@@ -87,22 +87,13 @@ def test_a_free_key_runs_at_most_two_jobs_at_once_and_queues_the_rest(stack: Sta
     assert max_overlap(jobs) == 2
 
 
-# Found by this test: a tier's worker capacity (weight x workers_per_weight = 2 / 8 / 32, and the same in the
-# Lambda event source mappings) is not above a key's running cap (2 / 10 / 50), and a key's jobs are spread
-# over `cap` message groups. So one key's backlog occupies every worker of its tier, never hits its cap (which
-# is what would delay its messages), and since SQS FIFO hands out the oldest visible message of any free
-# group, another user's job waits until the whole backlog has started. With capacity above the cap the
-# key's extra messages are held back and the other user's job starts at once.
-HOGGED = pytest.mark.xfail(
-    strict=True, reason="tier worker capacity <= a key's running cap: one key's backlog starves its tier"
-)
-
-
-@pytest.mark.parametrize("stack_fixture", [pytest.param("stack", marks=HOGGED, id="default-capacity"), "roomy_stack"])
-def test_one_users_backlog_does_not_block_another_user(stack_fixture: str, request: pytest.FixtureRequest) -> None:
+# Found by this test: with a tier's worker capacity not above a key's running cap, one key's backlog took
+# every worker of its tier without ever hitting its cap (which is what holds a key's extra messages back),
+# and SQS FIFO hands out the oldest visible message of any free group: another user's job waited until the
+# whole backlog had started. Capacity is now weight x 4 (4 / 16 / 64), above every tier's cap (2 / 10 / 50).
+def test_one_users_backlog_does_not_block_another_user(stack: StackProcess) -> None:
     """User A queues 10 free jobs (2.5 s of work at 2 at once); user B's one job, submitted after them, must
     start long before A's backlog has drained."""
-    stack: StackProcess = request.getfixturevalue(stack_fixture)
     a, b = stack.api(stack.make_key("free")), stack.api(stack.make_key("free"))
     resp = a.call("POST", "/v1/jobs/batch", {"jobs": [sleeper(0.5)] * 10})
     assert resp.status == 202, resp.body

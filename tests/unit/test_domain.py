@@ -120,3 +120,13 @@ def test_callback_url_is_refused_until_callbacks_exist() -> None:
 
     with pytest.raises(pydantic.ValidationError, match="callbacks are not supported yet"):
         SubmitRequest.model_validate({"runtime": "python", "source": "print(1)", "callback_url": "https://x.test/cb"})
+
+
+def test_settings_refuse_a_tier_whose_workers_one_key_could_fill() -> None:
+    import pytest
+
+    from chalicelib.config import settings_from_env
+
+    assert settings_from_env({}).capacity("free") == 4
+    with pytest.raises(ValueError, match="one key's backlog can starve the tier"):
+        settings_from_env({"CODERUNNER_TIERS_JSON": '{"free": {"concurrency": 4}}'})
