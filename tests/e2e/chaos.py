@@ -163,11 +163,14 @@ def submit_all(stack: StackProcess, plan: list[str], rng: random.Random, report:
 
 # -- the chaos ----------------------------------------------------------------------------------------------
 def _start_time(pid: int) -> str:
+    """The process's start time, or "" once it is gone. A zombie counts as gone: it runs nothing and holds
+    nothing but its pid until init reaps it (the killed worker cannot)."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
         return ""
+    return "" if len(fields) < 20 or fields[0] == "Z" else fields[19]
 
 
 def _is_sandbox(pid: int) -> bool:
@@ -280,12 +283,15 @@ def lingering(kills: list[Kill]) -> int:
 
 
 def leaked_cgroups(job_ids: list[str], root: str = "/sys/fs/cgroup") -> int:
-    """Job cgroups (`<job id>-<suffix>`, v1 memory and pids controllers) this run's jobs left behind."""
-    wanted = {job_id[:40] for job_id in job_ids}
+    """Job cgroups (named by slot, v1 memory and pids controllers) that still hold processes once every job
+    is done. An empty one a killed worker left is replaced by the next run in its slot, so is not a leak."""
     found = 0
     for controller in ("memory", "pids"):
         with contextlib.suppress(OSError):
-            found += sum(1 for name in os.listdir(f"{root}/{controller}/code-runner") if name[:-9] in wanted)
+            for entry in os.scandir(f"{root}/{controller}/code-runner"):
+                if entry.is_dir() and entry.name.startswith("slot-"):
+                    with contextlib.suppress(OSError), open(os.path.join(entry.path, "cgroup.procs")) as fh:
+                        found += bool(fh.read().strip())
     return found
 
 
