@@ -25,32 +25,29 @@ _CONFIG = Config(
 )
 
 
-def client(service: str) -> Any:
-    """Return the shared boto3 client for `service`, building it on first use (thread-safe)."""
-    existing = _clients.get(service)
-    if existing is not None:
-        return existing
-    with _lock:
-        if service not in _clients:
-            # boto3 honours AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> by itself.
-            _clients[service] = boto3.session.Session().client(service, config=_CONFIG)  # type: ignore[call-overload]
-        return _clients[service]
-
-
 # For calls that legitimately last minutes (a synchronous sandbox invoke): a short read timeout would cut
 # the run, and a retry would run the same job a second time.
 _LONG_CALL = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=960)
 
 
+def client(service: str) -> Any:
+    """Return the shared boto3 client for `service`, building it on first use (thread-safe)."""
+    return _shared(service, service, _CONFIG)
+
+
 def long_call_client(service: str) -> Any:
     """A shared client for `service` with a 16-minute read timeout and no retries."""
-    name = f"{service}#long"
+    return _shared(f"{service}#long", service, _LONG_CALL)
+
+
+def _shared(name: str, service: str, config: Config) -> Any:
     existing = _clients.get(name)
     if existing is not None:
         return existing
     with _lock:
         if name not in _clients:
-            _clients[name] = boto3.session.Session().client(service, config=_LONG_CALL)  # type: ignore[call-overload]
+            # boto3 honours AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> by itself.
+            _clients[name] = boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
         return _clients[name]
 
 

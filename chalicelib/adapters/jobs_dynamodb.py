@@ -145,22 +145,11 @@ class DynamoJobStore:
         return Page(items, next_cursor)
 
     def count_queued_ahead(self, tier: str, seq: int) -> int:
-        total, start = 0, None
-        while True:
-            kwargs: dict[str, Any] = {
-                "TableName": self.table,
-                "IndexName": "queued_by_tier",
-                "KeyConditionExpression": "queue_tier = :t AND seq < :s",
-                "ExpressionAttributeValues": {":t": {"S": tier}, ":s": {"N": str(seq)}},
-                "Select": "COUNT",
-            }
-            if start:
-                kwargs["ExclusiveStartKey"] = start
-            resp = self.client.query(**kwargs)
-            total += resp.get("Count", 0)
-            start = resp.get("LastEvaluatedKey")
-            if not start:
-                return total
+        return self._count(
+            IndexName="queued_by_tier",
+            KeyConditionExpression="queue_tier = :t AND seq < :s",
+            ExpressionAttributeValues={":t": {"S": tier}, ":s": {"N": str(seq)}},
+        )
 
     def due(self, status: JobStatus, now: float, limit: int = 100) -> list[Job]:
         resp = self.client.query(
@@ -174,16 +163,18 @@ class DynamoJobStore:
 
     def count_active(self, status: JobStatus, tier: str) -> int:
         """Jobs of `tier` in `status` (the reaper reconciles the tier counters with this)."""
+        return self._count(
+            IndexName="active_jobs",
+            KeyConditionExpression="active = :a",
+            FilterExpression="tier = :t",
+            ExpressionAttributeValues={":a": {"S": status.value}, ":t": {"S": tier}},
+        )
+
+    def _count(self, **query: Any) -> int:
+        """How many items a query matches, over every page."""
         total, start = 0, None
         while True:
-            kwargs: dict[str, Any] = {
-                "TableName": self.table,
-                "IndexName": "active_jobs",
-                "KeyConditionExpression": "active = :a",
-                "FilterExpression": "tier = :t",
-                "ExpressionAttributeValues": {":a": {"S": status.value}, ":t": {"S": tier}},
-                "Select": "COUNT",
-            }
+            kwargs: dict[str, Any] = {"TableName": self.table, "Select": "COUNT", **query}
             if start:
                 kwargs["ExclusiveStartKey"] = start
             resp = self.client.query(**kwargs)
