@@ -186,7 +186,7 @@ class StackProcess:
 
     def worker_pids(self) -> list[int]:
         """The worker processes the stack runs now (its children)."""
-        return [pid for pid in children(self.proc.pid) if b"chalicelib.local.worker" in _cmdline(pid)]
+        return [pid for pid in children(self.proc.pid) if b"chalicelib.local.worker" in cmdline(pid)]
 
     def stop(self, timeout: float = 20) -> int | None:
         """SIGTERM and wait; then SIGKILL the stack and whatever is left of its process group."""
@@ -222,7 +222,8 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _cmdline(pid: int) -> bytes:
+def cmdline(pid: int) -> bytes:
+    """A process's command line (empty once it is gone)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             return fh.read()

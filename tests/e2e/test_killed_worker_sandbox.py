@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from chalicelib.local.stack import ROOT
-from tests.e2e.stackproc import descendants
+from tests.e2e.stackproc import cmdline, descendants
 
 pytestmark = [
     pytest.mark.e2e,
@@ -81,7 +81,7 @@ def after_a_kill(tmp_path_factory: pytest.TempPathFactory) -> Any:
     workdir = tmp_path_factory.mktemp("slots")
     doomed = _worker(workdir, "doomed", f"sleep {ORPHAN_S}")
     deadline = time.monotonic() + 20
-    while not any(b"sleep" in _cmdline(p) for p in descendants(doomed.pid)):
+    while not any(b"sleep" in cmdline(p) for p in descendants(doomed.pid)):
         assert time.monotonic() < deadline and doomed.poll() is None, "worker A never started its job"
         time.sleep(0.02)
     doomed.send_signal(signal.SIGKILL)
@@ -99,14 +99,6 @@ def _remove_cgroups() -> None:
     for group in _job_cgroups():
         with contextlib.suppress(OSError):  # already gone
             os.rmdir(f"/sys/fs/cgroup/{group}")
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read()
-    except OSError:
-        return b""
 
 
 def test_the_next_job_in_a_killed_workers_slot_is_not_killed(after_a_kill: Any) -> None:
