@@ -138,7 +138,8 @@ def aws_requests_per_submit(samples: int = 10) -> dict[str, Any]:
         "first_submit_of_a_process": cold,
         "first_submit_of_a_key_in_a_minute": new_window,
         "note": "a key's first submit in a minute misses the one-request quota fast path (stale window): "
-        "GetItem + a second UpdateItem; the first submit of a process also looks up the queue URL and reads the "
+        "the refused update returns the item, so one more UpdateItem and no read; "
+        "the first submit of a process also looks up the queue URL and reads the "
         "run-time stats (cached 10 s)",
     }
 
