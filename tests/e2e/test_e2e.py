@@ -110,16 +110,18 @@ def test_one_users_backlog_does_not_block_another_user(stack: StackProcess) -> N
 
 
 def test_enterprise_jobs_wait_less_than_free_jobs_under_saturation(stack: StackProcess) -> None:
-    """The free tier's workers are busy with a backlog: a free job queues, an enterprise job does not."""
-    users = [stack.api(stack.make_key("free")) for _ in range(3)]
-    backlog = [user.submit_ok(sleeper(1)) for user in users for _ in range(2)]
-    time.sleep(0.5)  # the backlog holds every free worker now
+    """The free tier's workers are all busy with a backlog: a free job queues, an enterprise job does not."""
+    capacity = stack.api(stack.make_key("free")).call("GET", "/v1/queue").body["tiers"]["free"]["capacity"]
+    users = [stack.api(stack.make_key("free")) for _ in range(capacity // 2 + 1)]  # 2 running each, cap 2
+    backlog = [(user, user.submit_ok(sleeper(1.5))) for user in users for _ in range(2)]
+    time.sleep(0.7)  # the backlog holds every free worker now, with more waiting
     free, enterprise = stack.api(stack.make_key("free")), stack.api(stack.make_key("enterprise"))
     free_job, enterprise_job = free.submit_ok(sleeper(0.1)), enterprise.submit_ok(sleeper(0.1))
     enterprise_done, free_done = enterprise.wait(enterprise_job), free.wait(free_job)
-    for user, job_id in zip([u for u in users for _ in range(2)], backlog, strict=True):
+    for user, job_id in backlog:
         assert user.wait(job_id)["status"] == "succeeded"
     assert enterprise_done["status"] == free_done["status"] == "succeeded"
+    assert free_done["queue_wait_ms"] > 300, ("the free tier was not saturated", free_done)
     assert enterprise_done["queue_wait_ms"] < 1500, enterprise_done
     assert enterprise_done["queue_wait_ms"] < free_done["queue_wait_ms"], (enterprise_done, free_done)
 
