@@ -17,16 +17,6 @@ from tests.fakes import FakeClock, MemoryQueue, make_deps
 JOB = {"runtime": "python", "source": "print(1)"}
 
 
-@pytest.fixture
-def deps() -> Any:
-    return make_deps()
-
-
-@pytest.fixture
-def key(deps: Any) -> str:
-    return create_key(deps, "acme", "free")[0]
-
-
 def test_accepted_job_is_queued_and_sent_with_a_per_key_group(deps: Any, key: str) -> None:
     accepted = submit_job(deps, key, {**JOB, "stdin": "hi"})
     job = deps.jobs.get(accepted.job.id)

@@ -15,19 +15,9 @@ from chalicelib.services.keys import authenticate, create_key
 from chalicelib.services.reaper import dead_letter, reap
 from chalicelib.services.submit import submit_job
 from chalicelib.services.worker import RetryLater, handle_message
-from tests.fakes import FakeSandbox, make_deps
+from tests.fakes import FakeSandbox
 
 JOB = {"runtime": "python", "source": "print(1)"}
-
-
-@pytest.fixture
-def deps() -> Any:
-    return make_deps()
-
-
-@pytest.fixture
-def key(deps: Any) -> str:
-    return create_key(deps, "acme", "free")[0]
 
 
 def submit(deps: Any, key: str, body: dict | None = None) -> str:
