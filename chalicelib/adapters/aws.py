@@ -7,6 +7,7 @@ No client is created at import time: moto, `AWS_ENDPOINT_URL` and test fixtures 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -49,6 +50,21 @@ def _shared(name: str, service: str, config: Config) -> Any:
             # boto3 honours AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> by itself.
             _clients[name] = boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
         return _clients[name]
+
+
+class LazyClient:
+    """A class attribute that gives the instance's injected `_client`, or builds a shared one on first use
+    (never at import time, so moto and endpoints set later still apply)."""
+
+    def __init__(self, service: str, factory: Callable[[str], Any] = client) -> None:
+        self.service, self.factory = service, factory
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        if obj._client is None:
+            obj._client = self.factory(self.service)
+        return obj._client
 
 
 def reset_clients() -> None:

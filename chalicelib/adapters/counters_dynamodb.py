@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.adapters.aws import client as aws_client
+from chalicelib.adapters.aws import LazyClient
 from chalicelib.adapters.dynamo import is_condition_failure, marshal, unmarshal, value
 from chalicelib.domain.errors import QueueFull
 
@@ -23,11 +23,7 @@ class DynamoCounters:
         self.table = table
         self._client = client
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("dynamodb")
-        return self._client
+    client = LazyClient("dynamodb")
 
     def _update(self, pk: str, expr: str, values: dict[str, Any], condition: str | None = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.adapters.aws import client as aws_client
+from chalicelib.adapters.aws import LazyClient
 from chalicelib.adapters.dynamo import is_condition_failure, marshal, unmarshal, value
 from chalicelib.domain.errors import StaleState
 from chalicelib.domain.jobs import Job, JobStatus, check_transition
@@ -58,11 +58,7 @@ class DynamoJobStore:
         self.orphan_after_s = orphan_after_s
         self.ttl_days = ttl_days
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("dynamodb")
-        return self._client
+    client = LazyClient("dynamodb")
 
     def create(self, job: Job) -> None:
         item = to_item(job, self.orphan_after_s)

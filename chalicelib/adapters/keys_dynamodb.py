@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.adapters.aws import client as aws_client
+from chalicelib.adapters.aws import LazyClient
 from chalicelib.adapters.dynamo import is_condition_failure, marshal, unmarshal, value
 from chalicelib.config import TierPolicy
 from chalicelib.domain.errors import QuotaExceeded, Unauthorized
@@ -43,11 +43,7 @@ class DynamoKeyStore:
         self.tiers = tiers
         self._client = client
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("dynamodb")
-        return self._client
+    client = LazyClient("dynamodb")
 
     def put(self, key: ApiKey) -> None:
         item = {

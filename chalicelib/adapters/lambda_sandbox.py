@@ -7,7 +7,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
-from chalicelib.adapters import aws
+from chalicelib.adapters.aws import LazyClient, long_call_client
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
 from chalicelib.sandbox.runtimes import UnknownRuntime
 
@@ -22,11 +22,7 @@ class LambdaSandbox:
         self.function_name = function_name
         self._client = client
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws.long_call_client("lambda")
-        return self._client
+    client = LazyClient("lambda", long_call_client)
 
     def run(self, request: ExecutionRequest, cancel: Any = None) -> ExecutionResult:
         """Invoke with `RequestResponse` and return the function's result.

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.adapters.aws import client as aws_client
+from chalicelib.adapters.aws import LazyClient
 from chalicelib.domain.jobs import Job
 
 
@@ -20,11 +20,7 @@ class SqsJobQueue:
         self._urls: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("sqs")
-        return self._client
+    client = LazyClient("sqs")
 
     def url(self, tier: str, dead_letter: bool = False) -> str:
         """The queue URL, looked up once per process."""

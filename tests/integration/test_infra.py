@@ -357,7 +357,8 @@ def aws_calls_of_the_adapters() -> set[str]:
     for path in ADAPTERS.glob("*.py"):
         source = path.read_text()
         called = set(re.findall(r"\.(\w+)\(", source))
-        for service in set(re.findall(r"client\(\s*[\"'](\w+)[\"']\s*\)", source)):
+        # client("svc") builds a client where it is used; LazyClient("svc", ...) on an adapter class.
+        for service in set(re.findall(r"(?:client|LazyClient)\(\s*[\"'](\w+)[\"']\s*[,)]", source)):
             prefix = session.get_service_model(service).signing_name
             for operation in session.get_service_model(service).operation_names:
                 if xform_name(operation) in called:
