@@ -33,7 +33,7 @@ $(DEB_STAMP):
 	touch $(DEB_STAMP)
 
 dev: install
-	PYTHONPATH=. $(BIN)/python -m chalicelib.local.stack
+	PYTHONPATH=. $(BIN)/python -m devtools.stack
 
 test: install
 	PYTHONPATH=. $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadgroup

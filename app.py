@@ -11,11 +11,11 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from botocore.exceptions import BotoCoreError, ClientError
-from chalice import Chalice, Cron, Rate, Response  # noqa: F401 - Cron kept for operators' schedules
+from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
 from chalicelib.bootstrap import get_deps
-from chalicelib.config import APP_NAME, DEFAULT_TIERS, get_settings
+from chalicelib.config import APP_NAME, get_settings
 from chalicelib.domain.errors import (
     BadRequest,
     CodeRunnerError,
@@ -38,6 +38,10 @@ copy_config_to_registered_loggers(source_logger=logger)
 STAGE = os.environ.get("CODERUNNER_STAGE", "dev")
 BODY_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
 _guard: IpGuard | None = None
+
+
+def _capacity(tier: str) -> int:
+    return get_settings().capacity(tier)
 
 
 def ip_guard() -> IpGuard:
@@ -197,31 +201,58 @@ def queue() -> dict[str, Any]:
     return queries.queue_status(get_deps())
 
 
-def _register_tier_workers(tier: str) -> None:
-
-    def worker(event: Any) -> dict[str, Any]:
-        return batches.process_jobs(get_deps(), event.to_dict(), event.context)
-
-    def dead_letters(event: Any) -> dict[str, Any]:
-        return batches.process_dead_letters(get_deps(), event.to_dict(), event.context)
-
-    # Chalice points each Lambda at "app.<function __name__>": every handler needs its own name on this module.
-    worker.__name__ = worker.__qualname__ = f"worker_{tier}"
-    dead_letters.__name__ = dead_letters.__qualname__ = f"dlq_{tier}"
-    # One job per invocation: the Lambda timeout then bounds one job, and FIFO order holds per group.
-    globals()[worker.__name__] = app.on_sqs_message(
-        queue=f"{APP_NAME}-{STAGE}-{tier}.fifo",
-        batch_size=1,
-        name=f"worker_{tier}",
-        maximum_concurrency=max(2, get_settings().capacity(tier)),
-    )(worker)
-    globals()[dead_letters.__name__] = app.on_sqs_message(
-        queue=f"{APP_NAME}-{STAGE}-{tier}-dlq.fifo", batch_size=1, name=f"dlq_{tier}"
-    )(dead_letters)
+def _worker_queue(tier: str, dead_letter: bool = False) -> str:
+    return f"{APP_NAME}-{STAGE}-{tier}{'-dlq' if dead_letter else ''}.fifo"
 
 
-for _tier in DEFAULT_TIERS:
-    _register_tier_workers(_tier)
+def _run_jobs(event: Any) -> dict[str, Any]:
+    return batches.process_jobs(get_deps(), event.to_dict(), event.context)
+
+
+def _run_dead_letters(event: Any) -> dict[str, Any]:
+    return batches.process_dead_letters(get_deps(), event.to_dict(), event.context)
+
+
+# One worker and one dead-letter consumer per tier (chalicelib.config.TIER_NAMES; the settings refuse a tier
+# that has none). One job per invocation: the Lambda timeout then bounds one job, and FIFO order holds per
+# group. Worker concurrency is the tier's capacity (its weight), so a higher tier gets more workers.
+@app.on_sqs_message(
+    queue=_worker_queue("free"), batch_size=1, name="worker_free", maximum_concurrency=max(2, _capacity("free"))
+)
+def worker_free(event: Any) -> dict[str, Any]:
+    return _run_jobs(event)
+
+
+@app.on_sqs_message(
+    queue=_worker_queue("pro"), batch_size=1, name="worker_pro", maximum_concurrency=max(2, _capacity("pro"))
+)
+def worker_pro(event: Any) -> dict[str, Any]:
+    return _run_jobs(event)
+
+
+@app.on_sqs_message(
+    queue=_worker_queue("enterprise"),
+    batch_size=1,
+    name="worker_enterprise",
+    maximum_concurrency=max(2, _capacity("enterprise")),
+)
+def worker_enterprise(event: Any) -> dict[str, Any]:
+    return _run_jobs(event)
+
+
+@app.on_sqs_message(queue=_worker_queue("free", dead_letter=True), batch_size=1, name="dlq_free")
+def dlq_free(event: Any) -> dict[str, Any]:
+    return _run_dead_letters(event)
+
+
+@app.on_sqs_message(queue=_worker_queue("pro", dead_letter=True), batch_size=1, name="dlq_pro")
+def dlq_pro(event: Any) -> dict[str, Any]:
+    return _run_dead_letters(event)
+
+
+@app.on_sqs_message(queue=_worker_queue("enterprise", dead_letter=True), batch_size=1, name="dlq_enterprise")
+def dlq_enterprise(event: Any) -> dict[str, Any]:
+    return _run_dead_letters(event)
 
 
 @app.schedule(Rate(2, unit=Rate.MINUTES), name="cleanup")

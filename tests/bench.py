@@ -3,7 +3,7 @@
 
 - submit_to_result: a user's `print(1)` python job on the local stack (a subprocess), from POST to the
   terminal GET (long-poll), median and p90 of 20 after a warm-up; with the server-side parts.
-- sandbox_overhead: the local sandbox's `print(1)` against the bare interpreter (chalicelib/sandbox/bench).
+- sandbox_overhead: the local sandbox's `print(1)` against the bare interpreter (devtools/sandbox_bench.py).
 - aws_requests_per_submit: the AWS requests one accepted submit makes, counted in-process against a moto
   server with a botocore `before-send` hook, by operation, and how many sequential round trips they take.
 """
@@ -101,11 +101,11 @@ def aws_requests_per_submit(samples: int = 10) -> dict[str, Any]:
     and reads the run-time stats (cached per process), so it is shown apart."""
     from chalicelib import bootstrap
     from chalicelib.adapters.aws import client
-    from chalicelib.local.motoserver import start_moto
-    from chalicelib.local.resources import create_resources
-    from chalicelib.local.stack import free_port, local_environment
     from chalicelib.services.keys import create_key
     from chalicelib.services.submit import submit_job
+    from devtools.motoserver import start_moto
+    from devtools.resources import create_resources
+    from devtools.stack import free_port, local_environment
 
     port = free_port()
     os.environ.update({**local_environment(port), "CODERUNNER_STAGE": "bench" + uuid.uuid4().hex[:8]})
@@ -179,7 +179,7 @@ def submit_to_result(runs: int = 20, warmup: int = 3) -> dict[str, Any]:
 
 
 def main() -> dict[str, Any]:
-    from chalicelib.sandbox.bench import measure
+    from devtools.sandbox_bench import measure
 
     figures: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
     _log("submit -> result on the local stack ...")

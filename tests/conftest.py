@@ -25,8 +25,8 @@ for _var in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """One moto server per test process (atomic single-item conditional updates, unlike mock_aws)."""
-    from chalicelib.local.motoserver import start_moto
-    from chalicelib.local.stack import free_port
+    from devtools.motoserver import start_moto
+    from devtools.stack import free_port
 
     port = free_port()
     server = start_moto(port)
@@ -38,8 +38,8 @@ def moto_endpoint() -> Iterator[str]:
 def stack_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """Fresh queues and tables (a unique stage) on the moto server, and the app wired to them."""
     from chalicelib import bootstrap
-    from chalicelib.local.resources import create_resources
     from chalicelib.services import estimates
+    from devtools.resources import create_resources
 
     stage = "t" + uuid.uuid4().hex[:10]
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)

@@ -19,7 +19,7 @@ class EmfMetrics:
 
 
 class InMemoryMetrics:
-    """Counts and sums per (name, dimensions); `snapshot()` for /health and tests."""
+    """Counts and sums per (name, dimensions), kept in `totals` (the local stack and tests)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -29,7 +29,3 @@ class InMemoryMetrics:
         label = name + "".join(f",{k}={v}" for k, v in sorted(dims.items()))
         with self._lock:
             self.totals[label] = self.totals.get(label, 0.0) + value
-
-    def snapshot(self) -> dict[str, float]:
-        with self._lock:
-            return dict(self.totals)

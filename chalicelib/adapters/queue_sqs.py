@@ -50,15 +50,3 @@ class SqsJobQueue:
         self.client.change_message_visibility(
             QueueUrl=self.url(tier), ReceiptHandle=receipt_handle, VisibilityTimeout=max(0, min(seconds, 43200))
         )
-
-    def depth(self, tier: str) -> dict[str, int]:
-        """SQS's own (approximate) view of the tier queue and its DLQ, for /v1/queue and operators."""
-        out = {}
-        for dead, label in ((False, "queue"), (True, "dlq")):
-            attrs = self.client.get_queue_attributes(
-                QueueUrl=self.url(tier, dead),
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-            )["Attributes"]
-            out[f"{label}_visible"] = int(attrs.get("ApproximateNumberOfMessages", 0))
-            out[f"{label}_in_flight"] = int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
-        return out

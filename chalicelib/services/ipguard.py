@@ -17,7 +17,7 @@ FAILED_AUTH_COST = 2  # a request that fails authentication counts double
 
 
 class IpGuard:
-    def __init__(self, per_minute: int, clock: object = None) -> None:
+    def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
         self._lock = threading.Lock()
         self._windows: dict[str, tuple[int, int]] = {}

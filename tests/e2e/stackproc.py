@@ -1,4 +1,4 @@
-"""The local stack (`python -m chalicelib.local.stack`) as a subprocess, and a small HTTP client for it.
+"""The local stack (`python -m devtools.stack`) as a subprocess, and a small HTTP client for it.
 
 Shared by the e2e fixtures, `make chaos` and `make bench`. Each stack gets free ports, its own stage and a
 scratch directory for its keys file, stack file, run log and output, so it never touches a developer's
@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from chalicelib.local.stack import ROOT, free_port, local_environment
+from devtools.stack import ROOT, free_port, local_environment
 
 # Fast cleanup for tests: a dead worker's job is retried about `lease grace + reap interval` after its
 # deadline; a crashed worker's message comes back after the visibility timeout.
@@ -186,7 +186,7 @@ class StackProcess:
 
     def worker_pids(self) -> list[int]:
         """The worker processes the stack runs now (its children)."""
-        return [pid for pid in children(self.proc.pid) if b"chalicelib.local.worker" in cmdline(pid)]
+        return [pid for pid in children(self.proc.pid) if b"devtools.worker" in cmdline(pid)]
 
     def stop(self, timeout: float = 20) -> int | None:
         """SIGTERM and wait; then SIGKILL the stack and whatever is left of its process group."""
@@ -255,7 +255,7 @@ def start_stack(
     env.pop("AWS_ENDPOINT_URL", None)
     out = open(workdir / "stack.out", "wb")  # noqa: SIM115 - the child keeps writing after we return
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chalicelib.local.stack"],
+        [sys.executable, "-m", "devtools.stack"],
         cwd=ROOT,
         env=env,
         stdout=out,

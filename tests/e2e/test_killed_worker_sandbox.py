@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.local.stack import ROOT
+from devtools.stack import ROOT
 from tests.e2e.stackproc import cmdline, descendants
 
 pytestmark = [

@@ -7,8 +7,8 @@ from typing import Any
 
 from chalicelib.adapters.aws import client
 from chalicelib.bootstrap import get_deps
-from chalicelib.local.worker import _record
 from chalicelib.services.batch import process_dead_letters, process_jobs
+from devtools.worker import lambda_sqs_record
 
 
 def drain(tier: str = "free", dead_letter: bool = False, rounds: int = 20) -> list[dict[str, Any]]:
@@ -24,7 +24,7 @@ def drain(tier: str = "free", dead_letter: bool = False, rounds: int = 20) -> li
         ).get("Messages", [])
         if not messages:
             break
-        event = {"Records": [_record(m, arn) for m in messages]}
+        event = {"Records": [lambda_sqs_record(m, arn) for m in messages]}
         handler = process_dead_letters if dead_letter else process_jobs
         response = handler(deps, event)
         responses.append(response)

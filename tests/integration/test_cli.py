@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-from chalicelib.cli import main
 from chalicelib.services.keys import hash_key
+from devtools.cli import main
 from tests.integration.helpers import body
 
 JOB = {"runtime": "bash", "source": "echo hi"}

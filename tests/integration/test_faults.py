@@ -158,14 +158,14 @@ def test_a_lost_start_race_runs_nothing_and_frees_the_slot(stack_env: dict[str, 
 
 def _deliver_once(deps: Any, tier: str) -> int:
     """One batch through the worker; failed messages are made visible again at once. Returns how many failed."""
-    from chalicelib.local.worker import _record
     from chalicelib.services.batch import process_jobs
+    from devtools.worker import lambda_sqs_record
 
     sqs = aws_client("sqs")
     url = deps.queue.url(tier)
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"])
-    records = [_record(m, arn) for m in messages.get("Messages", [])]
+    records = [lambda_sqs_record(m, arn) for m in messages.get("Messages", [])]
     failed = {f["itemIdentifier"] for f in process_jobs(deps, {"Records": records})["batchItemFailures"]}
     for record in records:
         if record["messageId"] in failed:

@@ -221,13 +221,13 @@ def test_reaper_leaves_counters_that_moved_between_passes(deps: Any, key: str) -
 
 
 def test_a_malformed_message_is_dropped_not_retried_into_the_dlq(deps: Any, key: str) -> None:
-    from chalicelib.local.worker import _record
     from chalicelib.services.batch import process_jobs
+    from devtools.worker import lambda_sqs_record
 
     job_id = submit(deps, key)
     good = {"MessageId": "m2", "ReceiptHandle": "r2", "Body": f'{{"job_id": "{job_id}", "tier": "free"}}'}
     bad = {"MessageId": "m1", "ReceiptHandle": "r1", "Body": "not json"}
     arn = "arn:aws:sqs:us-east-1:123456789012:code-runner-dev-free.fifo"
-    response = process_jobs(deps, {"Records": [_record(bad, arn), _record(good, arn)]})
+    response = process_jobs(deps, {"Records": [lambda_sqs_record(bad, arn), lambda_sqs_record(good, arn)]})
     assert response["batchItemFailures"] == []  # acknowledged: a retry could never parse it
     assert deps.jobs.get(job_id).status is JobStatus.SUCCEEDED

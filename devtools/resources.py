@@ -8,7 +8,7 @@ from typing import Any
 
 from chalicelib.adapters.aws import client as aws_client
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "resources.json"
+TEMPLATE = Path(__file__).resolve().parents[1] / "infra" / "resources.json"
 
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:

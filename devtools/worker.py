@@ -2,7 +2,7 @@
 
 Like Lambda's event source mapping, a message is deleted when the handler did not report it in
 `batchItemFailures`; a reported one stays (its visibility was set by the handler for the backoff).
-Runs in its own process (`python -m chalicelib.local.worker`), apart from the moto server, so it can be
+Runs in its own process (`python -m devtools.worker`), apart from the moto server, so it can be
 killed and restarted without losing state.
 """
 
@@ -24,7 +24,7 @@ from chalicelib.services.deps import Deps
 log = logging.getLogger("coderunner.worker")
 
 
-def _record(message: dict[str, Any], arn: str) -> dict[str, Any]:
+def lambda_sqs_record(message: dict[str, Any], arn: str) -> dict[str, Any]:
     """An SQS message as it appears in a Lambda event."""
     attributes = dict(message.get("Attributes", {}))
     return {
@@ -83,7 +83,7 @@ class QueueLoop:
             raise
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for message in resp.get("Messages", []):
-            groups[message.get("Attributes", {}).get("MessageGroupId", "")].append(_record(message, self.arn))
+            groups[message.get("Attributes", {}).get("MessageGroupId", "")].append(lambda_sqs_record(message, self.arn))
         self._release(available - len(groups))
         for records in groups.values():
             self.pool.submit(self._process, records)

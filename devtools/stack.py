@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("coderunner.stack")
 
 
@@ -69,11 +69,11 @@ class Stack:
 
     def start(self) -> dict[str, str]:
         os.environ.update(local_environment(self.moto_port))
-        from chalicelib.local.motoserver import start_moto
+        from devtools.motoserver import start_moto
 
         self._servers.append(start_moto(self.moto_port))
         from chalicelib.bootstrap import reset
-        from chalicelib.local.resources import create_resources
+        from devtools.resources import create_resources
 
         reset()
         create_resources(
@@ -109,7 +109,7 @@ class Stack:
         }
 
     def _spawn_worker(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "chalicelib.local.worker"], cwd=ROOT, env=dict(os.environ))
+        return subprocess.Popen([sys.executable, "-m", "devtools.worker"], cwd=ROOT, env=dict(os.environ))
 
     def _supervise(self) -> None:
         """Restart a worker process that died (the chaos test kills them on purpose)."""

@@ -1,1 +1,0 @@
-"""The local stack (`make dev`): embedded moto server, API, worker loops and scheduler."""
