@@ -10,24 +10,31 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from botocore.exceptions import BotoCoreError, ClientError
 from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
 from chalicelib.bootstrap import get_deps
-from chalicelib.config import APP_NAME, get_settings
+from chalicelib.config import APP_NAME, get_settings, queue_name
 from chalicelib.domain.errors import (
+    BackendRejected,
     BadRequest,
     CodeRunnerError,
-    InternalError,
     PayloadTooLarge,
-    ServiceUnavailable,
+    PlatformFault,
     Unauthorized,
-    ValidationFailed,
+)
+from chalicelib.domain.views import BatchItemView, BatchView, ErrorDetail
+from chalicelib.edge.errors import (
+    error_response,
+    internal_error_response,
+    status_of,
+    unavailable_response,
+    usage_headers,
 )
 from chalicelib.services import batch as batches
 from chalicelib.services import catalog, keys, lifecycle, queries, reaper, submit
 from chalicelib.services.ipguard import IpGuard
+from chalicelib.services.ports import ApiKey
 
 app = Chalice(app_name=APP_NAME)
 logger = Logger(service=APP_NAME)
@@ -58,45 +65,43 @@ def _request() -> Request:
     return request
 
 
-def _error(exc: CodeRunnerError) -> Response:
-    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
-    if exc.details is not None:
-        body["details"] = exc.details
-    return Response(
-        body={"error": body}, status_code=exc.status, headers={"Content-Type": "application/json", **exc.headers}
-    )
-
-
 def _source_ip() -> str:
     context = _request().context or {}
     return str(context.get("identity", {}).get("sourceIp") or "unknown")
 
 
+def _request_id() -> str | None:
+    return (_request().context or {}).get("requestId")
+
+
 def api(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """Per-IP guard, request logging context, and the one place where errors become HTTP responses."""
+    """Per-IP guard, request logging context, and the one place where exceptions become HTTP answers."""
 
     @functools.wraps(handler)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        request = _request()
         ip = _source_ip()
-        logger.append_keys(request_id=(request.context or {}).get("requestId"), job_id=kwargs.get("job_id"))
+        logger.append_keys(request_id=_request_id(), job_id=kwargs.get("job_id"))
         try:
             ip_guard().charge(ip)
             return handler(*args, **kwargs)
         except Unauthorized as exc:
             ip_guard().failed_auth(ip)
-            return _error(exc)
+            return error_response(exc)
         except CodeRunnerError as exc:
-            return _error(exc)
-        except (ClientError, BotoCoreError) as exc:
-            # Throttled or unreachable AWS: the services gave back whatever they had taken.
-            logger.warning("dependency failure", extra={"error": str(exc)})
-            return _error(
-                ServiceUnavailable("a dependency is unavailable; retry shortly", headers={"Retry-After": "1"})
-            )
+            return error_response(exc)
+        except PlatformFault as exc:
+            # Throttled or unreachable: the services gave back whatever they had taken.
+            logger.warning("dependency unavailable", extra={"error": str(exc)})
+            get_deps().metric("DependencyUnavailable", route=handler.__name__)
+            return unavailable_response(exc)
+        except BackendRejected as exc:
+            logger.exception("AWS rejected a request of ours", extra={"service": exc.service, "code": exc.aws_code})
+            get_deps().metric("BackendRejected", service=exc.service, code=exc.aws_code)
+            return internal_error_response(_request_id())
         except Exception:
             logger.exception("unhandled error")
-            return _error(InternalError("internal error; the request may be retried"))
+            get_deps().metric("UnhandledErrors", route=handler.__name__)
+            return internal_error_response(_request_id())
 
     return wrapper
 
@@ -116,8 +121,12 @@ def _plain_key() -> str:
     return keys.bearer(headers.get("authorization"), headers.get("x-api-key"))
 
 
-def _caller() -> Any:
+def _caller() -> ApiKey:
     return keys.authenticate(get_deps(), _plain_key())
+
+
+def _query() -> Mapping[str, str]:
+    return _request().query_params or {}
 
 
 @app.route("/health", methods=["GET"])
@@ -130,62 +139,55 @@ def health() -> dict[str, Any]:
 def submit_job() -> Response:
     idem = _request().headers.get("idempotency-key")
     accepted = submit.submit_job(get_deps(), _plain_key(), _json_body(), idem)
-    headers: dict[str, str | list[str]] = {**accepted.headers, "Location": f"/v1/jobs/{accepted.job.id}"}
+    headers: dict[str, str | list[str]] = {"Location": f"/v1/jobs/{accepted.job.id}"}
+    if accepted.usage is not None:
+        headers.update(usage_headers(accepted.usage))
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(body=accepted.body(), status_code=202, headers=headers)
+    return Response(body=accepted.view().model_dump(mode="json"), status_code=202, headers=headers)
 
 
 @app.route("/v1/jobs/batch", methods=["POST"], content_types=BODY_TYPES)
 @api
 def submit_batch() -> Response:
-    body = _json_body()
-    jobs = body.get("jobs") if isinstance(body, dict) else None
-    if not isinstance(jobs, list) or not 1 <= len(jobs) <= 20:
-        raise ValidationFailed("'jobs' must be a list of 1 to 20 jobs", [{"field": "jobs", "message": "1..20"}])
-    plain, deps, results = _plain_key(), get_deps(), []
-    keys.authenticate(deps, plain)  # a bad key fails the whole batch with 401
-    for item in jobs:
-        try:
-            accepted = submit.submit_job(deps, plain, item)
-            results.append({"status": 202, "job": accepted.body()})
-        except CodeRunnerError as exc:
-            results.append(
-                {"status": exc.status, "error": {"code": exc.code, "message": exc.message, "details": exc.details}}
-            )
-    accepted_n = sum(1 for r in results if r["status"] == 202)
-    return Response(
-        body={"accepted": accepted_n, "rejected": len(results) - accepted_n, "results": results},
-        status_code=207 if accepted_n != len(results) else 202,
-    )
+    items = []
+    for outcome in submit.submit_batch(get_deps(), _plain_key(), _json_body()):
+        if isinstance(outcome, CodeRunnerError):
+            detail = ErrorDetail(code=outcome.code, message=outcome.message, details=outcome.details)
+            items.append(BatchItemView(status=status_of(outcome), error=detail))
+        else:
+            items.append(BatchItemView(status=202, job=outcome.view()))
+    accepted = sum(1 for item in items if item.status == 202)
+    view = BatchView(accepted=accepted, rejected=len(items) - accepted, results=items)
+    return Response(body=view.model_dump(mode="json"), status_code=202 if accepted == len(items) else 207)
 
 
 @app.route("/v1/jobs/{job_id}", methods=["GET"])
 @api
 def get_job(job_id: str) -> dict[str, Any]:
-    params: Mapping[str, str] = _request().query_params or {}
-    wait = queries.parse_wait(params.get("wait"))
-    return queries.get_job(get_deps(), _caller(), job_id, wait)
+    wait = queries.parse_wait(_query().get("wait"))
+    return queries.get_job(get_deps(), _caller(), job_id, wait).model_dump(mode="json")
 
 
 @app.route("/v1/jobs/{job_id}", methods=["DELETE"])
 @api
 def cancel_job(job_id: str) -> dict[str, Any]:
     deps = get_deps()
-    return queries.job_view(deps, lifecycle.cancel(deps, _caller(), job_id))
+    return queries.job_view(deps, lifecycle.cancel(deps, _caller(), job_id)).model_dump(mode="json")
 
 
 @app.route("/v1/jobs", methods=["GET"])
 @api
 def list_jobs() -> dict[str, Any]:
-    params: Mapping[str, str] = _request().query_params or {}
-    return queries.list_jobs(get_deps(), _caller(), params.get("limit"), params.get("cursor"))
+    params = _query()
+    page = queries.list_jobs(get_deps(), _caller(), params.get("limit"), params.get("cursor"))
+    return page.model_dump(mode="json")
 
 
 @app.route("/v1/usage", methods=["GET"])
 @api
 def usage() -> dict[str, Any]:
-    return queries.usage(get_deps(), _caller())
+    return queries.usage(get_deps(), _caller()).model_dump(mode="json")
 
 
 @app.route("/v1/runtimes", methods=["GET"])
@@ -198,11 +200,11 @@ def runtimes() -> dict[str, Any]:
 @api
 def queue() -> dict[str, Any]:
     _caller()
-    return queries.queue_status(get_deps())
+    return queries.queue_status(get_deps()).model_dump(mode="json")
 
 
 def _worker_queue(tier: str, dead_letter: bool = False) -> str:
-    return f"{APP_NAME}-{STAGE}-{tier}{'-dlq' if dead_letter else ''}.fifo"
+    return queue_name(STAGE, tier, dead_letter)
 
 
 def _run_jobs(event: Any) -> dict[str, Any]:

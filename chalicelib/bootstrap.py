@@ -12,14 +12,14 @@ from chalicelib.adapters.metrics import EmfMetrics, InMemoryMetrics
 from chalicelib.adapters.queue_sqs import SqsJobQueue
 from chalicelib.config import Settings, get_settings
 from chalicelib.services.deps import Deps
-from chalicelib.services.ports import Sandbox
+from chalicelib.services.ports import SyncSandbox, TaskSandbox
 
 _lock = threading.Lock()
 _deps: Deps | None = None
 
 
-def _sandboxes(settings: Settings) -> dict[str, Sandbox]:
-    out: dict[str, Sandbox] = {}
+def _sync_sandboxes(settings: Settings) -> dict[str, SyncSandbox]:
+    out: dict[str, SyncSandbox] = {}
     if settings.sandbox_mode == "local":
         from chalicelib.adapters.local_sandbox import LocalSandbox
 
@@ -28,17 +28,22 @@ def _sandboxes(settings: Settings) -> dict[str, Sandbox]:
         from chalicelib.adapters.lambda_sandbox import LambdaSandbox
 
         out["lambda"] = LambdaSandbox(settings.sandbox_function)
-    if settings.fargate_cluster:
-        from chalicelib.adapters.fargate_sandbox import FargateSandbox
-
-        out["fargate"] = FargateSandbox(  # type: ignore[assignment]
-            cluster=settings.fargate_cluster,
-            task_definition=settings.fargate_task_definition,
-            subnets=settings.fargate_subnets,
-            security_groups=settings.fargate_security_groups,
-            bucket=settings.artifacts_bucket,
-        )
     return out
+
+
+def _task_sandboxes(settings: Settings) -> dict[str, TaskSandbox]:
+    if not settings.fargate_cluster:
+        return {}
+    from chalicelib.adapters.fargate_sandbox import FargateSandbox
+
+    fargate = FargateSandbox(
+        cluster=settings.fargate_cluster,
+        task_definition=settings.fargate_task_definition,
+        subnets=settings.fargate_subnets,
+        security_groups=settings.fargate_security_groups,
+        bucket=settings.artifacts_bucket,
+    )
+    return {"fargate": fargate}
 
 
 def build(settings: Settings) -> Deps:
@@ -46,13 +51,12 @@ def build(settings: Settings) -> Deps:
     in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
     return Deps(
         settings=settings,
-        jobs=DynamoJobStore(
-            settings.table("jobs"), orphan_after_s=settings.orphan_after_s, ttl_days=settings.job_ttl_days
-        ),
+        jobs=DynamoJobStore(settings.table("jobs"), ttl_days=settings.job_ttl_days),
         keys=DynamoKeyStore(settings.table("keys"), settings.tiers),
         counters=DynamoCounters(settings.table("counters")),
         queue=SqsJobQueue(settings.queue),
-        sandboxes=_sandboxes(settings),
+        sandboxes=_sync_sandboxes(settings),
+        tasks=_task_sandboxes(settings),
         metrics=EmfMetrics() if in_lambda else InMemoryMetrics(),
     )
 

@@ -1,14 +1,25 @@
-"""Settings, read once from the environment into pydantic models. Tiers and their limits live here."""
+"""Settings, read once from the environment (prefix CODERUNNER_) by pydantic-settings. Tiers live here.
+
+Every field is settable from the environment: `CODERUNNER_<FIELD>` (e.g. CODERUNNER_MAX_ATTEMPTS=5), except
+the tier table, which is `CODERUNNER_TIERS_JSON` with per-tier overrides merged over the defaults. Lists are
+comma-separated. A bad value fails at start, never mid-request.
+"""
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 APP_NAME = "code-runner"
+ENV_PREFIX = "CODERUNNER_"
+# The tiers the platform is deployed with: each has its own queue and DLQ (infra/), its worker and DLQ
+# functions (app.py: worker_<tier>, dlq_<tier>), alarms and local worker loops. This tuple is the one list;
+# the settings refuse a tier that is not on it.
 TIER_NAMES = ("free", "pro", "enterprise")
 
 
@@ -58,32 +69,39 @@ DEFAULT_TIERS: dict[str, TierPolicy] = {
     ),
 }
 
+CommaList = Annotated[list[str], NoDecode]
 
-class Settings(BaseModel):
-    """Process-wide settings. Built once by `get_settings()`; tests build their own."""
+
+class Settings(BaseSettings):
+    """Process-wide settings. `get_settings()` reads them once; tests build their own with `model_validate`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
 
     stage: str = "dev"
-    tiers: dict[str, TierPolicy] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
+    tiers: dict[str, TierPolicy] = Field(
+        default_factory=lambda: dict(DEFAULT_TIERS),
+        validation_alias=AliasChoices("tiers", f"{ENV_PREFIX}TIERS_JSON"),
+    )
     # Sandbox: "local" runs on the worker's host (dev, single machine); "cloud" uses Lambda/Fargate.
-    sandbox_mode: str = "local"
+    sandbox_mode: Literal["local", "cloud"] = "local"
     sandbox_function: str = ""
     fargate_cluster: str = ""
     fargate_task_definition: str = ""
-    fargate_subnets: list[str] = Field(default_factory=list)
-    fargate_security_groups: list[str] = Field(default_factory=list)
+    fargate_subnets: CommaList = Field(default_factory=list)
+    fargate_security_groups: CommaList = Field(default_factory=list)
     artifacts_bucket: str = ""
     # Worker behaviour
     # Worker concurrency of a tier = weight x this (Lambda maximum_concurrency). It must stay above every
     # tier's per-key cap, or one key's backlog takes all of its tier's workers (see DESIGN.md section 5).
-    workers_per_weight: int = 4
-    max_attempts: int = 3  # platform attempts before the job goes to the DLQ
-    retry_base_s: int = 2  # exponential backoff base for platform retries (visibility timeout)
-    slot_wait_s: int = 1  # how long a message waits before trying again for its owner's slot
-    lease_grace_s: int = 30  # a running job past wall time + grace is reaped
-    orphan_after_s: int = 60  # a queued job this old is re-sent (FIFO dedup drops it if it was sent)
-    job_ttl_days: int = 7
+    workers_per_weight: int = Field(default=4, gt=0)
+    max_attempts: int = Field(default=3, gt=0)  # platform attempts before the job errors (and is dead-lettered)
+    retry_base_s: int = Field(default=2, gt=0)  # exponential backoff base for platform retries (visibility)
+    slot_wait_s: int = Field(default=1, gt=0)  # how long a message waits before trying again for its owner's slot
+    lease_grace_s: int = Field(default=30, ge=0)  # a running job past wall time + grace is reaped
+    orphan_after_s: int = Field(default=60, gt=0)  # a queued job not started this long after it was queued is re-sent
+    job_ttl_days: int = Field(default=7, gt=0)
     # Per-IP guard (before auth): requests per minute; a failed auth costs double.
-    ip_per_minute: int = 300
+    ip_per_minute: int = Field(default=300, gt=0)
     # Request size limits
     max_source_bytes: int = 64 * 1024
     max_stdin_bytes: int = 1024 * 1024
@@ -91,9 +109,32 @@ class Settings(BaseModel):
     # Side channel for the chaos test: the worker appends "job_id attempt" here before every run.
     run_log: str = ""
 
+    @field_validator("tiers", mode="before")
+    @classmethod
+    def _merge_tier_overrides(cls, raw: Any) -> Any:
+        """Per-tier overrides ({"free": {"per_minute": 5}}) merged over the defaults."""
+        if not isinstance(raw, Mapping):
+            return raw
+        tiers: dict[str, Any] = {name: policy.model_dump() for name, policy in DEFAULT_TIERS.items()}
+        for name, overrides in raw.items():
+            given = overrides.model_dump() if isinstance(overrides, TierPolicy) else dict(overrides)
+            tiers[name] = {**tiers.get(name, {}), **given, "name": name}
+        return tiers
+
+    @field_validator("fargate_subnets", "fargate_security_groups", mode="before")
+    @classmethod
+    def _comma_separated(cls, raw: Any) -> Any:
+        return [part.strip() for part in raw.split(",") if part.strip()] if isinstance(raw, str) else raw
+
     @model_validator(mode="after")
-    def _workers_above_every_cap(self) -> Settings:
+    def _every_tier_deployed_and_fair(self) -> Settings:
         for policy in self.tiers.values():
+            if policy.name not in TIER_NAMES:
+                raise ValueError(
+                    f"tier '{policy.name}' has no queue, DLQ, workers or alarms: add it to TIER_NAMES in "
+                    f"chalicelib/config.py, declare worker_{policy.name} and dlq_{policy.name} in app.py, "
+                    "and package again"
+                )
             if policy.weight * self.workers_per_weight <= policy.concurrency:
                 raise ValueError(
                     f"tier '{policy.name}': {policy.weight * self.workers_per_weight} workers must be more than "
@@ -115,53 +156,33 @@ class Settings(BaseModel):
 
     def queue(self, tier: str, dead_letter: bool = False) -> str:
         """Physical name of a tier's FIFO queue or its DLQ."""
-        return f"{APP_NAME}-{self.stage}-{tier}{'-dlq' if dead_letter else ''}.fifo"
+        return queue_name(self.stage, tier, dead_letter)
 
 
-def _tiers_from_env(raw: str | None) -> dict[str, TierPolicy]:
-    tiers = dict(DEFAULT_TIERS)
-    if raw:
-        for name, overrides in json.loads(raw).items():
-            base = tiers[name].model_dump() if name in tiers else {"name": name}
-            tiers[name] = TierPolicy.model_validate({**base, **overrides, "name": name})
-    return tiers
+def queue_name(stage: str, tier: str, dead_letter: bool = False) -> str:
+    """Physical name of a tier's FIFO queue or its DLQ on `stage` (app.py names its event sources with it)."""
+    return f"{APP_NAME}-{stage}-{tier}{'-dlq' if dead_letter else ''}.fifo"
 
 
-def settings_from_env(env: dict[str, str] | None = None) -> Settings:
-    """Parse the CODERUNNER_* variables once; unknown values fail loudly at start, not mid-request."""
-    env = dict(os.environ if env is None else env)
+class _GivenEnvironment(EnvSettingsSource):
+    """The environment source, reading a given mapping instead of os.environ."""
 
-    def get(name: str, default: str = "") -> str:
-        return env.get(f"CODERUNNER_{name}", default)
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._given = {k.lower(): v for k, v in env.items()}
+        super().__init__(Settings)
 
-    values: dict[str, object] = {
-        "stage": get("STAGE", "dev"),
-        "tiers": _tiers_from_env(get("TIERS_JSON") or None),
-        "sandbox_mode": get("SANDBOX_MODE", "local"),
-        "sandbox_function": get("SANDBOX_FUNCTION"),
-        "fargate_cluster": get("FARGATE_CLUSTER"),
-        "fargate_task_definition": get("FARGATE_TASK_DEFINITION"),
-        "fargate_subnets": [s for s in get("FARGATE_SUBNETS").split(",") if s],
-        "fargate_security_groups": [s for s in get("FARGATE_SECURITY_GROUPS").split(",") if s],
-        "artifacts_bucket": get("ARTIFACTS_BUCKET"),
-        "run_log": get("RUN_LOG"),
-    }
-    for field in (
-        "workers_per_weight",
-        "max_attempts",
-        "retry_base_s",
-        "slot_wait_s",
-        "lease_grace_s",
-        "orphan_after_s",
-        "ip_per_minute",
-    ):
-        raw = get(field.upper())
-        if raw:
-            values[field] = int(raw)
-    return Settings.model_validate(values)
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._given
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `env` (default: this process's environment); unknown values fail loudly."""
+    if env is None:
+        return Settings()
+    return Settings.model_validate(_GivenEnvironment(env)())
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read once."""
-    return settings_from_env()
+    return settings_from_env(os.environ)

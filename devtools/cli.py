@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         return _run(args, out)
     except CodeRunnerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        return 2 if exc.status < 500 else 1
+        return 2
 
 
 if __name__ == "__main__":

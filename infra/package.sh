@@ -17,4 +17,5 @@ rm -f "$OUT/sam.json" "$OUT/deployment.zip"
 "$BIN/python" -m infra.build_template --stage "$STAGE" --out "$OUT/merge-template.json"
 "$BIN/chalice" package --stage "$STAGE" --merge-template "$OUT/merge-template.json" "$OUT"
 "$BIN/python" -m infra.build_template --stage "$STAGE" --check "$OUT/sam.json"
+"$BIN/python" -m infra.package_contents "$OUT/deployment.zip"  # no dev tooling (moto, devtools) ships
 echo "packaged stage '$STAGE': $OUT/sam.json and $OUT/deployment.zip (next: infra/DEPLOY.md)"

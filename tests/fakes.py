@@ -7,13 +7,15 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-from chalicelib.config import Settings
-from chalicelib.domain.errors import QueueFull, QuotaExceeded, StaleState, Unauthorized
+from chalicelib.config import Settings, settings_from_env
+from chalicelib.domain.errors import AlreadyExists, QueueFull, StaleState, Unauthorized
 from chalicelib.domain.jobs import Job, JobStatus, check_transition
-from chalicelib.domain.quotas import QuotaState, decide, rate_headers, refunded
+from chalicelib.domain.quotas import QuotaState, charged, refunded
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
 from chalicelib.services.deps import Deps
-from chalicelib.services.ports import ApiKey, Page
+from chalicelib.services.ports import ApiKey, Page, TaskStopped
+
+STATS_BUCKET_S = 300  # as the DynamoDB counters: recent = this 5-minute bucket and the previous one
 
 
 class FakeClock:
@@ -28,18 +30,15 @@ class FakeClock:
 
 
 class MemoryJobStore:
-    def __init__(self, orphan_after_s: int = 60) -> None:
+    def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
-        self.due_at: dict[str, float | None] = {}
         self.lock = threading.Lock()
-        self.orphan_after_s = orphan_after_s
 
     def create(self, job: Job) -> None:
         with self.lock:
             if job.id in self.jobs:
-                raise StaleState("exists")
+                raise AlreadyExists(job.id)
             self.jobs[job.id] = job
-            self.due_at[job.id] = job.created_at + self.orphan_after_s
 
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
@@ -48,6 +47,9 @@ class MemoryJobStore:
         self, job: Job, new: JobStatus, changes: dict[str, Any], *, expected_attempts: int | None = None
     ) -> Job:
         check_transition(job.status, new)
+        unknown = set(changes) - set(Job.model_fields)
+        if unknown:
+            raise ValueError(f"not job fields: {sorted(unknown)}")
         with self.lock:
             cur = self.jobs.get(job.id)
             if cur is None or cur.status is not job.status:
@@ -56,26 +58,33 @@ class MemoryJobStore:
                 raise StaleState("attempts")
             updated = cur.model_copy(update={**changes, "status": new})
             self.jobs[job.id] = updated
-            if new is JobStatus.QUEUED:
-                self.due_at[job.id] = job.created_at + self.orphan_after_s if updated.attempts == 0 else None
-            elif new is JobStatus.RUNNING:
-                self.due_at[job.id] = updated.lease_until
-            else:
-                self.due_at[job.id] = None
             return updated
 
-    def set_fields(self, job_id: str, changes: dict[str, Any], expected: JobStatus) -> bool:
+    def _set_if(self, job_id: str, ok: Any, **changes: Any) -> bool:
         with self.lock:
             cur = self.jobs.get(job_id)
-            if cur is None or cur.status is not expected:
+            if cur is None or not ok(cur):
                 return False
-            if "due_at" in changes:
-                self.due_at[job_id] = changes.pop("due_at")
             self.jobs[job_id] = cur.model_copy(update=changes)
             return True
 
+    def record_task(self, job_id: str, attempts: int, task_arn: str) -> bool:
+        return self._set_if(
+            job_id, lambda j: j.status is JobStatus.RUNNING and j.attempts == attempts, task_arn=task_arn
+        )
+
+    def set_due(self, job_id: str, status: JobStatus, due_at: float | None) -> bool:
+        return self._set_if(job_id, lambda j: j.status is status, due_at=due_at)
+
+    def mark_redriven_late(self, job_id: str) -> bool:
+        return self._set_if(
+            job_id, lambda j: j.status is JobStatus.QUEUED and not j.redriven_late, redriven_late=True, due_at=None
+        )
+
     def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> Page:
         mine = sorted((j for j in self.jobs.values() if j.owner == owner), key=lambda j: -j.created_at)
+        if cursor is not None and not cursor.isdigit():
+            raise ValueError("not a cursor this store issued")
         start = int(cursor or 0)
         page = mine[start : start + limit]
         return Page(page, str(start + limit) if start + limit < len(mine) else None)
@@ -84,11 +93,8 @@ class MemoryJobStore:
         return sum(1 for j in self.jobs.values() if j.tier == tier and j.status is JobStatus.QUEUED and j.seq < seq)
 
     def due(self, status: JobStatus, now: float, limit: int = 100) -> list[Job]:
-        return [
-            j
-            for j in self.jobs.values()
-            if j.status is status and self.due_at.get(j.id) is not None and self.due_at[j.id] <= now  # type: ignore[operator]
-        ][:limit]
+        found = [j for j in self.jobs.values() if j.status is status and j.due_at is not None and j.due_at <= now]
+        return found[:limit]
 
     def count_active(self, status: JobStatus, tier: str) -> int:
         return sum(1 for j in self.jobs.values() if j.status is status and j.tier == tier)
@@ -121,12 +127,8 @@ class MemoryKeyStore:
             key = self.keys.get(key_hash)
             if key is None or key.revoked:
                 raise Unauthorized("the API key is not valid")
-            policy = self.settings.tier(key.tier)
-            decision = decide(key.quota, now, policy)
-            if not decision.allowed:
-                headers = {**rate_headers(key.quota, now, policy), "Retry-After": str(decision.retry_after)}
-                raise QuotaExceeded(decision.code or "rate_limited", "quota", headers)
-            key = replace(key, quota=decision.state, total=key.total + 1)
+            new = charged(key.quota, now, self.settings.tier(key.tier))
+            key = replace(key, quota=new, total=key.total + 1)
             self.keys[key_hash] = key
             return key, key.quota
 
@@ -142,7 +144,7 @@ class MemoryCounters:
         self.lock = threading.Lock()
         self.tiers: dict[str, dict[str, int]] = {}
         self.slots: dict[str, set[str]] = {}
-        self.runs: dict[str, list[int]] = {}
+        self.runs: dict[tuple[str, int], list[int]] = {}
         self.idem: dict[str, tuple[str, str]] = {}
         self.suspects: dict[str, object] = {}
 
@@ -153,28 +155,16 @@ class MemoryCounters:
         with self.lock:
             t = self._tier(tier)
             if t["queued"] >= cap:
-                raise QueueFull("full", None, {"Retry-After": "5"})
+                raise QueueFull(tier, cap)
             t["queued"] += 1
             t["seq"] += 1
             return t["seq"], t["queued"] - 1
 
-    def _add(self, tier: str, queued: int, running: int) -> None:
+    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0) -> None:
         with self.lock:
             t = self._tier(tier)
             t["queued"] += queued
             t["running"] += running
-
-    def release_queue_place(self, tier: str) -> None:
-        self._add(tier, -1, 0)
-
-    def job_started(self, tier: str) -> None:
-        self._add(tier, -1, 1)
-
-    def job_finished(self, tier: str) -> None:
-        self._add(tier, 0, -1)
-
-    def job_requeued(self, tier: str) -> None:
-        self._add(tier, 1, -1)
 
     def tier_counts(self, tier: str) -> tuple[int, int]:
         t = self._tier(tier)
@@ -199,17 +189,17 @@ class MemoryCounters:
             self.suspects[tier] = sighting
             return False
 
-    def acquire_slot(self, owner: str, job_id: str, cap: int) -> bool:
+    def acquire_slot(self, owner: str, holder: str, cap: int) -> bool:
         with self.lock:
             holders = self.slots.setdefault(owner, set())
-            if job_id in holders or len(holders) < cap:
-                holders.add(job_id)
+            if holder in holders or len(holders) < cap:
+                holders.add(holder)
                 return True
             return False
 
-    def release_slot(self, owner: str, job_id: str) -> None:
+    def release_slot(self, owner: str, holder: str) -> None:
         with self.lock:
-            self.slots.get(owner, set()).discard(job_id)
+            self.slots.setdefault(owner, set()).discard(holder)
 
     def holders_of(self, owner: str) -> set[str]:
         return set(self.slots.get(owner, set()))
@@ -218,10 +208,11 @@ class MemoryCounters:
         return {k: set(v) for k, v in self.slots.items()}
 
     def record_run(self, tier: str, run_ms: int, now: float) -> None:
-        self.runs.setdefault(tier, []).append(run_ms)
+        self.runs.setdefault((tier, int(now // STATS_BUCKET_S)), []).append(run_ms)
 
     def recent_run_ms(self, tier: str, now: float) -> float | None:
-        runs = self.runs.get(tier)
+        bucket = int(now // STATS_BUCKET_S)
+        runs = self.runs.get((tier, bucket), []) + self.runs.get((tier, bucket - 1), [])
         return sum(runs) / len(runs) if runs else None
 
     def claim_idempotency(self, scope: str, body_hash: str, job_id: str, now: float) -> tuple[str, str] | None:
@@ -236,20 +227,34 @@ class MemoryCounters:
 
 
 class MemoryQueue:
+    """Records every send; `delivered` is what a consumer would receive: like SQS FIFO, a repeated
+    deduplication id is dropped (the fake keeps ids forever; SQS for 5 minutes)."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, str, str]] = []  # (tier, job_id, group, dedup)
         self.dlq: list[tuple[str, str, str]] = []
         self.delays: list[tuple[str, int]] = []
         self.fail_sends = 0
+        self._seen: set[tuple[str, str]] = set()
+        self.delivered: dict[str, list[dict[str, str]]] = {}  # queue ("free", "free-dlq") -> message bodies
+
+    def _deliver(self, queue: str, dedup: str, body: dict[str, str]) -> None:
+        if (queue, dedup) not in self._seen:
+            self._seen.add((queue, dedup))
+            self.delivered.setdefault(queue, []).append(body)
 
     def send(self, job: Job, dedup_id: str | None = None) -> None:
         if self.fail_sends:
             self.fail_sends -= 1
             raise RuntimeError("injected SendMessage failure")
-        self.sent.append((job.tier, job.id, job.group, dedup_id or job.id))
+        dedup = dedup_id or job.id
+        self.sent.append((job.tier, job.id, job.group, dedup))
+        body = {"job_id": job.id, "tier": job.tier, "key_id": job.key_id, "group": job.group or job.key_id}
+        self._deliver(job.tier, dedup, body)
 
     def send_to_dlq(self, tier: str, job_id: str, reason: str) -> None:
         self.dlq.append((tier, job_id, reason))
+        self._deliver(f"{tier}-dlq", f"{job_id}-dlq", {"job_id": job_id, "tier": tier, "reason": reason})
 
     def delay(self, receipt_handle: str, tier: str, seconds: int) -> None:
         self.delays.append((receipt_handle, seconds))
@@ -270,6 +275,38 @@ class FakeSandbox:
         return self.result
 
 
+class FakeTaskSandbox:
+    """A task sandbox whose tasks 'run' until the test stops them: `finish` plays the platform's event."""
+
+    def __init__(self) -> None:
+        self.launched: list[tuple[str, ExecutionRequest]] = []
+        self.results: dict[str, ExecutionResult] = {}
+        self.stopped_tasks: list[str] = []
+        self.fail_with: list[Exception] = []
+
+    def launch(self, request: ExecutionRequest) -> str:
+        if self.fail_with:
+            raise self.fail_with.pop(0)
+        arn = f"arn:aws:ecs:us-east-1:123456789012:task/fake/{len(self.launched)}"
+        self.launched.append((arn, request))
+        return arn
+
+    def stopped(self, event: dict[str, Any]) -> TaskStopped | None:
+        if event.get("type") != "fake-task-stopped":
+            return None
+        return TaskStopped(event["job_id"], event["task_arn"], event.get("exit_code"), event.get("reason", ""))
+
+    def fetch_result(self, job_id: str) -> ExecutionResult | None:
+        return self.results.get(job_id)
+
+    def stop(self, task_arn: str, reason: str) -> None:
+        self.stopped_tasks.append(task_arn)
+
+    @staticmethod
+    def event(job_id: str, task_arn: str, reason: str = "Essential container in task exited") -> dict[str, Any]:
+        return {"type": "fake-task-stopped", "job_id": job_id, "task_arn": task_arn, "reason": reason}
+
+
 class ListMetrics:
     def __init__(self) -> None:
         self.points: list[tuple[str, float, dict[str, str]]] = []
@@ -282,10 +319,10 @@ class ListMetrics:
 
 
 def make_deps(settings: Settings | None = None, clock: FakeClock | None = None) -> Deps:
-    settings = settings or Settings()
+    settings = settings or settings_from_env({})
     return Deps(
         settings=settings,
-        jobs=MemoryJobStore(settings.orphan_after_s),
+        jobs=MemoryJobStore(),
         keys=MemoryKeyStore(settings),
         counters=MemoryCounters(),
         queue=MemoryQueue(),

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from chalicelib.adapters.aws import LazyClient
-from chalicelib.adapters.dynamo import is_condition_failure, marshal, unmarshal, value
+from chalicelib.adapters.aws import ConditionFailed, LazyClient
+from chalicelib.adapters.dynamo import marshal, unmarshal, value
 from chalicelib.domain.errors import QueueFull
 
 _STATS_BUCKET_S = 300  # run-time stats are kept per 5-minute bucket; "recent" = this bucket and the last
@@ -47,17 +45,11 @@ class DynamoCounters:
                 {":one": 1, ":cap": cap},
                 "attribute_not_exists(queued) OR queued < :cap",
             )
-        except ClientError as exc:
-            if is_condition_failure(exc):
-                raise QueueFull(
-                    f"the '{tier}' queue holds its cap of {cap} jobs; retry later",
-                    {"tier": tier, "queue_cap": cap},
-                    {"Retry-After": "5"},
-                ) from exc
-            raise
+        except ConditionFailed as exc:
+            raise QueueFull(tier, cap) from exc
         return int(item["seq"]), int(item["queued"]) - 1
 
-    def _add(self, tier: str, queued: int, running: int) -> None:
+    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0) -> None:
         parts, values = [], {}
         if queued:
             parts.append("queued :q")
@@ -65,19 +57,8 @@ class DynamoCounters:
         if running:
             parts.append("running :r")
             values[":r"] = running
-        self._update(f"tier#{tier}", "ADD " + ", ".join(parts), values)
-
-    def release_queue_place(self, tier: str) -> None:
-        self._add(tier, -1, 0)
-
-    def job_started(self, tier: str) -> None:
-        self._add(tier, -1, 1)
-
-    def job_finished(self, tier: str) -> None:
-        self._add(tier, 0, -1)
-
-    def job_requeued(self, tier: str) -> None:
-        self._add(tier, 1, -1)
+        if parts:
+            self._update(f"tier#{tier}", "ADD " + ", ".join(parts), values)
 
     def tier_counts(self, tier: str) -> tuple[int, int]:
         item = self._get(f"tier#{tier}")
@@ -103,9 +84,8 @@ class DynamoCounters:
                 "suspect = :s AND queued = :oq AND running = :or",
             )
             return True
-        except ClientError as exc:
-            if not is_condition_failure(exc):
-                raise
+        except ConditionFailed:
+            pass
         self._update(pk, "SET suspect = :s", {":s": sighting})
         return False
 
@@ -114,22 +94,20 @@ class DynamoCounters:
         return unmarshal(resp.get("Item")) or {}
 
     # -- per-owner running slots ---------------------------------------------------------------------------
-    def acquire_slot(self, owner: str, job_id: str, cap: int) -> bool:
+    def acquire_slot(self, owner: str, holder: str, cap: int) -> bool:
         try:
             self._update(
                 f"slots#{owner}",
                 "ADD holders :me",
-                {":me": {job_id}, ":id": job_id, ":cap": cap},
+                {":me": {holder}, ":id": holder, ":cap": cap},
                 "attribute_not_exists(holders) OR size(holders) < :cap OR contains(holders, :id)",
             )
             return True
-        except ClientError as exc:
-            if is_condition_failure(exc):
-                return False
-            raise
+        except ConditionFailed:
+            return False
 
-    def release_slot(self, owner: str, job_id: str) -> None:
-        self._update(f"slots#{owner}", "DELETE holders :me", {":me": {job_id}})
+    def release_slot(self, owner: str, holder: str) -> None:
+        self._update(f"slots#{owner}", "DELETE holders :me", {":me": {holder}})
 
     def holders_of(self, owner: str) -> set[str]:
         """The slots one key holds now (one consistent GetItem)."""
@@ -183,10 +161,8 @@ class DynamoCounters:
                 TableName=self.table, Item=marshal(item), ConditionExpression="attribute_not_exists(pk)"
             )
             return None
-        except ClientError as exc:
-            if not is_condition_failure(exc):
-                raise
-        stored = self._get(f"idem#{scope}")
+        except ConditionFailed:
+            stored = self._get(f"idem#{scope}")
         return str(stored.get("body_hash", "")), str(stored.get("job_id", ""))
 
     def drop_idempotency(self, scope: str) -> None:

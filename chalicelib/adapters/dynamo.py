@@ -1,4 +1,4 @@
-"""Shared DynamoDB plumbing: (de)serialisation and error classification."""
+"""Shared DynamoDB plumbing: (de)serialisation between plain Python values and DynamoDB's typed JSON."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -49,8 +48,3 @@ def unmarshal(item: dict[str, Any] | None) -> dict[str, Any] | None:
     if item is None:
         return None
     return {k: _from_dynamo(_de.deserialize(v)) for k, v in item.items()}
-
-
-def is_condition_failure(exc: ClientError) -> bool:
-    """True when a conditional write lost (the expected state did not hold)."""
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

@@ -6,26 +6,15 @@ through an EventBridge "ECS Task State Change" rule (see `parse_task_state_chang
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from chalicelib.adapters import aws
+from chalicelib.adapters.aws import LazyClient
+from chalicelib.domain.errors import BackendRejected, PlatformFault
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
+from chalicelib.services.ports import TaskStopped
 
 CONTAINER_NAME = "sandbox"
 _STARTED_BY_MAX = 36  # ECS limit on startedBy
-
-
-@dataclass(frozen=True)
-class TaskStopped:
-    """A sandbox task that stopped, as told by EventBridge."""
-
-    job_id: str
-    task_arn: str
-    exit_code: int | None
-    stopped_reason: str
 
 
 class FargateSandbox:
@@ -53,17 +42,8 @@ class FargateSandbox:
         self._ecs = client
         self._s3 = s3_client
 
-    @property
-    def ecs(self) -> Any:
-        if self._ecs is None:
-            self._ecs = aws.client("ecs")
-        return self._ecs
-
-    @property
-    def s3(self) -> Any:
-        if self._s3 is None:
-            self._s3 = aws.client("s3")
-        return self._s3
+    ecs = LazyClient("ecs", attr="_ecs")
+    s3 = LazyClient("s3", attr="_s3")
 
     def _key(self, job_id: str, name: str) -> str:
         return f"{self.prefix}{job_id}/{name}"
@@ -100,7 +80,7 @@ class FargateSandbox:
                 overrides={"containerOverrides": [{"name": CONTAINER_NAME, "environment": environment}]},
                 tags=[{"key": "job_id", "value": job_id}],
             )
-        except (ClientError, BotoCoreError) as exc:
+        except (PlatformFault, BackendRejected) as exc:
             raise SandboxUnavailable(f"fargate sandbox launch failed: {exc}") from exc
         tasks = response.get("tasks") or []
         if not tasks:
@@ -112,8 +92,8 @@ class FargateSandbox:
         """The uploaded result, or None when the task did not upload one."""
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=self._key(job_id, "result.json"))["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        except BackendRejected as exc:
+            if exc.aws_code in ("NoSuchKey", "404"):
                 return None
             raise SandboxUnavailable(f"fargate result unreadable: {exc}") from exc
         return ExecutionResult.model_validate_json(body).model_copy(update={"sandbox": "fargate"})
@@ -122,9 +102,12 @@ class FargateSandbox:
         """Stop a task (the reaper calls this past the deadline); an already stopped task is fine."""
         try:
             self.ecs.stop_task(cluster=self.cluster, task=task_arn, reason=reason[:255])
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("InvalidParameterException",):
+        except BackendRejected as exc:
+            if exc.aws_code != "InvalidParameterException":  # ECS's answer for a task that already stopped
                 raise SandboxUnavailable(f"fargate stop failed: {exc}") from exc
+
+    def stopped(self, event: dict[str, Any]) -> TaskStopped | None:
+        return parse_task_state_change(event)
 
 
 def parse_task_state_change(event: dict[str, Any]) -> TaskStopped | None:

@@ -3,67 +3,79 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from chalicelib.adapters.aws import LazyClient
-from chalicelib.adapters.dynamo import is_condition_failure, marshal, unmarshal, value
-from chalicelib.domain.errors import StaleState
+from chalicelib.adapters.aws import ConditionFailed, LazyClient
+from chalicelib.adapters.dynamo import marshal, unmarshal, value
+from chalicelib.domain.errors import AlreadyExists, StaleState
 from chalicelib.domain.jobs import Job, JobStatus, check_transition
 from chalicelib.services.ports import Page
 
 # Attributes that describe the job as a whole are stored as JSON; the ones conditions and indexes need are
 # top-level attributes.
 _JSON_FIELDS = ("spec", "result")
-# Sparse index attributes: present only while the job is in the state the index is for.
-#   queue_tier: while queued (position = queued jobs of the tier with a smaller seq)
-#   active + due_at: while queued or running (the reaper's work list)
+# Sparse index attributes, present only while the job is in the state the index is for:
+#   queue_tier: while queued (`queued_by_tier`: position = queued jobs of the tier with a smaller seq)
+#   active (+ the job's own due_at): while queued or running (`active_jobs`: the reaper's work list)
+_INDEX_ONLY = ("queue_tier", "active", "ttl")
+_JOB_FIELDS = frozenset(Job.model_fields)
 
 
-def to_item(job: Job, orphan_after_s: int = 60) -> dict[str, Any]:
+def to_item(job: Job) -> dict[str, Any]:
     data = job.model_dump(mode="json", exclude=set(_JSON_FIELDS))
     data["spec"] = job.spec.model_dump_json()
     if job.result is not None:
         data["result"] = job.result.model_dump_json()
-    data.update(index_fields(job.status, job.tier, job.created_at + orphan_after_s, job.lease_until))
+    data.update(index_fields(job.status, job.tier))
     return data
 
 
-def index_fields(status: JobStatus, tier: str, orphan_due: float | None, lease_until: float | None) -> dict[str, Any]:
+def index_fields(status: JobStatus, tier: str) -> dict[str, Any]:
     """Values of the sparse index attributes for a job in `status` (None means: remove)."""
     if status is JobStatus.QUEUED:
-        return {"queue_tier": tier, "active": "queued", "due_at": orphan_due}
+        return {"queue_tier": tier, "active": "queued"}
     if status is JobStatus.RUNNING:
-        return {"queue_tier": None, "active": "running", "due_at": lease_until}
-    return {"queue_tier": None, "active": None, "due_at": None}
+        return {"queue_tier": None, "active": "running"}
+    return {"queue_tier": None, "active": None}
 
 
 def from_item(item: dict[str, Any]) -> Job:
-    data = {k: v for k, v in item.items() if k not in ("queue_tier", "active", "due_at", "ttl")}
+    data = {k: v for k, v in item.items() if k not in _INDEX_ONLY}
     for name in _JSON_FIELDS:
         if isinstance(data.get(name), str):
             data[name] = json.loads(data[name])
     return Job.model_validate(data)
 
 
+def _stored(name: str, val: Any) -> Any:
+    """A Job field's value as stored (JSON for the nested models, plain values otherwise)."""
+    if name in _JSON_FIELDS and val is not None:
+        return val.model_dump_json()
+    return val.value if hasattr(val, "value") and not isinstance(val, str) else val
+
+
 class DynamoJobStore:
     """Jobs table: pk `id`; GSIs `by_owner` (owner, created_at), `queued_by_tier` (queue_tier, seq),
     `active_jobs` (active, due_at)."""
 
-    def __init__(self, table: str, client: Any = None, orphan_after_s: int = 60, ttl_days: int = 7) -> None:
+    def __init__(self, table: str, client: Any = None, ttl_days: int = 7) -> None:
         self.table = table
         self._client = client
-        self.orphan_after_s = orphan_after_s
         self.ttl_days = ttl_days
 
     client = LazyClient("dynamodb")
 
     def create(self, job: Job) -> None:
-        item = to_item(job, self.orphan_after_s)
+        item = to_item(job)
         item["ttl"] = int(job.created_at) + self.ttl_days * 86400
-        self.client.put_item(TableName=self.table, Item=marshal(item), ConditionExpression="attribute_not_exists(id)")
+        try:
+            self.client.put_item(
+                TableName=self.table, Item=marshal(item), ConditionExpression="attribute_not_exists(id)"
+            )
+        except ConditionFailed as exc:
+            raise AlreadyExists(f"job {job.id} exists") from exc
 
     def get(self, job_id: str) -> Job | None:
         resp = self.client.get_item(TableName=self.table, Key={"id": {"S": job_id}}, ConsistentRead=True)
@@ -74,14 +86,13 @@ class DynamoJobStore:
         self, job: Job, new: JobStatus, changes: dict[str, Any], *, expected_attempts: int | None = None
     ) -> Job:
         check_transition(job.status, new)
+        unknown = set(changes) - _JOB_FIELDS
+        if unknown:
+            raise ValueError(f"not job fields: {sorted(unknown)}")
         updated = job.model_copy(update={**changes, "status": new})
-        fields: dict[str, Any] = {k: getattr(updated, k) for k in changes}
+        fields: dict[str, Any] = {k: _stored(k, getattr(updated, k)) for k in changes}
         fields["status"] = new.value
-        if "result" in fields and fields["result"] is not None:
-            fields["result"] = updated.result.model_dump_json() if updated.result else None
-        # Only a job that never started can have lost its message; a retried one's message is still in SQS.
-        orphan_due = job.created_at + self.orphan_after_s if updated.attempts == 0 else None
-        fields.update(index_fields(new, job.tier, orphan_due, updated.lease_until))
+        fields.update(index_fields(new, job.tier))
         condition = "#status = :expected"
         values = {":expected": value(job.status.value)}
         if expected_attempts is not None:
@@ -90,9 +101,29 @@ class DynamoJobStore:
         self._update(job.id, fields, condition, values)
         return updated
 
-    def set_fields(self, job_id: str, changes: dict[str, Any], expected: JobStatus) -> bool:
+    def record_task(self, job_id: str, attempts: int, task_arn: str) -> bool:
+        return self._set_if(
+            job_id,
+            {"task_arn": task_arn},
+            "#status = :running AND attempts = :attempts",
+            {":running": value(JobStatus.RUNNING.value), ":attempts": value(attempts)},
+        )
+
+    def set_due(self, job_id: str, status: JobStatus, due_at: float | None) -> bool:
+        return self._set_if(job_id, {"due_at": due_at}, "#status = :expected", {":expected": value(status.value)})
+
+    def mark_redriven_late(self, job_id: str) -> bool:
+        return self._set_if(
+            job_id,
+            {"redriven_late": True, "due_at": None},
+            "#status = :queued AND redriven_late = :false",
+            {":queued": value(JobStatus.QUEUED.value), ":false": value(False)},
+        )
+
+    def _set_if(self, job_id: str, fields: dict[str, Any], condition: str, values: dict[str, Any]) -> bool:
+        """Set `fields` if `condition` holds; False if it did not (never a status change: see transition)."""
         try:
-            self._update(job_id, changes, "#status = :expected", {":expected": value(expected.value)})
+            self._update(job_id, fields, condition, values)
             return True
         except StaleState:
             return False
@@ -106,7 +137,7 @@ class DynamoJobStore:
                 removes.append(f"#f{i}")
             else:
                 sets.append(f"#f{i} = :v{i}")
-                values[f":v{i}"] = value(val.value if hasattr(val, "value") and not isinstance(val, str) else val)
+                values[f":v{i}"] = value(val)
         expr = ("SET " + ", ".join(sets) if sets else "") + (" REMOVE " + ", ".join(removes) if removes else "")
         try:
             self.client.update_item(
@@ -117,10 +148,8 @@ class DynamoJobStore:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
-        except ClientError as exc:
-            if is_condition_failure(exc):
-                raise StaleState(f"job {job_id}: {condition} did not hold") from exc
-            raise
+        except ConditionFailed as exc:
+            raise StaleState(f"job {job_id}: {condition} did not hold") from exc
 
     def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> Page:
         kwargs: dict[str, Any] = {
@@ -133,7 +162,7 @@ class DynamoJobStore:
             "Limit": limit,
         }
         if cursor:
-            kwargs["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor)
         resp = self.client.query(**kwargs)
         items = [from_item(unmarshal(i) or {}) for i in resp.get("Items", [])]
         last = resp.get("LastEvaluatedKey")
@@ -178,3 +207,14 @@ class DynamoJobStore:
             start = resp.get("LastEvaluatedKey")
             if not start:
                 return total
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    """The page key a cursor names; ValueError for anything this store did not issue."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise ValueError("not a cursor this API issued") from exc
+    if not isinstance(key, dict):
+        raise ValueError("not a cursor this API issued")
+    return key

@@ -7,13 +7,11 @@ import random
 import time
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from chalicelib.adapters.aws import LazyClient
-from chalicelib.adapters.dynamo import is_condition_failure, marshal, unmarshal, value
+from chalicelib.adapters.aws import ConditionFailed, LazyClient
+from chalicelib.adapters.dynamo import marshal, unmarshal, value
 from chalicelib.config import TierPolicy
-from chalicelib.domain.errors import QuotaExceeded, Unauthorized
-from chalicelib.domain.quotas import QuotaState, day_window, decide, minute_window, rate_headers, refunded
+from chalicelib.domain.errors import DependencyThrottled, Unauthorized
+from chalicelib.domain.quotas import QuotaState, charged, day_window, minute_window, refunded
 from chalicelib.services.ports import ApiKey
 
 _MAX_RACES = 20  # optimistic retries when many submits roll a window over at once
@@ -95,11 +93,9 @@ class DynamoKeyStore:
     def charge(self, key_hash: str, now: float) -> tuple[ApiKey, QuotaState]:
         try:
             return self._charge_in_current_windows(key_hash, now)
-        except ClientError as exc:
-            if not is_condition_failure(exc):
-                raise
+        except ConditionFailed as exc:
             # The refused fast path hands back the item as it stood: no read is needed to decide.
-            old = unmarshal(exc.response.get("Item"))  # type: ignore[arg-type]
+            old = unmarshal(exc.item)
             key: ApiKey | None = _key_from_item(old) if old else None
         for attempt in range(_MAX_RACES):
             if attempt:
@@ -107,16 +103,12 @@ class DynamoKeyStore:
                 key = self.get(key_hash)
             if key is None or key.revoked:
                 raise Unauthorized("the API key is not valid")
-            policy = self.tiers[key.tier]
-            decision = decide(key.quota, now, policy)
-            if not decision.allowed:
-                raise _refusal(decision.code or "rate_limited", decision.retry_after, key.quota, now, policy)
+            new = charged(key.quota, now, self.tiers[key.tier])  # QuotaExceeded names the quota
             try:
-                return self._store_charge(key, decision.state)
-            except ClientError as exc:
-                if not is_condition_failure(exc):
-                    raise
-        raise QuotaExceeded("rate_limited", "too many concurrent submits, try again", {"Retry-After": "1"})
+                return self._store_charge(key, new)
+            except ConditionFailed:
+                continue
+        raise DependencyThrottled("too many concurrent submits on one key; retry shortly")
 
     def _charge_in_current_windows(self, key_hash: str, now: float) -> tuple[ApiKey, QuotaState]:
         """The fast path: both windows are current and below their tier's limits (one request)."""
@@ -189,9 +181,8 @@ class DynamoKeyStore:
                     ExpressionAttributeValues={":mn": value(new.m_n), ":dn": value(new.d_n), **_old_values(key.quota)},
                 )
                 return
-            except ClientError as exc:
-                if not is_condition_failure(exc):
-                    raise
+            except ConditionFailed:
+                continue
 
 
 def _back_off(attempt: int) -> None:
@@ -209,15 +200,3 @@ def _old_values(old: QuotaState) -> dict[str, Any]:
     if old.m_win == -1:
         return {}
     return {":omw": value(old.m_win), ":omn": value(old.m_n), ":odw": value(old.d_win), ":odn": value(old.d_n)}
-
-
-def _refusal(code: str, retry_after: int, state: QuotaState, now: float, policy: TierPolicy) -> QuotaExceeded:
-    headers = {**rate_headers(state, now, policy), "Retry-After": str(retry_after)}
-    which = "per-day quota" if code == "daily_quota_exceeded" else "per-minute rate limit"
-    limit = policy.per_day if code == "daily_quota_exceeded" else policy.per_minute
-    return QuotaExceeded(
-        code,
-        f"the {which} of the '{policy.name}' tier ({limit}) is used up; retry after {retry_after} s",
-        headers,
-        {"limit": limit, "retry_after_s": retry_after, "tier": policy.name},
-    )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
-
 from chalicelib.adapters.aws import LazyClient, long_call_client
+from chalicelib.domain.errors import BackendRejected
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
 from chalicelib.sandbox.runtimes import UnknownRuntime
 
@@ -16,7 +16,8 @@ _REQUEST_ERRORS = {"UnknownRuntime", "InvalidRequest", "ValidationError"}
 
 
 class LambdaSandbox:
-    """Runs jobs in the sandbox Lambda; every platform failure becomes `SandboxUnavailable` (retryable)."""
+    """Runs jobs in the sandbox Lambda. Throttling and unavailability arrive as the client's PlatformFaults, a
+    refused invoke or a crashed function as `SandboxUnavailable`: all retryable, never the user's fault."""
 
     def __init__(self, function_name: str, client: Any = None) -> None:
         self.function_name = function_name
@@ -24,7 +25,7 @@ class LambdaSandbox:
 
     client = LazyClient("lambda", long_call_client)
 
-    def run(self, request: ExecutionRequest, cancel: Any = None) -> ExecutionResult:
+    def run(self, request: ExecutionRequest, cancel: threading.Event | None = None) -> ExecutionResult:
         """Invoke with `RequestResponse` and return the function's result.
 
         A synchronous invoke cannot be interrupted: `cancel` is accepted for the port's sake, and the
@@ -37,11 +38,9 @@ class LambdaSandbox:
                 Payload=request.model_dump_json().encode(),
             )
             body = response["Payload"].read()
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            raise SandboxUnavailable(f"lambda sandbox invoke failed: {code or exc}") from exc
-        except (ReadTimeoutError, BotoCoreError) as exc:
-            raise SandboxUnavailable(f"lambda sandbox unreachable: {exc}") from exc
+        except BackendRejected as exc:
+            # e.g. the function does not exist: a deployment fault, not something the job did
+            raise SandboxUnavailable(f"lambda sandbox invoke refused: {exc}") from exc
         if response.get("FunctionError"):
             raise _function_error(body)
         try:

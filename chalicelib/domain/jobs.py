@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -86,6 +85,7 @@ class Job(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     lease_until: float | None = None
+    due_at: float | None = None  # when the reaper looks at it next: orphan check (queued), lease end (running)
     sandbox: str | None = None
     task_arn: str | None = None
     error: str | None = None
@@ -100,45 +100,3 @@ class Job(BaseModel):
         if self.started_at is None:
             return None
         return int((self.started_at - self.created_at) * 1000)
-
-    def public(self, position: int | None = None, estimated_wait_s: float | None = None) -> dict[str, Any]:
-        """The job as the API shows it (DESIGN.md section 3)."""
-        return {
-            "id": self.id,
-            "status": self.status.value,
-            "tier": self.tier,
-            "runtime": self.spec.runtime,
-            "tool": self.spec.tool,
-            "position": position,
-            "estimated_wait_s": estimated_wait_s,
-            "attempts": self.attempts,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            "queue_wait_ms": self.queue_wait_ms,
-            "sandbox": self.sandbox,
-            "error": self.error,
-            "result": _public_result(self.result, self.spec.output_encoding),
-        }
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _public_result(result: ExecutionResult | None, encoding: str) -> dict[str, Any] | None:
-    if result is None:
-        return None
-    data = result.model_dump(mode="json")
-    data.pop("sandbox", None)
-    if encoding == "base64":
-        import base64
-
-        for field in ("stdout", "stderr"):
-            data[field] = base64.b64encode(data[field].encode()).decode()
-        data["encoding"] = "base64"
-    return data

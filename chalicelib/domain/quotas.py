@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from chalicelib.config import TierPolicy
+from chalicelib.domain.errors import QuotaExceeded, QuotaUsage
 
 
 def minute_window(now: float) -> int:
@@ -45,22 +46,31 @@ class QuotaState:
         return QuotaState(mw, self.m_n if self.m_win == mw else 0, dw, self.d_n if self.d_win == dw else 0)
 
 
-@dataclass(frozen=True)
-class QuotaDecision:
-    allowed: bool
-    state: QuotaState  # the state to store if allowed, else the current (unchanged) state
-    code: str | None = None  # "rate_limited" | "daily_quota_exceeded" when refused
-    retry_after: int = 0
-
-
-def decide(stored: QuotaState, now: float, policy: TierPolicy) -> QuotaDecision:
-    """Admit one more request at `now`, or say which quota refuses it and for how long."""
+def charged(stored: QuotaState, now: float, policy: TierPolicy) -> QuotaState:
+    """The counters after admitting one more request at `now`; QuotaExceeded names the quota that refuses it
+    (the day's first: waiting for the minute would not help)."""
     cur = stored.current(now)
     if cur.d_n >= policy.per_day:
-        return QuotaDecision(False, cur, "daily_quota_exceeded", max(1, math.ceil(day_reset(now) - now)))
+        raise refusal("per_day", cur, now, policy)
     if cur.m_n >= policy.per_minute:
-        return QuotaDecision(False, cur, "rate_limited", max(1, math.ceil(minute_reset(now) - now)))
-    return QuotaDecision(True, QuotaState(cur.m_win, cur.m_n + 1, cur.d_win, cur.d_n + 1))
+        raise refusal("per_minute", cur, now, policy)
+    return QuotaState(cur.m_win, cur.m_n + 1, cur.d_win, cur.d_n + 1)
+
+
+def refusal(quota: str, state: QuotaState, now: float, policy: TierPolicy) -> QuotaExceeded:
+    """The error for a refused request: which quota, its limit, when it resets, and the key's usage."""
+    daily = quota == "per_day"
+    limit = policy.per_day if daily else policy.per_minute
+    retry = max(1, math.ceil((day_reset(now) if daily else minute_reset(now)) - now))
+    which = "per-day quota" if daily else "per-minute rate limit"
+    return QuotaExceeded(
+        "per_day" if daily else "per_minute",
+        limit,
+        retry,
+        f"the {which} of the '{policy.name}' tier ({limit}) is used up; retry after {retry} s",
+        usage(state, now, policy),
+        tier=policy.name,
+    )
 
 
 def refunded(stored: QuotaState, charged_minute: int | None, charged_day: str | None) -> QuotaState:
@@ -70,14 +80,14 @@ def refunded(stored: QuotaState, charged_minute: int | None, charged_day: str | 
     return QuotaState(stored.m_win, m_n, stored.d_win, d_n)
 
 
-def rate_headers(state: QuotaState, now: float, policy: TierPolicy) -> dict[str, str]:
-    """X-RateLimit-* (the per-minute window) and X-DailyQuota-* headers for a submit response."""
+def usage(state: QuotaState, now: float, policy: TierPolicy) -> QuotaUsage:
+    """Limits, what remains of them at `now`, and when each window resets."""
     cur = state.current(now)
-    return {
-        "X-RateLimit-Limit": str(policy.per_minute),
-        "X-RateLimit-Remaining": str(max(0, policy.per_minute - cur.m_n)),
-        "X-RateLimit-Reset": str(minute_reset(now)),
-        "X-DailyQuota-Limit": str(policy.per_day),
-        "X-DailyQuota-Remaining": str(max(0, policy.per_day - cur.d_n)),
-        "X-DailyQuota-Reset": str(day_reset(now)),
-    }
+    return QuotaUsage(
+        minute_limit=policy.per_minute,
+        minute_remaining=max(0, policy.per_minute - cur.m_n),
+        minute_reset=minute_reset(now),
+        day_limit=policy.per_day,
+        day_remaining=max(0, policy.per_day - cur.d_n),
+        day_reset=day_reset(now),
+    )

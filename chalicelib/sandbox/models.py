@@ -10,6 +10,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from chalicelib.domain.errors import PlatformFault
+
 
 class FailureReason(StrEnum):
     """Why a run did not succeed; `None` on the result means it exited 0."""
@@ -116,7 +118,7 @@ class ExecutionResult(BaseModel):
     sandbox: str = "local"  # which sandbox ran it: local | lambda | fargate
 
 
-class SandboxUnavailable(Exception):
+class SandboxUnavailable(PlatformFault):
     """The platform could not run the job (throttled, no capacity, crashed).
 
     Retryable, never the user's fault.

@@ -7,10 +7,18 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.services.ports import Counters, JobQueue, JobStore, KeyStore, Sandbox
+from chalicelib.services.ports import (
+    Clock,
+    Counters,
+    JobQueue,
+    JobStore,
+    KeyStore,
+    MetricsSink,
+    SyncSandbox,
+    TaskSandbox,
+)
 
 
 class SystemClock:
@@ -19,7 +27,7 @@ class SystemClock:
 
 
 def new_job_id() -> str:
-    """Time-ordered, unguessable job ids."""
+    """Time-ordered, unguessable job ids: 12 hex digits of milliseconds, then 20 random ones."""
     return f"{int(time.time() * 1000):012x}{uuid.uuid4().hex[:20]}"
 
 
@@ -30,10 +38,11 @@ class Deps:
     keys: KeyStore
     counters: Counters
     queue: JobQueue
-    sandboxes: dict[str, Sandbox] = field(default_factory=dict)  # "local" | "lambda" | "fargate"
-    clock: Any = field(default_factory=SystemClock)
+    sandboxes: dict[str, SyncSandbox] = field(default_factory=dict)  # "local" | "lambda"
+    tasks: dict[str, TaskSandbox] = field(default_factory=dict)  # "fargate"
+    clock: Clock = field(default_factory=SystemClock)
     new_id: Callable[[], str] = new_job_id
-    metrics: Any = None  # a MetricsSink; None records nothing
+    metrics: MetricsSink | None = None  # None records nothing
 
     def metric(self, name: str, value: float = 1, unit: str = "Count", **dims: str) -> None:
         """Record one metric point (EMF in the cloud); never lets a metrics failure break a job."""

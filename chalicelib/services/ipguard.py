@@ -38,10 +38,7 @@ class IpGuard:
                 self._windows[ip] = (window, used)
                 retry = max(1, math.ceil((window + 1) * 60 - now))
                 raise QuotaExceeded(
-                    "ip_rate_limited",
-                    f"too many requests from this address; retry after {retry} s",
-                    {"Retry-After": str(retry)},
-                    {"limit": self.per_minute, "retry_after_s": retry},
+                    "per_ip", self.per_minute, retry, f"too many requests from this address; retry after {retry} s"
                 )
             self._windows[ip] = (window, used + cost)
 

@@ -1,100 +1,135 @@
-"""Moving a job to its end: finish with a result, retry after a platform fault, give up (DLQ), cancel.
+"""The one way a job leaves `queued` or `running`: `end_job` applies the plan `domain.exits.plan_exit` made.
 
-Rule for the counters: whoever makes a transition out of `running` decrements the tier's running count;
-slots are released idempotently by anyone. A slot holder is `job_id#attempt`, so a late release from an
-earlier attempt never frees the slot of a later one.
+Every caller goes through it: the worker (a result, a platform fault), the Fargate completion, the owner's
+cancel, the reaper (a lost worker), the DLQ consumer (the platform gave up).
+
+The state write is the commit point: a conditional write on the job's current status and attempt number. A
+lost race has one meaning: the job is no longer where this exit found it, so whoever moved it owns what follows;
+the loser only gives back its own attempt's slot (idempotent: a holder is `job_id#attempt`, so a late release
+never frees a later attempt's slot) and returns None. Callers that act for a person (cancel) or for the
+platform's last word (the DLQ) re-read and try again with `end_current`.
+
+The consequences are separate writes made after the commit, in an order where a crash between any two leaves
+only what the reaper repairs (services/reaper.py, one test per repair):
+1. tier counters: a missed update is a drift that `reconcile_counters` corrects;
+2. the task is stopped before the slot is freed, so the owner's next job never overlaps a task still running
+   (a missed stop: the reaper stops tasks of jobs past their lease, and a stopped task's result is discarded);
+3. the slot: freed only once the job is no longer running, so the owner's cap holds (`release_leaked_slots`);
+4. the next message (delay, resend, dead-letter): sent after the write, so a worker never receives a job that
+   still looks running; a lost message leaves a queued job whose `due_at` passes (`_redrive_queued`);
+5. the refund: the terminal write itself set `refunded`, so only the winner refunds, and never twice. A crash
+   between that write and the refund loses the one refund (the owner is short one submit of quota): the one
+   consequence the reaper does not repair, since finding such jobs would cost an index write on every job;
+6. run statistics and metrics: best effort.
+Each consequence is tried even if an earlier one failed (the state already changed); failures are logged and
+counted (`ExitConsequenceFailed`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from chalicelib.domain.errors import Conflict, NotFound, StaleState
-from chalicelib.domain.jobs import Job, JobStatus, status_for
-from chalicelib.sandbox.models import ExecutionResult
+from chalicelib.domain.exits import Cancelled, Exit, ExitPlan, RetryPolicy, plan_exit
+from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey
 
 log = logging.getLogger(__name__)
 
+END_TRIES = 5  # re-reads for an exit that must land (cancel, dead-letter) while the job keeps moving
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A job moved out of queued/running: the stored job and the plan that was applied."""
+
+    job: Job
+    plan: ExitPlan
+
+    @property
+    def retry_in_s(self) -> int | None:
+        """For the worker: seconds until its held message should come back, if the job was re-queued."""
+        message = self.plan.message
+        return message.delay_s if message is not None and message.kind == "delay" else None
+
 
 def slot_holder(job: Job) -> str:
+    """The slot holder of the job's current attempt."""
     return f"{job.id}#{job.attempts}"
 
 
-def finish(deps: Deps, job: Job, result: ExecutionResult) -> Job | None:
-    """Store the run's result as the job's terminal state; None if the job moved on (cancelled, reaped)."""
-    status = status_for(result)
-    now = deps.clock.now()
+def retry_policy(deps: Deps) -> RetryPolicy:
+    s = deps.settings
+    return RetryPolicy(max_attempts=s.max_attempts, retry_base_s=s.retry_base_s, orphan_after_s=s.orphan_after_s)
+
+
+def end_job(deps: Deps, job: Job, exit_: Exit) -> Ended | None:
+    """Move `job` (as read by the caller) out of its state through `exit_`; None when it had moved on."""
+    plan = plan_exit(job, exit_, retry_policy(deps), deps.clock.now())
     try:
-        done = deps.jobs.transition(
-            job,
-            status,
-            {"finished_at": now, "result": result, "lease_until": None},
-            expected_attempts=job.attempts,
-        )
+        done = deps.jobs.transition(job, plan.status, plan.changes, expected_attempts=job.attempts)
     except StaleState:
-        log.info("result discarded: the job moved on while it ran", extra={"job_id": job.id})
-        deps.counters.release_slot(job.key_id, slot_holder(job))
+        log.info("job %s: %s not applied, the job moved on", job.id, type(exit_).__name__, extra={"job_id": job.id})
+        if job.status is JobStatus.RUNNING:
+            _attempt(deps, "release_slot", deps.counters.release_slot, job.key_id, slot_holder(job))
         return None
-    deps.counters.job_finished(job.tier)
-    deps.counters.release_slot(job.key_id, slot_holder(job))
-    deps.counters.record_run(job.tier, result.wall_ms, now)
-    deps.metric("JobsFinished", tier=job.tier, status=status.value)
-    deps.metric("RunTime", result.wall_ms, "Milliseconds", tier=job.tier)
-    if job.started_at is not None:
-        overhead = max(0, int((now - job.started_at) * 1000) - result.wall_ms)
-        deps.metric("SandboxOverhead", overhead, "Milliseconds", tier=job.tier, sandbox=result.sandbox)
-    return done
+    _apply(deps, job, done, plan)
+    log.info("job %s", done.status.value, extra={"job_id": job.id, "tier": job.tier, "exit": type(exit_).__name__})
+    return Ended(done, plan)
 
 
-def retry_or_give_up(deps: Deps, job: Job, reason: str) -> int | None:
-    """After a platform fault: put the job back in the queue and return the backoff in seconds, or, when its
-    attempts are spent, hand it to the tier's DLQ (whose consumer marks it `error`) and return None."""
+def end_current(deps: Deps, job_id: str, exit_: Exit, owner: str | None = None) -> Ended | None:
+    """Apply `exit_` to the job as it is now, re-reading after a lost race; None if it is (or becomes)
+    terminal first. NotFound for an unknown job (or another owner's, when `owner` is given)."""
+    for _ in range(END_TRIES):
+        job = deps.jobs.get(job_id) if job_id else None
+        if job is None or (owner is not None and job.owner != owner):
+            raise NotFound(f"no job '{job_id}'")
+        if job.status.terminal:
+            return None
+        ended = end_job(deps, job, exit_)
+        if ended is not None:
+            return ended
+    raise Conflict(f"job '{job_id}' is changing state; try again")
+
+
+def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
+    """The consequences of a committed exit, in the order the module docstring explains."""
+    if plan.queued_delta or plan.running_delta:
+        _attempt(deps, "tier_counters", deps.counters.adjust_tier, before.tier, plan.queued_delta, plan.running_delta)
+    if plan.stop_task is not None:
+        _attempt(deps, "stop_task", _stop_task, deps, before, plan.stop_task)
+    if plan.release_slot:
+        _attempt(deps, "release_slot", deps.counters.release_slot, before.key_id, slot_holder(before))
+    message = plan.message
+    if message is not None and message.kind == "resend":
+        _attempt(deps, "resend", deps.queue.send, done, message.dedup_id)
+    elif message is not None and message.kind == "dead_letter":
+        _attempt(deps, "dead_letter", deps.queue.send_to_dlq, before.tier, before.id, message.reason)
+    if plan.refund:
+        _attempt(deps, "refund", deps.keys.refund, before.key_hash, before.charged_minute, before.charged_day)
+    if plan.run_ms is not None and done.finished_at is not None:
+        _attempt(deps, "record_run", deps.counters.record_run, before.tier, plan.run_ms, done.finished_at)
+    for name, value, unit, dims in plan.metrics:
+        deps.metric(name, value, unit, **dims)
+
+
+def _attempt(deps: Deps, what: str, action: Callable[..., Any], *args: Any) -> None:
     try:
-        deps.jobs.transition(
-            job, JobStatus.QUEUED, {"lease_until": None, "error": reason}, expected_attempts=job.attempts
-        )
-    except StaleState:
-        deps.counters.release_slot(job.key_id, slot_holder(job))
-        return 0  # cancelled or reaped meanwhile: nothing left to do for this message
-    deps.counters.job_requeued(job.tier)
-    deps.counters.release_slot(job.key_id, slot_holder(job))
-    deps.metric("PlatformFaults", tier=job.tier)
-    if job.attempts < deps.settings.max_attempts:
-        return int(deps.settings.retry_base_s**job.attempts)
-    deps.queue.send_to_dlq(job.tier, job.id, reason)
-    return None
+        action(*args)
+    except Exception:  # noqa: BLE001 - the state changed already; the reaper repairs what this leaves
+        log.exception("exit consequence failed", extra={"consequence": what})
+        deps.metric("ExitConsequenceFailed", consequence=what)
 
 
-def mark_error(deps: Deps, job_id: str, reason: str) -> Job | None:
-    """The DLQ consumer: the platform gave up on the job; mark it `error` and refund the user's quota."""
-    job = deps.jobs.get(job_id)
-    if job is None or job.status.terminal:
-        return None
-    try:
-        done = deps.jobs.transition(
-            job,
-            JobStatus.ERROR,
-            {"finished_at": deps.clock.now(), "error": reason, "lease_until": None},
-            expected_attempts=job.attempts,
-        )
-    except StaleState:
-        return mark_error(deps, job_id, reason)  # it moved (e.g. started): look again
-    if job.status is JobStatus.QUEUED:
-        deps.counters.release_queue_place(job.tier)
-    else:
-        deps.counters.job_finished(job.tier)
-    deps.counters.release_slot(job.key_id, slot_holder(job))
-    refund(deps, done)
-    deps.metric("JobsFinished", tier=job.tier, status="error")
-    return done
-
-
-def refund(deps: Deps, job: Job) -> None:
-    """Give back the quota a job was charged (only once)."""
-    if job.key_hash and not job.refunded and deps.jobs.set_fields(job.id, {"refunded": True}, job.status):
-        deps.keys.refund(job.key_hash, job.charged_minute, job.charged_day)
+def _stop_task(deps: Deps, job: Job, reason: str) -> None:
+    sandbox = deps.tasks.get(job.sandbox or "")
+    if sandbox is not None and job.task_arn:
+        sandbox.stop(job.task_arn, reason)
 
 
 def owned_job(deps: Deps, key: ApiKey, job_id: str) -> Job:
@@ -106,36 +141,10 @@ def owned_job(deps: Deps, key: ApiKey, job_id: str) -> Job:
 
 
 def cancel(deps: Deps, key: ApiKey, job_id: str) -> Job:
-    """Cancel a queued or running job. A running local run is killed by its worker's watcher; a Fargate task
-    is stopped; a Lambda run finishes but its result is discarded."""
-    for _ in range(5):
+    """Cancel a queued or running job: a queued one is skipped when its message arrives, a local run is
+    killed by its worker, a Fargate task is stopped, a Lambda run finishes and its result is discarded."""
+    ended = end_current(deps, job_id, Cancelled(), owner=key.owner)
+    if ended is None:
         job = owned_job(deps, key, job_id)
-        if job.status.terminal:
-            raise Conflict(f"job '{job_id}' is already {job.status.value}", {"status": job.status.value})
-        try:
-            done = deps.jobs.transition(
-                job,
-                JobStatus.CANCELLED,
-                {"finished_at": deps.clock.now(), "lease_until": None},
-                expected_attempts=job.attempts,
-            )
-        except StaleState:
-            continue
-        if job.status is JobStatus.QUEUED:
-            deps.counters.release_queue_place(job.tier)
-        else:
-            deps.counters.job_finished(job.tier)
-            deps.counters.release_slot(job.key_id, slot_holder(job))
-            _stop_task(deps, job, "cancelled by the user")
-        deps.metric("JobsFinished", tier=job.tier, status="cancelled")
-        return done
-    raise Conflict(f"job '{job_id}' is changing state; try again")
-
-
-def _stop_task(deps: Deps, job: Job, reason: str) -> None:
-    fargate = deps.sandboxes.get("fargate")
-    if job.task_arn and fargate is not None:
-        try:
-            fargate.stop(job.task_arn, reason)  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - the reaper stops tasks past their deadline anyway
-            log.exception("could not stop task", extra={"job_id": job.id})
+        raise Conflict(f"job '{job_id}' is already {job.status.value}", {"status": job.status.value})
+    return ended.job

@@ -1,7 +1,14 @@
-"""The ports the services depend on. Adapters (DynamoDB, SQS, sandboxes) and in-memory fakes implement them."""
+"""The ports the services depend on. Adapters (DynamoDB, SQS, sandboxes) and in-memory fakes implement them;
+tests/integration/test_contracts.py runs the same assertions against both.
+
+Adapters raise the project's own errors (chalicelib.domain.errors): `StaleState` for a lost conditional
+write, `AlreadyExists`, `QueueFull`, `QuotaExceeded`, `Unauthorized`, and `PlatformFault` subclasses for a
+throttled or failing dependency. Nothing above them sees botocore.
+"""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,9 +37,19 @@ class Page:
     cursor: str | None
 
 
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch."""
+
+
+class MetricsSink(Protocol):
+    def add(self, name: str, value: float, unit: str, dims: dict[str, str]) -> None:
+        """Record one point (best effort)."""
+
+
 class JobStore(Protocol):
     def create(self, job: Job) -> None:
-        """Store a new job; fails if the id exists."""
+        """Store a new job; AlreadyExists if the id is taken."""
 
     def get(self, job_id: str) -> Job | None:
         """The job, read consistently, or None."""
@@ -40,10 +57,20 @@ class JobStore(Protocol):
     def transition(
         self, job: Job, new: JobStatus, changes: dict[str, Any], *, expected_attempts: int | None = None
     ) -> Job:
-        """Move `job` from its current status to `new` with a conditional write; raise StaleState on a race."""
+        """Move `job` from its current status to `new`, setting `changes` (Job fields), with a conditional
+        write on the current status (and attempt number); StaleState when the job is not there any more."""
+
+    def record_task(self, job_id: str, attempts: int, task_arn: str) -> bool:
+        """Note the task that runs attempt `attempts` of a running job; False if the job moved on."""
+
+    def set_due(self, job_id: str, status: JobStatus, due_at: float | None) -> bool:
+        """Move the reaper's next look at a job still in `status`; False if it is not in `status`."""
+
+    def mark_redriven_late(self, job_id: str) -> bool:
+        """Flag a queued job as re-driven after the deduplication window (once); False if done or not queued."""
 
     def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> Page:
-        """The owner's jobs, newest first."""
+        """The owner's jobs, newest first. ValueError for a cursor this store did not issue."""
 
     def count_queued_ahead(self, tier: str, seq: int) -> int:
         """How many jobs of `tier` are queued with a smaller sequence number."""
@@ -52,10 +79,7 @@ class JobStore(Protocol):
         """Jobs of `tier` in a non-terminal `status` (to reconcile the tier counters)."""
 
     def due(self, status: JobStatus, now: float, limit: int = 100) -> list[Job]:
-        """Non-terminal jobs in `status` whose due time (lease end or orphan check) has passed."""
-
-    def set_fields(self, job_id: str, changes: dict[str, Any], expected: JobStatus) -> bool:
-        """Set fields if the job is still in `expected`; False if it is not."""
+        """Jobs in the non-terminal `status` whose `due_at` has passed."""
 
 
 class KeyStore(Protocol):
@@ -78,32 +102,24 @@ class Counters(Protocol):
     def reserve_queue_place(self, tier: str, cap: int) -> tuple[int, int]:
         """Count one more queued job in `tier`: (sequence number, jobs queued before it). QueueFull at cap."""
 
-    def release_queue_place(self, tier: str) -> None:
-        """A queued job left the queue without running (cancelled, or its submit was undone)."""
-
-    def job_started(self, tier: str) -> None:
-        """A queued job of `tier` started running."""
-
-    def job_finished(self, tier: str) -> None:
-        """A running job of `tier` stopped running (terminal, or back to the queue for a retry)."""
-
-    def job_requeued(self, tier: str) -> None:
-        """A running job went back to the queue for another attempt."""
+    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0) -> None:
+        """Add the deltas to the tier's (queued, running) counters."""
 
     def tier_counts(self, tier: str) -> tuple[int, int]:
         """(queued, running) for the tier."""
 
     def set_tier_counts(self, tier: str, queued: int, running: int) -> None:
-        """Overwrite the tier's counters (the reaper reconciles them with the job records)."""
-
-    def acquire_slot(self, owner: str, job_id: str, cap: int) -> bool:
-        """Take one of the owner's running slots for `job_id` (idempotent); False when all are taken."""
-
-    def release_slot(self, owner: str, job_id: str) -> None: ...
+        """Overwrite the tier's counters (operators, tests)."""
 
     def correct_tier_counts(self, tier: str, counted: tuple[int, int]) -> bool:
         """Set the tier's (queued, running) to `counted` once the same drift was seen on two passes in a row
         and the counters did not move in between (so a lagging index or a racing submit is never "fixed")."""
+
+    def acquire_slot(self, owner: str, holder: str, cap: int) -> bool:
+        """Take one of the owner's running slots for `holder` (idempotent); False when all are taken."""
+
+    def release_slot(self, owner: str, holder: str) -> None:
+        """Give a slot back (idempotent)."""
 
     def holders_of(self, owner: str) -> set[str]:
         """The slot holders of one owner (one read)."""
@@ -111,10 +127,11 @@ class Counters(Protocol):
     def slot_holders(self) -> dict[str, set[str]]:
         """Every owner's slot holders (for the reaper: a scan)."""
 
-    def record_run(self, tier: str, run_ms: int, now: float) -> None: ...
+    def record_run(self, tier: str, run_ms: int, now: float) -> None:
+        """Add one run to the tier's recent run-time statistics."""
 
     def recent_run_ms(self, tier: str, now: float) -> float | None:
-        """Mean run time of the tier's recent jobs, or None without data."""
+        """Mean run time of the tier's runs in this 5-minute bucket and the previous one, or None."""
 
     def claim_idempotency(self, scope: str, body_hash: str, job_id: str, now: float) -> tuple[str, str] | None:
         """Claim `scope` for this body; if already claimed return the stored (body_hash, job_id)."""
@@ -126,15 +143,41 @@ class JobQueue(Protocol):
     def send(self, job: Job, dedup_id: str | None = None) -> None:
         """Put the job on its tier's FIFO queue (group per owner slot; dedup id the job id by default)."""
 
-    def send_to_dlq(self, tier: str, job_id: str, reason: str) -> None: ...
+    def send_to_dlq(self, tier: str, job_id: str, reason: str) -> None:
+        """Hand the job to its tier's dead-letter queue (once per job)."""
 
     def delay(self, receipt_handle: str, tier: str, seconds: int) -> None:
         """Make a received message visible again after `seconds` (retry backoff)."""
 
 
-class Sandbox(Protocol):
-    def run(self, request: ExecutionRequest, cancel: Any = None) -> ExecutionResult: ...
+class SyncSandbox(Protocol):
+    """A sandbox that runs a job and answers with its result (local, Lambda)."""
+
+    def run(self, request: ExecutionRequest, cancel: threading.Event | None = None) -> ExecutionResult:
+        """Run the request; SandboxUnavailable (a PlatformFault) when the platform cannot."""
 
 
-class Clock(Protocol):
-    def now(self) -> float: ...
+@dataclass(frozen=True)
+class TaskStopped:
+    """A sandbox task that stopped, as its platform's event tells it."""
+
+    job_id: str
+    task_arn: str
+    exit_code: int | None
+    stopped_reason: str
+
+
+class TaskSandbox(Protocol):
+    """A sandbox that is launched now and completed later by an event (Fargate)."""
+
+    def launch(self, request: ExecutionRequest) -> str:
+        """Start the task; returns its id (ARN). SandboxUnavailable when it cannot start."""
+
+    def stopped(self, event: dict[str, Any]) -> TaskStopped | None:
+        """The task-stopped fact in a platform event, or None for an event about something else."""
+
+    def fetch_result(self, job_id: str) -> ExecutionResult | None:
+        """The result the task left, or None if it left none."""
+
+    def stop(self, task_arn: str, reason: str) -> None:
+        """Stop a task (fine if it already stopped)."""

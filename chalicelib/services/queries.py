@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.domain.quotas import QuotaState, day_reset, minute_reset
+from chalicelib.domain.views import (
+    ConcurrencyView,
+    JobsPage,
+    JobView,
+    QueueView,
+    TierQueueView,
+    UsageView,
+    UsageWindow,
+)
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import estimate_wait
 from chalicelib.services.lifecycle import owned_job
@@ -29,15 +37,16 @@ def parse_wait(raw: str | None) -> float:
     return wait
 
 
-def job_view(deps: Deps, job: Job) -> dict[str, Any]:
+def job_view(deps: Deps, job: Job) -> JobView:
     """The job with its live position and estimated wait while queued."""
     if job.status is JobStatus.QUEUED:
         ahead = deps.jobs.count_queued_ahead(job.tier, job.seq)
-        return job.public(ahead, estimate_wait(deps, job.tier, ahead))
-    return job.public(0 if job.status is JobStatus.RUNNING else None, 0.0 if job.status is JobStatus.RUNNING else None)
+        return JobView.of(job, ahead, estimate_wait(deps, job.tier, ahead))
+    running = job.status is JobStatus.RUNNING
+    return JobView.of(job, 0 if running else None, 0.0 if running else None)
 
 
-def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> dict[str, Any]:
+def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> JobView:
     """The job; with `wait_s`, poll until it is terminal or the wait runs out (long-poll)."""
     job = owned_job(deps, key, job_id)
     deadline = time.monotonic() + wait_s
@@ -49,7 +58,7 @@ def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> dict[s
     return job_view(deps, job)
 
 
-def list_jobs(deps: Deps, key: ApiKey, limit_raw: str | None, cursor: str | None) -> dict[str, Any]:
+def list_jobs(deps: Deps, key: ApiKey, limit_raw: str | None, cursor: str | None) -> JobsPage:
     try:
         limit = int(limit_raw or 20)
     except ValueError as exc:
@@ -58,49 +67,46 @@ def list_jobs(deps: Deps, key: ApiKey, limit_raw: str | None, cursor: str | None
         raise ValidationFailed("limit must be between 1 and 100", [{"field": "limit", "message": limit_raw}])
     try:
         page = deps.jobs.list_by_owner(key.owner, limit, cursor)
-    except (ValueError, KeyError) as exc:
+    except ValueError as exc:
         raise ValidationFailed("invalid cursor", [{"field": "cursor", "message": "not a cursor we issued"}]) from exc
-    return {"jobs": [j.public() for j in page.items], "next_cursor": page.cursor}
+    return JobsPage(jobs=[JobView.of(j) for j in page.items], next_cursor=page.cursor)
 
 
-def usage(deps: Deps, key: ApiKey) -> dict[str, Any]:
+def usage(deps: Deps, key: ApiKey) -> UsageView:
     """Each limit, what is used, what remains and when its window resets (agrees with the headers)."""
     now = deps.clock.now()
     policy = deps.settings.tier(key.tier)
     cur: QuotaState = key.quota.current(now)
     holders = deps.counters.holders_of(key.key_id)
-    return {
-        "key_id": key.key_id,
-        "owner": key.owner,
-        "tier": key.tier,
-        "per_minute": {
-            "limit": policy.per_minute,
-            "used": cur.m_n,
-            "remaining": max(0, policy.per_minute - cur.m_n),
-            "reset": minute_reset(now),
-        },
-        "per_day": {
-            "limit": policy.per_day,
-            "used": cur.d_n,
-            "remaining": max(0, policy.per_day - cur.d_n),
-            "reset": day_reset(now),
-        },
-        "concurrency": {"limit": policy.concurrency, "running": len(holders)},
-        "max_wall_time_s": policy.max_wall_time_s,
-        "max_memory_mb": policy.max_memory_mb,
-    }
+    return UsageView(
+        key_id=key.key_id,
+        owner=key.owner,
+        tier=key.tier,
+        per_minute=UsageWindow(
+            limit=policy.per_minute,
+            used=cur.m_n,
+            remaining=max(0, policy.per_minute - cur.m_n),
+            reset=minute_reset(now),
+        ),
+        per_day=UsageWindow(
+            limit=policy.per_day, used=cur.d_n, remaining=max(0, policy.per_day - cur.d_n), reset=day_reset(now)
+        ),
+        concurrency=ConcurrencyView(limit=policy.concurrency, running=len(holders)),
+        max_wall_time_s=policy.max_wall_time_s,
+        max_memory_mb=policy.max_memory_mb,
+    )
 
 
-def queue_status(deps: Deps) -> dict[str, Any]:
+def queue_status(deps: Deps) -> QueueView:
     """Per-tier depth, running jobs and estimated wait for a new job."""
     tiers = {}
     for name in deps.settings.tiers:
         queued, running = deps.counters.tier_counts(name)
-        tiers[name] = {
-            "queued": queued,
-            "running": running,
-            "capacity": deps.settings.capacity(name),
-            "queue_cap": deps.settings.tier(name).queue_cap,
-            "estimated_wait_s": estimate_wait(deps, name, queued),
-        }
-    return {"tiers": tiers}
+        tiers[name] = TierQueueView(
+            queued=queued,
+            running=running,
+            capacity=deps.settings.capacity(name),
+            queue_cap=deps.settings.tier(name).queue_cap,
+            estimated_wait_s=estimate_wait(deps, name, queued),
+        )
+    return QueueView(tiers=tiers)

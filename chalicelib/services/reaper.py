@@ -1,5 +1,13 @@
-"""Scheduled cleanup: reap jobs running past their deadline, re-drive queued jobs whose message was never
-sent, release leaked slots, reconcile the tier counters. Every action is logged and counted."""
+"""Scheduled cleanup: the one safety net for what a crash between a job's writes can leave behind.
+
+Each pass repairs, and each repair has its own test (tests/unit/test_reaper.py):
+- a running job past its lease (its worker died or hung): ended as `Lost` (retried or errored, its task
+  stopped) through the one lifecycle exit;
+- a queued job whose message never went, or went with a worker that died: sent again;
+- a slot held by a job that is not running it any more: released;
+- tier counters that drifted from the job records: corrected (on a repeated sighting only).
+Every action is logged and counted (`ReaperActions`).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +15,11 @@ import logging
 from collections import Counter
 from typing import Any
 
-from chalicelib.domain.errors import StaleState
+from chalicelib.domain.errors import NotFound
+from chalicelib.domain.exits import GaveUp, Lost
 from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.services.deps import Deps
-from chalicelib.services.lifecycle import _stop_task, mark_error, refund, slot_holder
+from chalicelib.services.lifecycle import end_current, end_job
 
 log = logging.getLogger(__name__)
 
@@ -37,39 +46,11 @@ def reap(deps: Deps) -> dict[str, int]:
 
 
 def _reap_running(deps: Deps, job: Job) -> str:
-    """A job past its lease: its worker died or hung. Retry it while attempts remain, else give up."""
-    _stop_task(deps, job, "past its deadline")
-    if job.attempts < deps.settings.max_attempts:
-        try:
-            deps.jobs.transition(
-                job,
-                JobStatus.QUEUED,
-                {"lease_until": None, "error": "worker lost; retrying"},
-                expected_attempts=job.attempts,
-            )
-        except StaleState:
-            return "none"
-        deps.counters.job_requeued(job.tier)
-        deps.counters.release_slot(job.key_id, slot_holder(job))
-        deps.queue.send(job, dedup_id=f"{job.id}#retry{job.attempts}")
-        return "running_retried"
-    return "running_errored" if _give_up(deps, job) else "none"
-
-
-def _give_up(deps: Deps, job: Job) -> bool:
-    try:
-        done = deps.jobs.transition(
-            job,
-            JobStatus.ERROR,
-            {"finished_at": deps.clock.now(), "lease_until": None, "error": "worker lost on every attempt"},
-            expected_attempts=job.attempts,
-        )
-    except StaleState:
-        return False
-    deps.counters.job_finished(job.tier)
-    deps.counters.release_slot(job.key_id, slot_holder(job))
-    refund(deps, done)
-    return True
+    """A job past its lease: retried while attempts remain, else errored (and its task stopped)."""
+    ended = end_job(deps, job, Lost())
+    if ended is None:
+        return "none"
+    return "running_retried" if ended.job.status is JobStatus.QUEUED else "running_errored"
 
 
 def _redrive_queued(deps: Deps, job: Job, now: float) -> str:
@@ -78,9 +59,9 @@ def _redrive_queued(deps: Deps, job: Job, now: float) -> str:
     duplicate message is harmless (the job starts once) but costs, so each job is re-driven late only once."""
     if now - job.created_at < DEDUP_WINDOW_S - 30:
         deps.queue.send(job)
-        deps.jobs.set_fields(job.id, {"due_at": now + REDRIVE_EVERY_S}, JobStatus.QUEUED)
+        deps.jobs.set_due(job.id, JobStatus.QUEUED, now + REDRIVE_EVERY_S)
         return "queued_redriven"
-    if deps.jobs.set_fields(job.id, {"redriven_late": True, "due_at": None}, JobStatus.QUEUED):
+    if deps.jobs.mark_redriven_late(job.id):
         deps.queue.send(job, dedup_id=f"{job.id}#late")
         return "queued_redriven_late"
     return "none"
@@ -115,7 +96,14 @@ def reconcile_counters(deps: Deps) -> int:
 
 
 def dead_letter(deps: Deps, message: dict[str, Any]) -> str:
-    """A message on a tier's DLQ: the platform gave up on this job."""
+    """A message on a tier's DLQ: the platform gave up on this job. The hook: it ends `error` (refunded) if it
+    has not ended already (a worker that exhausted its attempts ended it before sending the message)."""
     reason = str(message.get("reason") or "the job's message was dead-lettered after repeated failures")
-    done = mark_error(deps, str(message.get("job_id", "")), reason)
-    return "errored" if done else "skipped"
+    job_id = str(message.get("job_id", ""))
+    log.error("job dead-lettered", extra={"job_id": job_id, "reason": reason})
+    deps.metric("DeadLettered", tier=str(message.get("tier", "")))
+    try:
+        ended = end_current(deps, job_id, GaveUp(reason))
+    except NotFound:
+        return "skipped"
+    return "errored" if ended else "skipped"

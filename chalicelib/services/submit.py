@@ -9,16 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.domain.errors import CodeRunnerError, Conflict
+from pydantic import ValidationError
+
+from chalicelib.domain.errors import CodeRunnerError, Conflict, QuotaUsage, ValidationFailed
 from chalicelib.domain.jobs import Job, JobStatus
-from chalicelib.domain.quotas import day_window, minute_window, rate_headers
+from chalicelib.domain.quotas import QuotaState, day_window, minute_window, refunded, usage
+from chalicelib.domain.requests import BatchRequest, SubmitRequest
+from chalicelib.domain.views import JobView
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import estimate_wait
-from chalicelib.services.keys import hash_key
-from chalicelib.services.specs import build_spec, parse_submit
+from chalicelib.services.keys import authenticate, hash_key
+from chalicelib.services.specs import build_spec, field_errors, parse_submit
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +32,11 @@ class Accepted:
     job: Job
     position: int
     estimated_wait_s: float | None
-    headers: dict[str, str] = field(default_factory=dict)
+    usage: QuotaUsage | None = None  # the key's quota after this submit (None for a replay: nothing charged)
     replayed: bool = False
 
-    def body(self) -> dict[str, Any]:
-        return self.job.public(self.position, self.estimated_wait_s)
+    def view(self) -> JobView:
+        return JobView.of(self.job, self.position, self.estimated_wait_s)
 
 
 def body_hash(body: Any) -> str:
@@ -47,7 +51,7 @@ def submit_job(deps: Deps, plain_key: str, body: Any, idempotency_key: str | Non
     return _submit(deps, plain_key, request, deps.new_id())
 
 
-def _submit_idempotent(deps: Deps, plain_key: str, body: Any, request: Any, idem: str) -> Accepted:
+def _submit_idempotent(deps: Deps, plain_key: str, body: Any, request: SubmitRequest, idem: str) -> Accepted:
     scope = f"{hash_key(plain_key)}:{idem}"
     job_id = deps.new_id()
     claimed = deps.counters.claim_idempotency(scope, body_hash(body), job_id, deps.clock.now())
@@ -66,17 +70,17 @@ def _submit_idempotent(deps: Deps, plain_key: str, body: Any, request: Any, idem
         raise
 
 
-def _submit(deps: Deps, plain_key: str, request: Any, job_id: str) -> Accepted:
+def _submit(deps: Deps, plain_key: str, request: SubmitRequest, job_id: str) -> Accepted:
     now = deps.clock.now()
     key, quota = deps.keys.charge(hash_key(plain_key), now)
     policy = deps.settings.tier(key.tier)
-    headers = rate_headers(quota, now, policy)
     try:
         spec = build_spec(request, policy, deps.settings)
         seq, ahead = deps.counters.reserve_queue_place(key.tier, policy.queue_cap)
     except CodeRunnerError as exc:
         _undo(deps.keys.refund, key.key_hash, minute_window(now), day_window(now))
-        exc.headers = {**_after_refund(headers), **exc.headers}
+        # The refused request consumed nothing: the client sees its quota as it stands after the refund.
+        exc.usage = usage(_after_refund(quota, now), now, policy)
         deps.metric("JobsRejected", tier=key.tier, reason=exc.code)
         raise
     except Exception:
@@ -92,6 +96,7 @@ def _submit(deps: Deps, plain_key: str, request: Any, job_id: str) -> Accepted:
         seq=seq,
         group=f"{key.key_id}.{key.total % policy.concurrency}",
         created_at=now,
+        due_at=now + deps.settings.orphan_after_s,
         charged_day=day_window(now),
         charged_minute=minute_window(now),
         key_hash=key.key_hash,
@@ -99,7 +104,7 @@ def _submit(deps: Deps, plain_key: str, request: Any, job_id: str) -> Accepted:
     try:
         deps.jobs.create(job)
     except Exception:
-        _undo(deps.counters.release_queue_place, key.tier)
+        _undo(deps.counters.adjust_tier, key.tier, -1, 0)
         _undo(deps.keys.refund, key.key_hash, job.charged_minute, job.charged_day)
         raise
     try:
@@ -110,7 +115,7 @@ def _submit(deps: Deps, plain_key: str, request: Any, job_id: str) -> Accepted:
         log.exception("send failed; the reaper will re-drive the job", extra={"job_id": job.id})
         deps.metric("SendFailed", tier=key.tier)
     deps.metric("JobsSubmitted", tier=key.tier)
-    return Accepted(job, ahead, estimate_wait(deps, key.tier, ahead), headers)
+    return Accepted(job, ahead, estimate_wait(deps, key.tier, ahead), usage(quota, now, policy))
 
 
 def _undo(action: Any, *args: Any) -> None:
@@ -121,15 +126,27 @@ def _undo(action: Any, *args: Any) -> None:
         log.exception("could not undo part of a failed submit", extra={"undo": getattr(action, "__name__", "")})
 
 
-def _after_refund(headers: dict[str, str]) -> dict[str, str]:
-    """The headers as they stand once the refused request's charge is given back."""
-    out = dict(headers)
-    for name in ("X-RateLimit-Remaining", "X-DailyQuota-Remaining"):
-        out[name] = str(int(out[name]) + 1)
-    return out
+def _after_refund(state: QuotaState, now: float) -> QuotaState:
+    return refunded(state, minute_window(now), day_window(now))
 
 
 def _position(deps: Deps, job: Job) -> int:
     if job.status is not JobStatus.QUEUED:
         return 0
     return deps.jobs.count_queued_ahead(job.tier, job.seq)
+
+
+def submit_batch(deps: Deps, plain_key: str, body: Any) -> list[Accepted | CodeRunnerError]:
+    """Up to 20 jobs, each accepted or refused on its own, in order; a bad key refuses the whole batch."""
+    try:
+        batch = BatchRequest.model_validate(body)
+    except ValidationError as exc:
+        raise ValidationFailed("invalid batch: give 'jobs', a list of 1 to 20 jobs", field_errors(exc)) from exc
+    authenticate(deps, plain_key)
+    outcomes: list[Accepted | CodeRunnerError] = []
+    for item in batch.jobs:
+        try:
+            outcomes.append(submit_job(deps, plain_key, item))
+        except CodeRunnerError as exc:
+            outcomes.append(exc)
+    return outcomes

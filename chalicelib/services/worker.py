@@ -12,14 +12,15 @@ import os
 import threading
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from chalicelib.domain.errors import StaleState
+from chalicelib.domain.errors import PlatformFault, StaleState
+from chalicelib.domain.exits import Faulted, Finished, GaveUp
 from chalicelib.domain.jobs import Job, JobStatus
-from chalicelib.sandbox.models import ExecutionRequest, SandboxUnavailable
+from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
+from chalicelib.sandbox.runtimes import UnknownRuntime
 from chalicelib.sandbox.selection import pick_sandbox
 from chalicelib.services.deps import Deps
-from chalicelib.services.lifecycle import finish, retry_or_give_up, slot_holder
+from chalicelib.services.lifecycle import end_job, slot_holder
+from chalicelib.services.ports import SyncSandbox
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,25 @@ def handle_message(deps: Deps, message: dict[str, Any]) -> str:
     if job.status is not JobStatus.QUEUED:
         # terminal (cancelled while queued, or a duplicate), or running under another worker's lease
         return f"skipped:{job.status.value}"
+    started = start(deps, job)
+    if started is None:
+        return "lost-race"
+    return run(deps, started)
+
+
+def start(deps: Deps, job: Job) -> Job | None:
+    """Take one of the owner's slots and move the job to running; None if another worker won the race.
+    RetryLater when every slot of the owner is taken."""
     policy = deps.settings.tier(job.tier)
     next_attempt = job.model_copy(update={"attempts": job.attempts + 1})
-    if not deps.counters.acquire_slot(job.key_id, slot_holder(next_attempt), policy.concurrency):
+    holder = slot_holder(next_attempt)
+    if not deps.counters.acquire_slot(job.key_id, holder, policy.concurrency):
         raise RetryLater(deps.settings.slot_wait_s, "all of the key's running slots are taken")
     now = deps.clock.now()
     kind = pick_sandbox(job.spec.sandbox, job.spec.limits, deps.settings.sandbox_mode == "local")
-    runs = max(1, len(job.spec.tests))
+    lease_until = now + job.spec.limits.wall_time_s * max(1, len(job.spec.tests)) + deps.settings.lease_grace_s
     try:
-        job = deps.jobs.transition(
+        running = deps.jobs.transition(
             job,
             JobStatus.RUNNING,
             {
@@ -59,28 +70,29 @@ def handle_message(deps: Deps, message: dict[str, Any]) -> str:
                 "attempts": job.attempts + 1,
                 "sandbox": kind,
                 "error": None,
-                "lease_until": now + job.spec.limits.wall_time_s * runs + deps.settings.lease_grace_s,
+                "lease_until": lease_until,
+                "due_at": lease_until,
             },
             expected_attempts=job.attempts,
         )
     except StaleState:
-        deps.counters.release_slot(job.key_id, slot_holder(next_attempt))
-        return "lost-race"
-    except Exception:
-        # Throttled or unreachable: nothing started. Give the slot back now (the reaper would, later)
-        # and let the message come back after its visibility timeout.
+        deps.counters.release_slot(job.key_id, holder)
+        return None
+    except PlatformFault:
+        # Throttled or unreachable: nothing started. Give the slot back now (the reaper would, later) and let
+        # the message come back after its visibility timeout.
         try:
-            deps.counters.release_slot(job.key_id, slot_holder(next_attempt))
-        except Exception:  # noqa: BLE001 - the reaper releases slots of jobs that are not running
-            log.warning("slot release failed", extra={"job_id": job.id})
+            deps.counters.release_slot(job.key_id, holder)
+        except PlatformFault:
+            log.warning("slot release failed; the reaper frees it", extra={"job_id": job.id})
         raise
-    deps.counters.job_started(job.tier)
-    deps.metric("QueueWait", job.queue_wait_ms or 0, "Milliseconds", tier=job.tier)
-    return run(deps, job, kind)
+    deps.counters.adjust_tier(job.tier, queued=-1, running=1)
+    deps.metric("QueueWait", running.queue_wait_ms or 0, "Milliseconds", tier=job.tier)
+    return running
 
 
-def run(deps: Deps, job: Job, kind: str) -> str:
-    """Run a started job in sandbox `kind` and record the outcome; platform faults retry with backoff."""
+def run(deps: Deps, job: Job) -> str:
+    """Run a started job in its sandbox and end it with the outcome; platform faults retry with backoff."""
     _append_run_log(deps, job)
     request = ExecutionRequest(
         job_id=job.id,
@@ -92,26 +104,33 @@ def run(deps: Deps, job: Job, kind: str) -> str:
         tests=job.spec.tests,
         limits=job.spec.limits,
     )
-    sandbox = deps.sandboxes.get(kind)
+    kind = job.sandbox or "local"
     try:
+        task_sandbox = deps.tasks.get(kind)
+        if task_sandbox is not None:
+            task_arn = task_sandbox.launch(request)
+            deps.jobs.record_task(job.id, job.attempts, task_arn)
+            return "launched"  # the task's stopped event ends it (services/fargate.py)
+        sandbox = deps.sandboxes.get(kind)
         if sandbox is None:
             raise SandboxUnavailable(f"no '{kind}' sandbox is configured")
-        if kind == "fargate":
-            task_arn = sandbox.launch(request)  # type: ignore[attr-defined]
-            deps.jobs.set_fields(job.id, {"task_arn": task_arn}, JobStatus.RUNNING)
-            return "launched"  # the ECS task-state-change event finishes it
         result = _run_watched(deps, job, sandbox, request)
-    except (SandboxUnavailable, ClientError, BotoCoreError) as exc:
+    except PlatformFault as exc:
         log.warning("platform fault", extra={"job_id": job.id, "error": str(exc)})
-        delay = retry_or_give_up(deps, job, f"platform fault: {exc}")
-        if delay is None:
-            return "dead-lettered"
-        raise RetryLater(delay, str(exc)) from exc
-    done = finish(deps, job, result)
-    return done.status.value if done else "discarded"
+        ended = end_job(deps, job, Faulted(f"platform fault: {exc}"))
+        if ended is not None and ended.retry_in_s is not None:
+            raise RetryLater(ended.retry_in_s, str(exc)) from exc
+        return ended.job.status.value if ended is not None else "discarded"
+    except UnknownRuntime as exc:
+        # The sandbox cannot run what the API accepted (a runtime it lacks): retrying cannot help.
+        log.error("sandbox refused the job", extra={"job_id": job.id, "error": str(exc)})
+        ended = end_job(deps, job, GaveUp(f"the sandbox cannot run this job: {exc}"))
+        return ended.job.status.value if ended is not None else "discarded"
+    ended = end_job(deps, job, Finished(result))
+    return ended.job.status.value if ended is not None else "discarded"
 
 
-def _run_watched(deps: Deps, job: Job, sandbox: Any, request: ExecutionRequest) -> Any:
+def _run_watched(deps: Deps, job: Job, sandbox: SyncSandbox, request: ExecutionRequest) -> ExecutionResult:
     """Run with a watcher that sets `cancel` as soon as the job is cancelled (the local run is killed)."""
     cancel = threading.Event()
     stop = threading.Event()

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.config import Settings
-from chalicelib.domain.errors import QueueFull, QuotaExceeded, StaleState, Unauthorized
+from chalicelib.config import settings_from_env
+from chalicelib.domain.errors import AlreadyExists, QueueFull, QuotaExceeded, StaleState, Unauthorized
 from chalicelib.domain.jobs import Job, JobSpec, JobStatus
 from chalicelib.sandbox.models import ExecutionResult, SandboxLimits
 from chalicelib.services.ports import ApiKey
@@ -21,7 +21,7 @@ LIMITS = SandboxLimits(wall_time_s=1, cpu_time_s=1, memory_mb=64, output_kb=8, p
 @pytest.fixture(params=["memory", "dynamodb"])
 def stores(request: pytest.FixtureRequest) -> Any:
     if request.param == "memory":
-        settings = Settings()
+        settings = settings_from_env({})
         return MemoryJobStore(), MemoryKeyStore(settings), MemoryCounters()
     request.getfixturevalue("stack_env")
     from chalicelib.bootstrap import get_deps
@@ -31,6 +31,7 @@ def stores(request: pytest.FixtureRequest) -> Any:
 
 
 def make_job(job_id: str, owner: str = "acme", seq: int = 1, created: float | None = None) -> Job:
+    created = created or time.time()
     return Job(
         id=job_id,
         owner=owner,
@@ -39,7 +40,8 @@ def make_job(job_id: str, owner: str = "acme", seq: int = 1, created: float | No
         status=JobStatus.QUEUED,
         spec=JobSpec(runtime="python3", limits=LIMITS),
         seq=seq,
-        created_at=created or time.time(),
+        created_at=created,
+        due_at=created + 60,
     )
 
 
@@ -68,12 +70,44 @@ def test_queue_position_and_due_work(stores: Any) -> None:
     for i in range(1, 5):
         jobs.create(make_job(f"q{i}", seq=i, created=now - 100))
     first = jobs.get("q1")
-    jobs.transition(first, JobStatus.RUNNING, {"attempts": 1, "lease_until": now - 1}, expected_attempts=0)
+    changes = {"attempts": 1, "lease_until": now - 1, "due_at": now - 1}
+    running = jobs.transition(first, JobStatus.RUNNING, changes, expected_attempts=0)
     assert jobs.count_queued_ahead("free", 4) == 2  # q2, q3 (q1 left the queue)
     assert jobs.count_queued_ahead("pro", 4) == 0
     assert [j.id for j in jobs.due(JobStatus.RUNNING, now)] == ["q1"]
     assert sorted(j.id for j in jobs.due(JobStatus.QUEUED, now)) == ["q2", "q3", "q4"]
     assert jobs.due(JobStatus.QUEUED, now - 1000) == []
+    assert jobs.count_active(JobStatus.QUEUED, "free") == 3 and jobs.count_active(JobStatus.RUNNING, "free") == 1
+    # the reaper moves its next look, and a terminal job leaves the work list
+    assert jobs.set_due("q2", JobStatus.QUEUED, now + 90)
+    assert not jobs.set_due("q2", JobStatus.RUNNING, now)  # not in that state: nothing written
+    assert sorted(j.id for j in jobs.due(JobStatus.QUEUED, now)) == ["q3", "q4"]
+    jobs.transition(running, JobStatus.FAILED, {"finished_at": now, "due_at": None}, expected_attempts=1)
+    assert jobs.due(JobStatus.RUNNING, now) == [] and jobs.count_active(JobStatus.RUNNING, "free") == 0
+
+
+def test_a_job_id_is_created_once(stores: Any) -> None:
+    jobs, _, _ = stores
+    jobs.create(make_job("dup"))
+    with pytest.raises(AlreadyExists):
+        jobs.create(make_job("dup"))
+
+
+def test_task_and_late_redrive_marks_are_conditional(stores: Any) -> None:
+    jobs, _, _ = stores
+    job = make_job("t1")
+    jobs.create(job)
+    assert not jobs.record_task("t1", 1, "arn:task/1")  # not running
+    running = jobs.transition(job, JobStatus.RUNNING, {"attempts": 1}, expected_attempts=0)
+    assert not jobs.record_task("t1", 2, "arn:task/2")  # another attempt
+    assert jobs.record_task("t1", 1, "arn:task/1") and jobs.get("t1").task_arn == "arn:task/1"
+    jobs.transition(running, JobStatus.QUEUED, {"due_at": 5.0}, expected_attempts=1)
+    assert jobs.mark_redriven_late("t1")
+    assert not jobs.mark_redriven_late("t1")  # once
+    stored = jobs.get("t1")
+    assert stored.redriven_late and stored.due_at is None
+    with pytest.raises(ValueError):
+        jobs.transition(stored, JobStatus.CANCELLED, {"not_a_field": 1})
 
 
 def test_listing_is_newest_first_and_paginated(stores: Any) -> None:
@@ -85,6 +119,9 @@ def test_listing_is_newest_first_and_paginated(stores: Any) -> None:
     assert [j.id for j in page.items] == ["l4", "l3", "l2"] and page.cursor
     rest = jobs.list_by_owner("acme", 3, page.cursor)
     assert [j.id for j in rest.items] == ["l1", "l0"]
+    for forged in ("not-a-cursor!", "bnVsbA==", "W10="):  # garbage, base64 of null, base64 of []
+        with pytest.raises(ValueError):
+            jobs.list_by_owner("acme", 3, forged)
 
 
 def test_keys_charge_and_refund(stores: Any) -> None:
@@ -114,7 +151,9 @@ def test_counters(stores: Any) -> None:
     assert counters.reserve_queue_place("free", 2) == (2, 1)
     with pytest.raises(QueueFull):
         counters.reserve_queue_place("free", 2)
-    counters.job_started("free")
+    counters.adjust_tier("free", queued=-1, running=1)
+    assert counters.tier_counts("free") == (1, 1)
+    counters.adjust_tier("free")  # no change: nothing written
     assert counters.tier_counts("free") == (1, 1)
     assert counters.acquire_slot("key_1", "a#1", 2) and counters.acquire_slot("key_1", "a#1", 2)
     assert counters.acquire_slot("key_1", "b#1", 2)
@@ -127,9 +166,11 @@ def test_counters(stores: Any) -> None:
     assert counters.claim_idempotency("s", "h2", "j2", 1.0) is None
     now = time.time()
     assert counters.recent_run_ms("free", now) is None
-    counters.record_run("free", 100, now)
+    counters.record_run("free", 100, now - 300)  # the previous 5-minute bucket still counts
     counters.record_run("free", 300, now)
     assert counters.recent_run_ms("free", now) == 200
+    assert counters.recent_run_ms("free", now + 900) is None  # older than two buckets: forgotten
+    assert counters.recent_run_ms("pro", now) is None
 
 
 def test_tier_counters_are_corrected_only_on_a_repeated_sighting(stores: Any) -> None:
@@ -142,6 +183,6 @@ def test_tier_counters_are_corrected_only_on_a_repeated_sighting(stores: Any) ->
     assert counters.tier_counts("pro") == (1, 0)
     counters.set_tier_counts("pro", 5, 0)
     assert not counters.correct_tier_counts("pro", (1, 0))
-    counters.release_queue_place("pro")  # the counters moved since the sighting: not touched
+    counters.adjust_tier("pro", queued=-1)  # the counters moved since the sighting: not touched
     assert not counters.correct_tier_counts("pro", (1, 0))
     assert counters.tier_counts("pro") == (4, 0)

@@ -25,7 +25,9 @@ def test_cleanup_passes_keep_working_after_a_transient_drift(stack_env: dict[str
 
     deps = get_deps()
     deps.counters.set_tier_counts("free", 1, 0)  # no such job: a drift
-    reap(deps)  # noted
-    deps.counters.set_tier_counts("free", 0, 0)
-    reap(deps)
-    reap(deps)
+    deps.counters.set_tier_counts("pro", 2, 0)  # and one in a later tier, which every pass must still reach
+    assert "counters_reconciled" not in reap(deps)  # both noted
+    deps.counters.set_tier_counts("free", 0, 0)  # the free drift went away by itself
+    assert reap(deps).get("counters_reconciled") == 1  # the pass clears free's note and corrects pro
+    assert deps.counters.tier_counts("free") == (0, 0) and deps.counters.tier_counts("pro") == (0, 0)
+    assert "counters_reconciled" not in reap(deps)

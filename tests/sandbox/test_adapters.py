@@ -16,6 +16,7 @@ from moto import mock_aws
 
 from chalicelib.adapters.fargate_sandbox import FargateSandbox, parse_task_state_change
 from chalicelib.adapters.lambda_sandbox import LambdaSandbox
+from chalicelib.domain.errors import DependencyThrottled, DependencyUnavailable
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable, SourceFile
 from chalicelib.sandbox.runtimes import UnknownRuntime
 
@@ -53,10 +54,10 @@ def test_lambda_success(lambda_client: Any) -> None:
     assert (got.stdout, got.sandbox) == ("1\n", "lambda")
 
 
-def test_lambda_throttle_is_unavailable(lambda_client: Any) -> None:
+def test_lambda_throttle_is_a_throttled_dependency(lambda_client: Any) -> None:
     with Stubber(lambda_client) as stub:
         stub.add_client_error("invoke", "TooManyRequestsException", "Rate exceeded", 429)
-        with pytest.raises(SandboxUnavailable, match="TooManyRequestsException"):
+        with pytest.raises(DependencyThrottled, match="TooManyRequestsException"):
             LambdaSandbox("sandbox", client=lambda_client).run(REQUEST)
 
 
@@ -76,12 +77,19 @@ def test_lambda_rejected_request_is_not_retryable(lambda_client: Any) -> None:
             LambdaSandbox("sandbox", client=lambda_client).run(REQUEST)
 
 
+def test_lambda_missing_function_is_sandbox_unavailable(lambda_client: Any) -> None:
+    with Stubber(lambda_client) as stub:
+        stub.add_client_error("invoke", "ResourceNotFoundException", "Function not found", 404)
+        with pytest.raises(SandboxUnavailable, match="ResourceNotFoundException"):
+            LambdaSandbox("sandbox", client=lambda_client).run(REQUEST)
+
+
 def test_lambda_read_timeout_is_unavailable(lambda_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     def timeout(**_: Any) -> Any:
         raise ReadTimeoutError(endpoint_url="https://lambda.us-east-1.amazonaws.com")
 
     monkeypatch.setattr(lambda_client, "invoke", timeout)
-    with pytest.raises(SandboxUnavailable, match="unreachable"):
+    with pytest.raises(DependencyUnavailable, match="unreachable"):
         LambdaSandbox("sandbox", client=lambda_client).run(REQUEST)
 
 

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.config import DEFAULT_TIERS
-from chalicelib.domain.errors import IllegalTransition
+from chalicelib.domain.errors import IllegalTransition, QuotaExceeded
 from chalicelib.domain.jobs import ALLOWED, TERMINAL, JobStatus, check_transition, status_for
-from chalicelib.domain.quotas import QuotaState, day_reset, decide, minute_reset, minute_window, refunded
+from chalicelib.domain.quotas import QuotaState, charged, day_reset, minute_reset, minute_window, refunded
 from chalicelib.sandbox.models import ExecutionResult, FailureReason, TestResult, TestSummary, TestVerdict
 
 
@@ -80,16 +80,18 @@ def test_windows_never_admit_more_than_the_limits(offsets: list[float]) -> None:
     per_minute: dict[int, int] = {}
     per_day: dict[str, int] = {}
     for t in sorted(base + o for o in offsets):
-        decision = decide(state, t, FREE)
         mw, dw = minute_window(t), state.current(t).d_win
-        if decision.allowed:
-            state = decision.state
-            per_minute[mw] = per_minute.get(mw, 0) + 1
-            per_day[dw] = per_day.get(dw, 0) + 1
-        else:
+        try:
+            state = charged(state, t, FREE)
+        except QuotaExceeded as refused:
             assert per_minute.get(mw, 0) >= FREE.per_minute or per_day.get(dw, 0) >= FREE.per_day
-            assert decision.retry_after >= 1
-            assert t + decision.retry_after >= (minute_reset(t) if decision.code == "rate_limited" else day_reset(t))
+            assert refused.retry_after_s >= 1
+            reset = minute_reset(t) if refused.quota == "per_minute" else day_reset(t)
+            assert t + refused.retry_after_s >= reset
+            assert refused.usage is not None and refused.usage.minute_reset == minute_reset(t)
+            continue
+        per_minute[mw] = per_minute.get(mw, 0) + 1
+        per_day[dw] = per_day.get(dw, 0) + 1
     assert all(n <= FREE.per_minute for n in per_minute.values())
     assert all(n <= FREE.per_day for n in per_day.values())
 
@@ -97,9 +99,11 @@ def test_windows_never_admit_more_than_the_limits(offsets: list[float]) -> None:
 def test_daily_quota_names_itself_and_resets_at_utc_midnight() -> None:
     t = 1_800_000_000.0
     state = QuotaState(minute_window(t), 0, QuotaState().current(t).d_win, FREE.per_day)
-    decision = decide(state, t, FREE)
-    assert not decision.allowed and decision.code == "daily_quota_exceeded"
-    assert decide(state, day_reset(t) + 1, FREE).allowed
+    with pytest.raises(QuotaExceeded) as refused:
+        charged(state, t, FREE)
+    assert refused.value.code == "daily_quota_exceeded" and refused.value.quota == "per_day"
+    assert refused.value.details["limit"] == FREE.per_day
+    assert charged(state, day_reset(t) + 1, FREE).d_n == 1
 
 
 @given(st.integers(0, 50), st.integers(0, 50))
@@ -114,7 +118,6 @@ def test_refund_gives_back_one_and_never_goes_negative(m: int, d: int) -> None:
 
 def test_callback_url_is_refused_until_callbacks_exist() -> None:
     import pydantic
-    import pytest
 
     from chalicelib.domain.requests import SubmitRequest
 
@@ -123,10 +126,30 @@ def test_callback_url_is_refused_until_callbacks_exist() -> None:
 
 
 def test_settings_refuse_a_tier_whose_workers_one_key_could_fill() -> None:
-    import pytest
-
     from chalicelib.config import settings_from_env
 
     assert settings_from_env({}).capacity("free") == 4
     with pytest.raises(ValueError, match="one key's backlog can starve the tier"):
         settings_from_env({"CODERUNNER_TIERS_JSON": '{"free": {"concurrency": 4}}'})
+
+
+def test_settings_refuse_a_tier_that_is_not_deployed() -> None:
+    from chalicelib.config import settings_from_env
+
+    gold = '{"gold": {"per_minute": 1, "per_day": 1, "concurrency": 1, "max_wall_time_s": 1, "max_memory_mb": 64, '
+    gold += '"queue_cap": 1, "weight": 1}}'
+    with pytest.raises(ValueError, match="tier 'gold' has no queue, DLQ, workers or alarms"):
+        settings_from_env({"CODERUNNER_TIERS_JSON": gold})
+
+
+def test_every_setting_is_read_from_the_environment_with_one_prefix() -> None:
+    from chalicelib.config import Settings, settings_from_env
+
+    given = {"stage": "qa", "max_attempts": "5", "fargate_subnets": "subnet-a, subnet-b", "sandbox_mode": "cloud"}
+    settings = settings_from_env({f"CODERUNNER_{k.upper()}": v for k, v in given.items()})
+    assert (settings.stage, settings.max_attempts, settings.sandbox_mode) == ("qa", 5, "cloud")
+    assert settings.fargate_subnets == ["subnet-a", "subnet-b"]
+    assert settings_from_env({"CODERUNNER_TIERS_JSON": '{"free": {"per_minute": 5}}'}).tier("free").per_minute == 5
+    assert set(Settings.model_fields) >= {"lease_grace_s", "ip_per_minute", "run_log"}  # all plain fields
+    with pytest.raises(ValueError):
+        settings_from_env({"CODERUNNER_MAX_ATTEMPTS": "many"})

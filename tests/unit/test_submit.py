@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.config import Settings, TierPolicy
+from chalicelib.config import TierPolicy, settings_from_env
 from chalicelib.domain.errors import Conflict, QueueFull, QuotaExceeded, Unauthorized, ValidationFailed
 from chalicelib.domain.jobs import JobStatus
 from chalicelib.services.keys import create_key, revoke_key
@@ -26,7 +26,7 @@ def test_accepted_job_is_queued_and_sent_with_a_per_key_group(deps: Any, key: st
     assert (tier, job_id, dedup) == ("free", job.id, job.id)
     assert group.startswith(job.key_id + ".")
     assert accepted.position == 0
-    assert accepted.headers["X-RateLimit-Remaining"] == "9"
+    assert accepted.usage is not None and accepted.usage.minute_remaining == 9
 
 
 def test_a_keys_jobs_spread_over_as_many_groups_as_it_may_run_at_once(deps: Any, key: str) -> None:
@@ -86,9 +86,9 @@ def test_per_minute_quota_then_reset(deps: Any, key: str) -> None:
         submit_job(deps, key, JOB)
     with pytest.raises(QuotaExceeded) as err:
         submit_job(deps, key, JOB)
-    assert err.value.code == "rate_limited"
-    assert int(err.value.headers["Retry-After"]) >= 1
-    assert err.value.headers["X-RateLimit-Remaining"] == "0"
+    assert err.value.code == "rate_limited" and err.value.quota == "per_minute"
+    assert err.value.retry_after_s >= 1
+    assert err.value.usage is not None and err.value.usage.minute_remaining == 0
     deps.clock.advance(60)
     submit_job(deps, key, JOB)
 
@@ -111,7 +111,9 @@ def test_full_queue_is_503_and_consumes_no_quota(deps: Any) -> None:
     submit_job(deps, key, JOB)
     with pytest.raises(QueueFull) as err:
         submit_job(deps, key, JOB)
-    assert err.value.status == 503 and "Retry-After" in err.value.headers
+    assert (err.value.tier, err.value.cap) == ("free", 2) and err.value.retry_after_s > 0
+    # the refused submit was given back: the usage it reports counts only the two accepted ones
+    assert err.value.usage is not None and err.value.usage.minute_remaining == 8
     stored = next(iter(deps.keys.keys.values()))
     assert stored.quota.m_n == 2
 
@@ -135,7 +137,7 @@ def test_refused_idempotent_request_can_be_retried(deps: Any, key: str) -> None:
 
 
 def test_send_failure_still_answers_202_and_the_reaper_redrives(key: str) -> None:
-    deps = make_deps(Settings(), FakeClock())
+    deps = make_deps(settings_from_env({}), FakeClock())
     key = create_key(deps, "acme", "free")[0]
     queue: MemoryQueue = deps.queue  # type: ignore[assignment]
     queue.fail_sends = 1

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
-from chalicelib.domain.errors import Conflict, NotFound
+from chalicelib.domain.errors import Conflict, DependencyThrottled, DependencyUnavailable, NotFound
 from chalicelib.domain.jobs import JobStatus
 from chalicelib.sandbox.models import ExecutionResult, FailureReason, SandboxUnavailable
 from chalicelib.services import lifecycle
 from chalicelib.services.keys import authenticate, create_key
-from chalicelib.services.reaper import dead_letter, reap
+from chalicelib.services.reaper import dead_letter
 from chalicelib.services.submit import submit_job
 from chalicelib.services.worker import RetryLater, handle_message
 from tests.fakes import FakeSandbox
@@ -77,11 +76,13 @@ def test_a_key_at_its_concurrency_waits_without_running(deps: Any, key: str) -> 
     "fault",
     [
         SandboxUnavailable("throttled"),
-        ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "Invoke"),
-        ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}, "UpdateItem"),
+        DependencyThrottled("lambda throttled: TooManyRequestsException"),
+        DependencyUnavailable("dynamodb failed: InternalServerError"),
     ],
 )
-def test_platform_faults_retry_with_backoff_then_dead_letter_and_refund(deps: Any, key: str, fault: Exception) -> None:
+def test_platform_faults_retry_with_backoff_then_error_refund_and_dead_letter(
+    deps: Any, key: str, fault: Exception
+) -> None:
     sandbox = FakeSandbox()
     sandbox.fail_with = [fault, fault, fault]
     deps.sandboxes["local"] = sandbox
@@ -94,9 +95,9 @@ def test_platform_faults_retry_with_backoff_then_dead_letter_and_refund(deps: An
         delays.append(err.value.delay_s)
         assert deps.jobs.get(job_id).status is JobStatus.QUEUED
     assert delays == [2, 4]  # exponential
-    assert deliver(deps, job_id) == "dead-lettered"
+    assert deliver(deps, job_id) == "error"  # attempts spent: error, refunded, and handed to the DLQ hook
     assert deps.queue.dlq[0][1] == job_id
-    assert dead_letter(deps, {"job_id": job_id, "reason": deps.queue.dlq[0][2]}) == "errored"
+    assert dead_letter(deps, {"job_id": job_id, "reason": deps.queue.dlq[0][2]}) == "skipped"
     job = deps.jobs.get(job_id)
     assert job.status is JobStatus.ERROR and job.attempts == 3 and job.error.startswith("platform fault")
     assert used_today(deps) == 0  # refunded
@@ -152,72 +153,6 @@ def test_another_callers_job_is_404_like_an_unknown_one(deps: Any, key: str) -> 
     with pytest.raises(NotFound) as b:
         lifecycle.cancel(deps, other, "nope")
     assert a.value.message.replace(job_id, "X") == b.value.message.replace("nope", "X")
-
-
-def test_reaper_retries_a_job_whose_worker_died_then_gives_up(deps: Any, key: str) -> None:
-    job_id = submit(deps, key)
-    deps.queue.sent.clear()
-    for attempt in range(1, 4):
-        job = deps.jobs.get(job_id)
-        # a worker starts it and dies: nothing finishes the run
-        started = deps.jobs.transition(
-            job,
-            JobStatus.RUNNING,
-            {"attempts": attempt, "started_at": deps.clock.now(), "lease_until": deps.clock.now() + 10},
-            expected_attempts=attempt - 1,
-        )
-        deps.counters.job_started("free")
-        deps.counters.acquire_slot(started.key_id, f"{job_id}#{attempt}", 2)
-        deps.clock.advance(11)
-        actions = reap(deps)
-        if attempt < 3:
-            assert actions["running_retried"] == 1
-            assert deps.jobs.get(job_id).status is JobStatus.QUEUED
-            assert deps.queue.sent[-1][3] == f"{job_id}#retry{attempt}"
-        else:
-            assert actions["running_errored"] == 1
-    job = deps.jobs.get(job_id)
-    assert job.status is JobStatus.ERROR and used_today(deps) == 0
-    assert deps.counters.slot_holders()[job.key_id] == set()
-    assert deps.counters.tier_counts("free") == (0, 0)
-
-
-def test_reaper_releases_leaked_slots(deps: Any, key: str) -> None:
-    job_id = submit(deps, key)
-    deliver(deps, job_id)
-    owner = deps.jobs.get(job_id).key_id
-    deps.counters.acquire_slot(owner, f"{job_id}#1", 2)  # a release that never happened
-    deps.counters.acquire_slot(owner, "vanished#1", 2)
-    assert reap(deps)["slots_released"] == 2
-    assert deps.counters.slot_holders()[owner] == set()
-
-
-def test_reaper_redrives_late_orphans_once(deps: Any, key: str) -> None:
-    deps.queue.fail_sends = 1
-    job_id = submit(deps, key)
-    deps.clock.advance(400)  # past SQS's deduplication window
-    assert reap(deps).get("queued_redriven_late") == 1
-    assert deps.queue.sent[-1][3] == f"{job_id}#late"
-    deps.clock.advance(400)
-    assert "queued_redriven_late" not in reap(deps)
-
-
-def test_reaper_corrects_drifted_tier_counters_on_the_second_sighting(deps: Any, key: str) -> None:
-    submit(deps, key)  # one job really queued
-    deps.counters.set_tier_counts("free", 3, 1)  # a worker died between writes, twice
-    assert "counters_reconciled" not in reap(deps)  # first sighting: could be a lagging index
-    assert deps.counters.tier_counts("free") == (3, 1)
-    assert reap(deps)["counters_reconciled"] == 1
-    assert deps.counters.tier_counts("free") == (1, 0)
-    assert "counters_reconciled" not in reap(deps)
-
-
-def test_reaper_leaves_counters_that_moved_between_passes(deps: Any, key: str) -> None:
-    deps.counters.set_tier_counts("free", 2, 0)
-    reap(deps)
-    submit(deps, key)  # the counters move: the earlier sighting no longer holds
-    assert "counters_reconciled" not in reap(deps)
-    assert deps.counters.tier_counts("free") == (3, 0)
 
 
 def test_a_malformed_message_is_dropped_not_retried_into_the_dlq(deps: Any, key: str) -> None:

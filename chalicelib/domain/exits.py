@@ -1,0 +1,163 @@
+"""How a job leaves `queued` or `running`, and everything that follows from it, decided in one pure function.
+
+An exit is a typed fact about what happened to the job (the sandbox answered, the platform failed, the owner
+cancelled, the reaper found it past its lease, the platform gave up). `plan_exit` turns the job and its exit
+into an `ExitPlan`: the state to write and every consequence (tier counters, the running slot, a refund, the
+next message, the task to stop, run statistics). `services.lifecycle.end_job` applies a plan; nothing else
+moves a job out of `queued` or `running`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from chalicelib.domain.jobs import Job, JobStatus, status_for
+from chalicelib.sandbox.models import ExecutionResult
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The sandbox ran the job and answered (the user's program succeeded or failed: a result either way)."""
+
+    result: ExecutionResult
+
+
+@dataclass(frozen=True)
+class Faulted:
+    """The platform failed this attempt (sandbox unavailable or throttled, an AWS fault, a task without a
+    result). `message_held`: the caller still holds the job's queue message (the worker does; the Fargate
+    completion does not, so a retry needs a new message)."""
+
+    reason: str
+    message_held: bool = True
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """The owner cancelled the job."""
+
+
+@dataclass(frozen=True)
+class Lost:
+    """The reaper found the job running past its lease: its worker died or hung."""
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """The platform gave up on the job (its message reached the tier's dead-letter queue)."""
+
+    reason: str
+
+
+Exit = Finished | Faulted | Cancelled | Lost | GaveUp
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    retry_base_s: int
+    orphan_after_s: int  # a queued job whose message did not come back by then is re-sent by the reaper
+
+
+@dataclass(frozen=True)
+class NextMessage:
+    """What happens to the job's queue message: the held one comes back after a delay, a new one is sent
+    (with its own deduplication id), or the job is dead-lettered (the DLQ consumer's hook)."""
+
+    kind: Literal["delay", "resend", "dead_letter"]
+    delay_s: int = 0
+    dedup_id: str = ""
+    reason: str = ""
+
+
+Metric = tuple[str, float, str, dict[str, str]]  # name, value, unit, dimensions
+
+
+@dataclass(frozen=True)
+class ExitPlan:
+    """A state change and all its consequences. Deltas are for the tier's (queued, running) counters."""
+
+    status: JobStatus
+    changes: dict[str, Any]
+    queued_delta: int = 0
+    running_delta: int = 0
+    release_slot: bool = False
+    stop_task: str | None = None  # why the job's task (if it has one) is stopped
+    refund: bool = False
+    run_ms: int | None = None
+    message: NextMessage | None = None
+    metrics: list[Metric] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+
+def plan_exit(job: Job, exit_: Exit, policy: RetryPolicy, now: float) -> ExitPlan:
+    """The plan for `job` (queued or running) leaving its state through `exit_` at `now`."""
+    if isinstance(exit_, Finished):
+        return _finished(job, exit_.result, now)
+    if isinstance(exit_, Faulted):
+        return _retry_or_error(job, exit_.reason, policy, now, held=exit_.message_held)
+    if isinstance(exit_, Lost):
+        return _retry_or_error(job, "worker lost past its deadline", policy, now, held=False)
+    if isinstance(exit_, Cancelled):
+        return _terminal(job, JobStatus.CANCELLED, now, {}, why="cancelled by the user")
+    return _terminal(job, JobStatus.ERROR, now, {"error": exit_.reason}, refund=True, why=exit_.reason)
+
+
+def _leaving(job: Job, why: str) -> dict[str, Any]:
+    """Counter deltas, slot release and task stop for leaving the job's current state."""
+    if job.status is JobStatus.RUNNING:
+        return {"running_delta": -1, "release_slot": True, "stop_task": why if job.task_arn else None}
+    return {"queued_delta": -1}
+
+
+def _terminal(
+    job: Job, status: JobStatus, now: float, changes: dict[str, Any], *, refund: bool = False, why: str = "ended"
+) -> ExitPlan:
+    refund = refund and bool(job.key_hash) and not job.refunded
+    if refund:
+        changes = {**changes, "refunded": True}  # written with the state: only the winner of the race refunds
+    return ExitPlan(
+        status=status,
+        changes={"finished_at": now, "lease_until": None, "due_at": None, **changes},
+        refund=refund,
+        metrics=[("JobsFinished", 1, "Count", {"tier": job.tier, "status": status.value})],
+        **_leaving(job, why),
+    )
+
+
+def _finished(job: Job, result: ExecutionResult, now: float) -> ExitPlan:
+    plan = _terminal(job, status_for(result), now, {"result": result})
+    metrics: list[Metric] = [*plan.metrics, ("RunTime", result.wall_ms, "Milliseconds", {"tier": job.tier})]
+    if job.started_at is not None:
+        overhead = max(0, int((now - job.started_at) * 1000) - result.wall_ms)
+        metrics.append(("SandboxOverhead", overhead, "Milliseconds", {"tier": job.tier, "sandbox": result.sandbox}))
+    return replace(plan, run_ms=result.wall_ms, metrics=metrics)
+
+
+def _retry_or_error(job: Job, reason: str, policy: RetryPolicy, now: float, *, held: bool) -> ExitPlan:
+    """Back to the queue while attempts remain; else `error` (refunded) and the dead-letter hook."""
+    fault: list[Metric] = [("PlatformFaults", 1, "Count", {"tier": job.tier})]
+    if job.attempts >= policy.max_attempts:
+        error = f"{reason} (after {job.attempts} attempts)"
+        plan = _terminal(job, JobStatus.ERROR, now, {"error": error}, refund=True, why=reason)
+        message = NextMessage("dead_letter", reason=reason)
+        return replace(plan, message=message, metrics=fault + plan.metrics)
+    delay = int(policy.retry_base_s**job.attempts)
+    if held:
+        message = NextMessage("delay", delay_s=delay)
+    else:
+        message = NextMessage("resend", dedup_id=f"{job.id}#retry{job.attempts}")
+    return ExitPlan(
+        status=JobStatus.QUEUED,
+        # A queued job is always due for the reaper's orphan check: if the message is lost with its worker,
+        # the job is sent again rather than left queued forever.
+        changes={"lease_until": None, "error": f"{reason}; retrying", "due_at": now + delay + policy.orphan_after_s},
+        queued_delta=1,
+        message=message,
+        metrics=fault,
+        **_leaving(job, reason),
+    )
