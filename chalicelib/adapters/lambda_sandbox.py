@@ -12,7 +12,7 @@ from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, Sandbox
 from chalicelib.sandbox.runtimes import UnknownRuntime
 
 # Errors raised by the sandbox function for a request it refuses: not retryable, the request is wrong.
-_REQUEST_ERRORS = {"UnknownRuntime", "InvalidRequest", "ValidationError"}
+_REQUEST_ERRORS = {"UnknownRuntime", "InvalidRequest", "ToolArgsRejected", "ValidationError"}
 
 
 class LambdaSandbox:

@@ -47,6 +47,10 @@ class SandboxLimits(BaseModel):
     processes: int = Field(gt=0)
 
 
+# What a runtime or tool gets when neither it nor the job says otherwise (then capped by the tier).
+DEFAULT_LIMITS = SandboxLimits(wall_time_s=5, cpu_time_s=5, memory_mb=256, output_kb=64, processes=32)
+
+
 class SourceFile(BaseModel):
     """A file written into the job's fresh work dir before the run; `path` is relative to it."""
 

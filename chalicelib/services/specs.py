@@ -10,6 +10,7 @@ from chalicelib.config import Settings, TierPolicy
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.jobs import JobSpec
 from chalicelib.domain.requests import SubmitRequest
+from chalicelib.sandbox import tools
 from chalicelib.sandbox.models import SandboxLimits, SourceFile, TestCase
 from chalicelib.sandbox.selection import pick_sandbox
 from chalicelib.services import catalog
@@ -86,6 +87,14 @@ def _check_sandbox(requested: str, limits: SandboxLimits, settings: Settings) ->
         raise _invalid("sandbox", str(exc)) from exc
 
 
+def _check_tool_args(tool: str, args: list[str]) -> None:
+    """A tool's args must fit its grammar (nothing that runs a program or names a file): 422 naming `args.N`."""
+    try:
+        tools.canonical_args(tool, args)
+    except tools.ArgumentRejected as exc:
+        raise _invalid(f"args.{exc.index}", exc.message) from exc
+
+
 def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobSpec:
     """The runnable spec, or ValidationFailed naming the field (unknown or unavailable runtime, sizes, caps)."""
     _check_sizes(req, settings)
@@ -99,6 +108,8 @@ def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobS
         raise _invalid(field, f"unknown {field} '{what}'; see GET /v1/runtimes")
     if not entry.available:
         raise _invalid(field, f"{field} '{what}' is not available on this deployment; see GET /v1/runtimes")
+    if req.tool is not None:
+        _check_tool_args(req.tool, req.args)
     if req.source is not None:
         files = [SourceFile(path=entry.entry_file, content=req.source)]
     else:

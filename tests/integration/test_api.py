@@ -161,3 +161,40 @@ def test_quota_429_headers_and_nothing_consumed(client: Any) -> None:
     assert refused.headers["X-RateLimit-Remaining"] == "0"
     usage = body(client.http.get("/v1/usage", headers=auth(key)))
     assert usage["per_minute"]["used"] == 10 and usage["per_day"]["used"] == 10
+
+
+@pytest.mark.parametrize(
+    ("job", "field", "names"),
+    [
+        ({"tool": "sort", "args": ["--compress-program=/bin/sh", "-S", "1"]}, "args.0", "'--compress-program'"),
+        ({"tool": "sort", "args": ["-n", "-o", "/tmp/x"]}, "args.1", "'-o'"),
+        ({"tool": "wc", "args": ["--files0-from=/etc/passwd"]}, "args.0", "'--files0-from'"),
+        ({"tool": "sort", "args": ["--compress=/bin/sh"]}, "args.0", "abbreviation of '--compress-program'"),
+        ({"tool": "base64", "args": ["-d", "--", "/etc/passwd"]}, "args.2", "operand"),
+    ],
+)
+def test_tool_args_outside_the_grammar_are_a_422_naming_the_argument(
+    client: Any, job: dict[str, Any], field: str, names: str
+) -> None:
+    key = new_key()
+    resp = post(client, key, {**job, "stdin": "echo pwned\n"})
+    assert resp.status_code == 422, resp.body
+    error = body(resp)["error"]
+    assert error["code"] == "validation_error"
+    assert error["details"][0]["field"] == field and names in error["details"][0]["message"], error
+    assert body(client.http.get("/v1/usage", headers=auth(key)))["per_minute"]["used"] == 0  # nothing consumed
+
+
+def test_tool_jobs_run_their_allowed_args_and_runtimes_lists_them(client: Any) -> None:
+    key = new_key()
+    job = body(post(client, key, {"tool": "sort", "args": ["-t,", "-k2,2n"], "stdin": "a,10\nb,9\n"}))
+    drain()
+    got = body(client.http.get(f"/v1/jobs/{job['id']}?wait=2", headers=auth(key)))
+    assert got["status"] == "succeeded" and got["result"]["stdout"] == "b,9\na,10\n", got
+    tools = {t["name"]: t for t in body(client.http.get("/v1/runtimes", headers=auth(key)))["tools"]}
+    assert {"-k", "--key"} <= {s for a in tools["sort"]["arguments"] for s in a["spellings"]}
+    assert [a["spellings"] for a in tools["base64"]["arguments"]] == [
+        ["-d", "--decode"],
+        ["-i", "--ignore-garbage"],
+        ["-w", "--wrap"],
+    ]
