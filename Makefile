@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_STAMP := .dev/.debs
-DEBS := bubblewrap python3-seccomp nodejs
+DEBS := bubblewrap python3-seccomp nodejs chromium
 
 .PHONY: dev test lint bench chaos package clean install debs
 

@@ -13,6 +13,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
+from chalicelib import web
 from chalicelib.bootstrap import get_deps
 from chalicelib.config import APP_NAME, get_settings, queue_name
 from chalicelib.domain.errors import (
@@ -201,6 +202,32 @@ def runtimes() -> dict[str, Any]:
 def queue() -> dict[str, Any]:
     _caller()
     return queries.queue_status(get_deps()).model_dump(mode="json")
+
+
+# --- Static pages: the playground at `/`, its assets at `/static/{name}` (chalicelib/web). No key needed. ---
+# Another page (e.g. `/docs`) is one more route calling `web.serve_page` with its own HTML file.
+def _static(reply: web.Reply) -> Response:
+    return Response(body=reply.body, status_code=reply.status, headers=dict(reply.headers))
+
+
+@app.route("/", methods=["GET"])
+@api
+def playground() -> Response:
+    request = _request()
+    context: Mapping[str, Any] = request.context or {}
+    return _static(web.serve_page("playground.html", request.headers.get("if-none-match"), context.get("path")))
+
+
+@app.route("/static/{name}", methods=["GET"])
+@api
+def static_file(name: str) -> Response:
+    request = _request()
+    params: Mapping[str, str] = request.query_params or {}
+    version = params.get("v")
+    return _static(web.serve_asset(name, version, request.headers.get("if-none-match")))
+
+
+# --- end of static pages ---
 
 
 def _worker_queue(tier: str, dead_letter: bool = False) -> str:
