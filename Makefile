@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 # Debian packages the local sandbox needs (bubblewrap, seccomp for the filter, Node.js for the runtime).
-$(DEB_STAMP):
+$(DEB_STAMP): Makefile
 	@mkdir -p .dev
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
