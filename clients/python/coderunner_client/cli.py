@@ -7,6 +7,7 @@ the code-runner checkout when it is importable.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -22,13 +23,21 @@ from rich.console import Console
 from rich.table import Table
 
 from coderunner_client.client import Client
-from coderunner_client.display import describe, first_failing_test, signal_number, status_line
+from coderunner_client.display import (
+    SilentStatus,
+    StatusLine,
+    describe,
+    first_failing_test,
+    signal_number,
+    status_line,
+)
 from coderunner_client.errors import (
     AuthenticationError,
     CodeRunnerError,
     RetryableError,
     ServerError,
     TransportError,
+    WaitTimeout,
 )
 from coderunner_client.models import Job
 
@@ -254,27 +263,36 @@ def _job_body(args: argparse.Namespace, io: Io) -> dict[str, Any]:
 
 
 def run(client: Client, args: argparse.Namespace, io: Io) -> int:
-    body = _job_body(args, io)
-    job = client.submit(**body)
-    line = None if args.json else status_line(io.stderr)
-    deadline = None if args.wait_timeout is None else time.monotonic() + args.wait_timeout
+    submitted = client.submit(**_job_body(args, io))
+    line = SilentStatus() if args.json else status_line(io.stderr)
     try:
-        while not job.terminal:
-            if line:
-                line.show(describe(job))
-            if deadline is not None and time.monotonic() >= deadline:
-                io.stderr.write(f"still {job.status} after {args.wait_timeout:g} s: job {job.id} goes on\n")
-                return EXIT_BUSY
-            left = _POLL_S if deadline is None else max(0.0, min(_POLL_S, deadline - time.monotonic()))
-            job = client.get(job.id, wait=left)
+        job = _follow(client, submitted, line, args.wait_timeout)
+    except WaitTimeout:
+        io.stderr.write(f"still not finished after {args.wait_timeout:g} s: job {submitted.id} goes on\n")
+        return EXIT_BUSY
     except KeyboardInterrupt:
-        client.cancel(job.id)
-        io.stderr.write(f"\ninterrupted: job {job.id} cancelled\n")
+        line.close()
+        with contextlib.suppress(CodeRunnerError):  # it may have finished meanwhile
+            client.cancel(submitted.id)
+        io.stderr.write(f"\ninterrupted: job {submitted.id} cancelled\n")
         return EXIT_INTERRUPTED
-    if line:
-        line.finish(describe(job))
+    finally:
+        line.close()
     _print_result(job, args.json, io)
     return exit_code(job)
+
+
+def _follow(client: Client, job: Job, line: StatusLine, wait_timeout: float | None) -> Job:
+    """Poll the job until it is terminal, showing where it is; `WaitTimeout` after `wait_timeout` seconds."""
+    deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
+    while not job.terminal:
+        line.show(describe(job))
+        left = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+        if left <= 0:
+            raise WaitTimeout(job.id, wait_timeout or 0.0)
+        job = client.get(job.id, wait=left)
+    line.finish(describe(job))
+    return job
 
 
 def _print_result(job: Job, as_json: bool, io: Io) -> None:

@@ -14,9 +14,27 @@ from coderunner_client.models import Job, TestCaseResult
 
 
 class StatusLine(Protocol):
-    def show(self, text: str) -> None: ...
+    def show(self, text: str) -> None:
+        """Where the job is now (the line changes in place, or a new plain line when it changed)."""
 
-    def finish(self, text: str) -> None: ...
+    def finish(self, text: str) -> None:
+        """The verdict: the line's last state, which stays."""
+
+    def close(self) -> None:
+        """Leave the terminal as it was (after an error or Ctrl-C too); harmless when already finished."""
+
+
+class SilentStatus:
+    """No status line (`--json`: stdout is for the job, stderr stays quiet)."""
+
+    def show(self, text: str) -> None:
+        pass
+
+    def finish(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class PlainStatus:
@@ -33,6 +51,9 @@ class PlainStatus:
 
     def finish(self, text: str) -> None:
         self.show(text)
+
+    def close(self) -> None:
+        pass
 
 
 class LiveStatus:
@@ -51,9 +72,14 @@ class LiveStatus:
     def finish(self, text: str) -> None:
         self.live.update(Text(text))
         if self.started:
-            self.live.stop()
+            self.close()
         else:
             self.live.console.print(text)
+
+    def close(self) -> None:
+        if self.started:
+            self.live.stop()
+            self.started = False
 
 
 def status_line(stream: TextIO) -> StatusLine:

@@ -195,7 +195,7 @@ def test_refusals_have_their_exit_codes_and_never_print_the_key(
 
 def test_wait_timeout_leaves_the_job_and_exits_75(program: Path) -> None:
     got = run(FakeApi(job("queued", position=0, estimated_wait_s=0)), "run", str(program), "--wait-timeout", "0")
-    assert got.code == crcli.EXIT_BUSY and "job j1 goes on" in got.err
+    assert got.code == crcli.EXIT_BUSY and "job j1 goes on" in got.err and "queued at position 3" in got.err
 
 
 def test_the_local_stacks_files_give_the_key_and_url(tmp_path: Path, program: Path) -> None:
