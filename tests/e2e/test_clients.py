@@ -63,21 +63,23 @@ def test_a_queued_job_shows_its_position_and_eta(stack: StackProcess, tmp_path: 
         assert timestamp(mine.raw["started_at"]) >= min(timestamp(f) for f in finished)
 
 
-def test_the_examples_run_as_written(stack: StackProcess) -> None:
+def example(stack: StackProcess, name: str) -> subprocess.CompletedProcess[str]:
+    """Run one of the client's examples as a user would, with a fresh pro key."""
     env = user_env(stack, stack.make_key("pro"))
-    judge = subprocess.run(
-        [sys.executable, "judge.py"], env=env, cwd=EXAMPLES, capture_output=True, text=True, timeout=60
-    )
-    assert judge.returncode == 0, judge.stderr
-    assert "alice: succeeded, 3/3 tests accepted" in judge.stdout
-    assert "bob: failed, 0/3 tests accepted" in judge.stdout and "  test 1: wrong_answer" in judge.stdout
-    assert "carol: succeeded, 3/3 tests accepted" in judge.stdout
+    done = subprocess.run([sys.executable, name], env=env, cwd=EXAMPLES, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done
 
-    agent = subprocess.run(
-        [sys.executable, "agent_tool.py"], env=env, cwd=EXAMPLES, capture_output=True, text=True, timeout=60
-    )
-    assert agent.returncode == 0, agent.stderr
-    calls = [json.loads(line) for line in agent.stdout.splitlines()]
+
+def test_the_judge_example_runs_as_written(stack: StackProcess) -> None:
+    out = example(stack, "judge.py").stdout
+    assert "alice: succeeded, 3/3 tests accepted" in out
+    assert "bob: failed, 0/3 tests accepted" in out and "  test 1: wrong_answer" in out
+    assert "carol: succeeded, 3/3 tests accepted" in out
+
+
+def test_the_agent_tool_example_runs_as_written(stack: StackProcess) -> None:
+    calls = [json.loads(line) for line in example(stack, "agent_tool.py").stdout.splitlines()]
     assert [c["verdict"] for c in calls] == ["ok", "ok", "error", "timeout", "refused"]
     assert calls[0]["stdout"] == "45\n" and calls[1]["stdout"] == "1,4,9\n"
     assert calls[2]["exit_code"] == 3 and calls[2]["stderr"] == "oops\n"
