@@ -23,66 +23,27 @@ from rich.console import Console
 from rich.table import Table
 
 from coderunner_client.client import Client
-from coderunner_client.display import (
-    SilentStatus,
-    StatusLine,
-    describe,
-    first_failing_test,
-    signal_number,
-    status_line,
-)
-from coderunner_client.errors import (
-    AuthenticationError,
-    CodeRunnerError,
-    RetryableError,
-    ServerError,
-    TransportError,
-    WaitTimeout,
+from coderunner_client.display import SilentStatus, StatusLine, describe, status_line
+from coderunner_client.errors import CodeRunnerError, WaitTimeout
+from coderunner_client.exitcodes import (
+    EXIT_BUSY,
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    error_exit_code,
+    exit_code,
 )
 from coderunner_client.models import Job
 
-EXIT_USAGE = 2
-EXIT_REJECTED = 65
-EXIT_PLATFORM = 69
-EXIT_BUSY = 75
-EXIT_AUTH = 77
-EXIT_WRONG_ANSWER = 120
-EXIT_CANCELLED = 121
-EXIT_OUTPUT_LIMIT = 122
-EXIT_MEMORY_LIMIT = 123
-EXIT_TIMEOUT = 124
-EXIT_INTERRUPTED = 130
-
-EXIT_CODES = f"""exit codes of `coderunner run`:
-  0        the program exited 0 (with --tests: every test accepted)
-  {EXIT_USAGE}        bad usage: unknown option, unreadable file, unknown runtime, no key or URL
-  {EXIT_REJECTED}       the API refused the job (400, 409, 413, 422: see the message)
-  {EXIT_PLATFORM}       platform error: the job ended `error`, a 5xx, or the API cannot be reached
-  {EXIT_BUSY}       busy: rate limit or queue full after retries, or --wait-timeout passed (the job goes on)
-  {EXIT_AUTH}       the API key was refused (401)
-  {EXIT_WRONG_ANSWER}      a test's output was wrong (--tests)
-  {EXIT_CANCELLED}      the job was cancelled
-  {EXIT_OUTPUT_LIMIT}      output limit
-  {EXIT_MEMORY_LIMIT}      memory limit
-  {EXIT_TIMEOUT}      time limit (wall or CPU), as timeout(1)
-  128+n    killed by signal n (SIGSEGV: 139)
-  {EXIT_INTERRUPTED}      interrupted (Ctrl-C): the job was cancelled
-  other    the program's own exit code (a program may exit with any of the codes above too)
-
+HELP_EPILOG = (
+    EXIT_CODES
+    + """
 key and URL: --key/--url, else CODERUNNER_API_KEY/CODERUNNER_URL, else the local stack's .dev/keys.json
 and .dev/stack.json (from `make dev`, found from the current directory up).
 """
+)
 
 RUNTIMES_BY_SUFFIX = {".py": "python3", ".js": "node", ".mjs": "node", ".cjs": "node", ".sh": "bash", ".bash": "bash"}
-_BY_REASON = {
-    "wall_time": EXIT_TIMEOUT,
-    "cpu_time": EXIT_TIMEOUT,
-    "time_limit": EXIT_TIMEOUT,
-    "memory_limit": EXIT_MEMORY_LIMIT,
-    "output_limit": EXIT_OUTPUT_LIMIT,
-    "cancelled": EXIT_CANCELLED,
-    "wrong_answer": EXIT_WRONG_ANSWER,
-}
 _POLL_S = 1.0  # how often the status line is refreshed from the server while the job waits or runs
 TIER_ORDER = ("free", "pro", "enterprise")
 OPERATOR_COMMANDS = ("keys",)
@@ -91,39 +52,6 @@ _VALUE_OPTIONS = ("--key", "--url", "--stage")  # global options that take a val
 
 class UsageError(Exception):
     """Bad usage the parser cannot see (a missing file, no key): exit 2."""
-
-
-def exit_code(job: Job) -> int:
-    """The exit code for a finished job (see EXIT_CODES)."""
-    result = job.result
-    if job.status == "succeeded":
-        return 0
-    if job.status == "cancelled":
-        return EXIT_CANCELLED
-    if job.status == "error" or result is None:
-        return EXIT_PLATFORM
-    failing = first_failing_test(job)
-    for reason in (failing[1].verdict if failing else None, result.reason):
-        if reason in _BY_REASON:
-            return _BY_REASON[reason]
-    if job.status == "timed_out":
-        return EXIT_TIMEOUT
-    if result.signal:
-        number = signal_number(result.signal)
-        return 128 + number if number else EXIT_PLATFORM
-    if result.exit_code:
-        return result.exit_code
-    return EXIT_WRONG_ANSWER if failing else EXIT_PLATFORM
-
-
-def error_exit_code(exc: CodeRunnerError) -> int:
-    if isinstance(exc, AuthenticationError):
-        return EXIT_AUTH
-    if isinstance(exc, RetryableError):
-        return EXIT_BUSY
-    if isinstance(exc, ServerError | TransportError):
-        return EXIT_PLATFORM
-    return EXIT_REJECTED
 
 
 # --- arguments -------------------------------------------------------------------------------------------
@@ -141,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="coderunner",
         description="Run code on code-runner, and see your jobs and usage.",
-        epilog=EXIT_CODES,
+        epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _global_options(top, top=True)
@@ -150,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
         "run",
         help="run a program and exit with its exit code",
         description="Submit a program, show its progress on one line, print its output, exit with its code.",
-        epilog=EXIT_CODES,
+        epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("file", type=Path, help="the program; its extension names the runtime (.py, .js, .sh)")

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from coderunner_client import cli as crcli
+from coderunner_client import exitcodes as crcli
 from coderunner_client.cli import Io, cli
 
 KEY = "cr_cli-test-key"
