@@ -11,12 +11,13 @@ DEBS := bubblewrap python3-seccomp nodejs chromium
 
 install: $(STAMP) $(DEB_STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
-	$(BIN)/pip install -q --no-deps -e .  # the `coderunner` operator CLI
+	$(BIN)/pip install -q --no-deps -e clients/python  # the Python client and the `coderunner` command
+	$(BIN)/pip install -q --no-deps -e .  # devtools (the operator's `coderunner keys`), chalicelib
 	touch $(STAMP)
 
 # Debian packages the local sandbox needs (bubblewrap, seccomp for the filter, Node.js for the runtime).

@@ -1,4 +1,4 @@
-"""`coderunner`: the operator's command line (API keys for now).
+"""`coderunner keys ...`: the operator's command line (API keys for now).
 
     coderunner keys create --owner acme --tier pro
     coderunner keys list [--owner acme]
@@ -8,7 +8,8 @@
 It talks to the stage's keys table through the same adapters as the API. `--local` targets a running
 `make dev` stack (it reads the endpoint from `.dev/stack.json`, or CODERUNNER_STACK_FILE); otherwise
 boto3's usual configuration applies (AWS_PROFILE, AWS_ENDPOINT_URL, ...), so the same commands work
-against a real account.
+against a real account. The `coderunner` command itself is the client's (coderunner_client.cli: `run`,
+`jobs`, `usage`), which hands `keys ...` to `main` here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,11 +29,21 @@ from chalicelib.services.ports import ApiKey
 DEFAULT_STACK_FILE = Path(__file__).resolve().parents[1] / ".dev" / "stack.json"
 
 
+def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """--stage, --local and --json, accepted before or after the command (`keys list --json` too).
+
+    The subcommands' copies default to SUPPRESS, so leaving an option out after the command never resets
+    what was given before it.
+    """
+    unset: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("--stage", help="stage whose tables to use (default: CODERUNNER_STAGE or 'dev')", **unset)
+    parser.add_argument("--local", action="store_true", help="target the running `make dev` stack", **unset)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text", **unset)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coderunner", description="Operate a code-runner stage.")
-    parser.add_argument("--stage", help="stage whose tables to use (default: CODERUNNER_STAGE or 'dev')")
-    parser.add_argument("--local", action="store_true", help="target the running `make dev` stack")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _global_options(parser, top=True)
     groups = parser.add_subparsers(dest="group", required=True)
     keys = groups.add_parser("keys", help="create, list, revoke and re-tier API keys")
     actions = keys.add_subparsers(dest="action", required=True)
@@ -45,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     set_tier = actions.add_parser("set-tier", help="move a key to another tier")
     set_tier.add_argument("key_id")
     set_tier.add_argument("tier")
+    for sub in (keys, create, listing, revoke, set_tier):
+        _global_options(sub, top=False)
     return parser
 
 
@@ -57,13 +71,18 @@ def _use_local_stack() -> None:
     os.environ.update(stack["environment"])
 
 
+def iso(unix: float) -> str:
+    """A Unix time as the API writes times: ISO 8601, UTC, milliseconds, Z."""
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _describe(key: ApiKey) -> dict[str, Any]:
     return {
         "key_id": key.key_id,
         "owner": key.owner,
         "tier": key.tier,
         "revoked": key.revoked,
-        "created_at": key.created_at,
+        "created_at": iso(key.created_at),
         "submitted": key.total,
     }
 
@@ -89,7 +108,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         else:
             for k in found:
                 state = "revoked" if k.revoked else "active"
-                out.write(f"{k.key_id}  {k.owner:<20} {k.tier:<11} {state:<8} submitted={k.total}\n")
+                created = iso(k.created_at)
+                out.write(f"{k.key_id}  {k.owner:<20} {k.tier:<11} {state:<8} {created}  submitted={k.total}\n")
         return 0
     key = keys.revoke_key(deps, args.key_id) if args.action == "revoke" else keys.set_tier(deps, args.key_id, args.tier)
     out.write(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,3 +73,25 @@ def test_bad_input_is_a_clear_error(stack_env: dict[str, Any], capsys: pytest.Ca
     assert "unknown tier 'platinum'" in capsys.readouterr().err
     assert cli("keys", "revoke", "key_000000000000")[0] == 2
     assert "no key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["keys", "list", "--owner", "gamma", "--json"],
+        ["--json", "keys", "list", "--owner", "gamma"],
+        ["keys", "--json", "list", "--owner", "gamma"],
+    ],
+)
+def test_options_work_before_or_after_the_command_and_times_are_iso(stack_env: dict[str, Any], argv: list[str]) -> None:
+    """Through the one `coderunner` entry point (the client's), which hands `keys` to the operator CLI."""
+    from coderunner_client.cli import Io
+    from coderunner_client.cli import cli as entry_point
+
+    cli("keys", "create", "--owner", "gamma", "--tier", "free")
+    out, err = io.StringIO(), io.StringIO()
+    assert entry_point(argv, Io(out, err, io.StringIO()), {}, Path("/")) == 0, err.getvalue()
+    [listed] = json.loads(out.getvalue())
+    created = datetime.fromisoformat(listed["created_at"])  # ISO 8601 like the API, not a Unix time
+    assert listed["created_at"].endswith("Z") and created.tzinfo is not None
+    assert abs(created.timestamp() - time.time()) < 3600
