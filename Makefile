@@ -14,7 +14,7 @@ install: $(STAMP) $(DEB_STAMP)
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade "pip<26.3"  # chalice 1.34 pins pip<26.3 for `chalice package`
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e clients/python  # the Python client and the `coderunner` command
 	$(BIN)/pip install -q --no-deps -e .  # devtools (the operator's `coderunner keys`), chalicelib
