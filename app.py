@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,11 +19,13 @@ from chalicelib.domain.errors import (
     BackendRejected,
     BadRequest,
     CodeRunnerError,
-    PayloadTooLarge,
     PlatformFault,
     Unauthorized,
 )
 from chalicelib.domain.views import BatchItemView, BatchView, ErrorDetail
+from chalicelib.edge import body as bodies
+from chalicelib.edge import cursors, params
+from chalicelib.edge import headers as request_headers
 from chalicelib.edge.errors import (
     error_response,
     internal_error_response,
@@ -44,7 +45,9 @@ copy_config_to_registered_loggers(source_logger=logger)
 # Queue names are needed when the app is imported (by `chalice package` too), so the stage comes from the
 # environment with the same default as the settings.
 STAGE = os.environ.get("CODERUNNER_STAGE", "dev")
-BODY_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+# Chalice answers a media type outside a route's list itself, in its own error shape and echoing the header:
+# routes take any type, and chalicelib/edge/body.py refuses the ones the API does not read (415, house JSON).
+BODY_TYPES = ["*/*"]
 _guard: IpGuard | None = None
 
 
@@ -72,18 +75,24 @@ def _source_ip() -> str:
 
 
 def _request_id() -> str | None:
-    return (_request().context or {}).get("requestId")
+    """API Gateway's request id (the client sees it too); the Lambda request id where there is no gateway."""
+    given = (_request().context or {}).get("requestId")
+    return given or getattr(app.lambda_context, "aws_request_id", None)
 
 
 def api(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """Per-IP guard, request logging context, and the one place where exceptions become HTTP answers."""
+    """Per-IP guard, request logging context, path parameters checked before any read, and the one place
+    where exceptions become HTTP answers."""
 
     @functools.wraps(handler)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ip = _source_ip()
-        logger.append_keys(request_id=_request_id(), job_id=kwargs.get("job_id"))
+        logger.append_keys(request_id=_request_id(), job_id=None)
         try:
             ip_guard().charge(ip)
+            if "job_id" in kwargs:
+                kwargs["job_id"] = params.job_id(kwargs["job_id"])
+                logger.append_keys(job_id=kwargs["job_id"])
             return handler(*args, **kwargs)
         except Unauthorized as exc:
             ip_guard().failed_auth(ip)
@@ -96,7 +105,8 @@ def api(handler: Callable[..., Any]) -> Callable[..., Any]:
             get_deps().metric("DependencyUnavailable", route=handler.__name__)
             return unavailable_response(exc)
         except BackendRejected as exc:
-            logger.exception("AWS rejected a request of ours", extra={"service": exc.service, "code": exc.aws_code})
+            # `aws_service`: the logger's own `service` key names this app.
+            logger.exception("AWS rejected a request of ours", extra={"aws_service": exc.service, "code": exc.aws_code})
             get_deps().metric("BackendRejected", service=exc.service, code=exc.aws_code)
             return internal_error_response(_request_id())
         except Exception:
@@ -108,25 +118,26 @@ def api(handler: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _json_body() -> Any:
-    raw = _request().raw_body or b""
-    if len(raw) > get_settings().max_body_bytes:
-        raise PayloadTooLarge(f"the body is larger than {get_settings().max_body_bytes} bytes")
+    """The body's JSON, bounded and checked by the edge (chalicelib/edge/body.py): never a parser's error."""
+    request = _request()
+    bodies.check_media_type(request.headers.get("content-type"))
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+        raw = request.raw_body or b""
+        data = raw if isinstance(raw, bytes) else raw.encode()
+    except (ValueError, UnicodeError) as exc:  # a gateway body that is not base64, or not encodable text
+        raise BadRequest("the body could not be read as bytes") from exc
+    return bodies.parse(data, get_settings().max_body_bytes)
 
 
 def _plain_key() -> str:
-    headers = _request().headers
-    return keys.bearer(headers.get("authorization"), headers.get("x-api-key"))
+    return request_headers.api_key(_request().headers)
 
 
 def _caller() -> ApiKey:
     return keys.authenticate(get_deps(), _plain_key())
 
 
-def _query() -> Mapping[str, str]:
+def _query() -> Mapping[str, Any]:
     return _request().query_params or {}
 
 
@@ -138,8 +149,9 @@ def health() -> dict[str, Any]:
 @app.route("/v1/jobs", methods=["POST"], content_types=BODY_TYPES)
 @api
 def submit_job() -> Response:
-    idem = _request().headers.get("idempotency-key")
-    accepted = submit.submit_job(get_deps(), _plain_key(), _json_body(), idem)
+    plain_key = _plain_key()
+    idem = request_headers.idempotency_key(_request().headers)
+    accepted = submit.submit_job(get_deps(), plain_key, _json_body(), idem)
     headers: dict[str, str | list[str]] = {"Location": f"/v1/jobs/{accepted.job.id}"}
     if accepted.usage is not None:
         headers.update(usage_headers(accepted.usage))
@@ -166,7 +178,7 @@ def submit_batch() -> Response:
 @app.route("/v1/jobs/{job_id}", methods=["GET"])
 @api
 def get_job(job_id: str) -> dict[str, Any]:
-    wait = queries.parse_wait(_query().get("wait"))
+    wait = params.wait(_query())
     return queries.get_job(get_deps(), _caller(), job_id, wait).model_dump(mode="json")
 
 
@@ -180,9 +192,12 @@ def cancel_job(job_id: str) -> dict[str, Any]:
 @app.route("/v1/jobs", methods=["GET"])
 @api
 def list_jobs() -> dict[str, Any]:
-    params = _query()
-    page = queries.list_jobs(get_deps(), _caller(), params.get("limit"), params.get("cursor"))
-    return page.model_dump(mode="json")
+    query, settings = _query(), get_settings()
+    limit, token = params.limit(query), params.one(query, "cursor")
+    caller = _caller()
+    page = queries.list_jobs(get_deps(), caller, limit, cursors.unseal(settings, caller.owner, token))
+    sealed = cursors.seal(settings, caller.owner, page.next_cursor)
+    return page.model_copy(update={"next_cursor": sealed}).model_dump(mode="json")
 
 
 @app.route("/v1/usage", methods=["GET"])

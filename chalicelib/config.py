@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 APP_NAME = "code-runner"
@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     max_source_bytes: int = 64 * 1024
     max_stdin_bytes: int = 1024 * 1024
     max_body_bytes: int = 6 * 1024 * 1024
+    # HMAC key of the page cursors the API issues (chalicelib/edge/cursors.py); set it in the cloud.
+    cursor_secret: SecretStr = SecretStr("")
     # Side channel for the chaos test: the worker appends "job_id attempt" here before every run.
     run_log: str = ""
 

@@ -83,11 +83,14 @@ class MemoryJobStore:
 
     def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> Page:
         mine = sorted((j for j in self.jobs.values() if j.owner == owner), key=lambda j: -j.created_at)
-        if cursor is not None and not cursor.isdigit():
-            raise ValueError("not a cursor this store issued")
-        start = int(cursor or 0)
+        start = 0
+        if cursor is not None:  # "<owner>#<offset>": like DynamoDB's page keys, bound to the owner
+            cursor_owner, _, offset = cursor.rpartition("#")
+            if cursor_owner != owner or not (offset.isascii() and offset.isdigit()) or len(offset) > 9:
+                raise ValueError("not a cursor this store issued")
+            start = int(offset)
         page = mine[start : start + limit]
-        return Page(page, str(start + limit) if start + limit < len(mine) else None)
+        return Page(page, f"{owner}#{start + limit}" if start + limit < len(mine) else None)
 
     def count_queued_ahead(self, tier: str, seq: int) -> int:
         return sum(1 for j in self.jobs.values() if j.tier == tier and j.status is JobStatus.QUEUED and j.seq < seq)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 from chalicelib.adapters.aws import ConditionFailed, LazyClient
@@ -21,6 +22,7 @@ _JSON_FIELDS = ("spec", "result")
 #   active (+ the job's own due_at): while queued or running (`active_jobs`: the reaper's work list)
 _INDEX_ONLY = ("queue_tier", "active", "ttl")
 _JOB_FIELDS = frozenset(Job.model_fields)
+_NUMBER = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")  # created_at: epoch seconds
 
 
 def to_item(job: Job) -> dict[str, Any]:
@@ -162,7 +164,7 @@ class DynamoJobStore:
             "Limit": limit,
         }
         if cursor:
-            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor)
+            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor, owner)
         resp = self.client.query(**kwargs)
         items = [from_item(unmarshal(i) or {}) for i in resp.get("Items", [])]
         last = resp.get("LastEvaluatedKey")
@@ -209,12 +211,22 @@ class DynamoJobStore:
                 return total
 
 
-def _decode_cursor(cursor: str) -> dict[str, Any]:
-    """The page key a cursor names; ValueError for anything this store did not issue."""
+def _decode_cursor(cursor: str, owner: str) -> dict[str, Any]:
+    """The page key a cursor names; ValueError for anything but a `by_owner` page key of `owner`'s jobs (any
+    other start key is a ValidationException from DynamoDB: our bug, so never passed on)."""
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, binascii.Error, UnicodeError) as exc:
         raise ValueError("not a cursor this API issued") from exc
-    if not isinstance(key, dict):
+    shape = {"id": "S", "owner": "S", "created_at": "N"}
+    if not isinstance(key, dict) or set(key) != set(shape):
+        raise ValueError("not a cursor this API issued")
+    for name, kind in shape.items():
+        typed = key[name]
+        if not isinstance(typed, dict) or set(typed) != {kind} or not isinstance(typed[kind], str):
+            raise ValueError("not a cursor this API issued")
+    if key["owner"]["S"] != owner or not _NUMBER.fullmatch(key["created_at"]["N"]):
+        raise ValueError("not a cursor this API issued")
+    if not 0 < len(key["id"]["S"].encode()) <= 1024:  # a job id, within what DynamoDB takes as a key
         raise ValueError("not a cursor this API issued")
     return key

@@ -1,4 +1,4 @@
-"""Errors, as facts. The HTTP layer (chalicelib/http_errors.py) alone turns them into status codes and headers.
+"""Errors, as facts. The HTTP layer (chalicelib/edge/errors.py) alone turns them into status codes and headers.
 
 Three families:
 - `CodeRunnerError`: the client's request cannot be served as sent (bad input, no key, a quota, a full queue);
@@ -64,6 +64,12 @@ class Conflict(CodeRunnerError):
 
 class PayloadTooLarge(CodeRunnerError):
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(CodeRunnerError):
+    """A body in a media type or charset the API does not read (it reads JSON in UTF-8)."""
+
+    code = "unsupported_media_type"
 
 
 class ValidationFailed(CodeRunnerError):

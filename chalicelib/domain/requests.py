@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_TESTS = 20
 MAX_FILES = 20
 MAX_ARGS = 64
+MAX_ARG_CHARS = 4096  # 64 of them stay far below the kernel's argv limits (128 KiB per string, ARG_MAX in all)
+
+
+def _no_nul(arg: str) -> str:
+    # An argument reaches execve(2), which cannot pass a NUL: refused here rather than failing the run later.
+    if "\x00" in arg:
+        raise ValueError("an argument cannot contain a NUL character")
+    return arg
+
+
+Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS), AfterValidator(_no_nul)]
 
 
 class LimitsIn(BaseModel):
@@ -54,7 +65,7 @@ class SubmitRequest(BaseModel):
     source: str | None = None
     files: list[FileIn] | None = Field(default=None, max_length=MAX_FILES)
     stdin: str = ""
-    args: list[str] = Field(default_factory=list, max_length=MAX_ARGS)
+    args: list[Arg] = Field(default_factory=list, max_length=MAX_ARGS)
     limits: LimitsIn = Field(default_factory=LimitsIn)
     tests: list[TestIn] = Field(default_factory=list, max_length=MAX_TESTS)
     callback_url: str | None = Field(default=None, pattern=r"^https?://", max_length=2048)

@@ -22,6 +22,7 @@ from chalicelib.domain.errors import (
     QuotaExceeded,
     QuotaUsage,
     Unauthorized,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 
@@ -32,6 +33,7 @@ _STATUS: dict[type[CodeRunnerError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     ValidationFailed: 422,
     QuotaExceeded: 429,
     QueueFull: 503,

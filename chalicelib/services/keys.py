@@ -51,17 +51,6 @@ def set_tier(deps: Deps, key_id: str, tier: str) -> ApiKey:
     return key
 
 
-def bearer(authorization: str | None, x_api_key: str | None = None) -> str:
-    """The plain key from `Authorization: Bearer ...` or `X-API-Key`; Unauthorized if absent."""
-    if x_api_key:
-        return x_api_key.strip()
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-
-
 def authenticate(deps: Deps, plain: str) -> ApiKey:
     """The key's record, or Unauthorized for an unknown or revoked key (one consistent read)."""
     key = deps.keys.get(hash_key(plain))

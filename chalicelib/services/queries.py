@@ -21,20 +21,7 @@ from chalicelib.services.estimates import estimate_wait
 from chalicelib.services.lifecycle import owned_job
 from chalicelib.services.ports import ApiKey
 
-MAX_WAIT_S = 20.0
 _POLL_S = 0.1
-
-
-def parse_wait(raw: str | None) -> float:
-    if raw is None or raw == "":
-        return 0.0
-    try:
-        wait = float(raw)
-    except ValueError as exc:
-        raise ValidationFailed("wait must be a number of seconds", [{"field": "wait", "message": raw}]) from exc
-    if not 0 <= wait <= MAX_WAIT_S:
-        raise ValidationFailed(f"wait must be between 0 and {MAX_WAIT_S:g}", [{"field": "wait", "message": raw}])
-    return wait
 
 
 def job_view(deps: Deps, job: Job) -> JobView:
@@ -58,17 +45,14 @@ def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> JobVie
     return job_view(deps, job)
 
 
-def list_jobs(deps: Deps, key: ApiKey, limit_raw: str | None, cursor: str | None) -> JobsPage:
-    try:
-        limit = int(limit_raw or 20)
-    except ValueError as exc:
-        raise ValidationFailed("limit must be an integer", [{"field": "limit", "message": limit_raw}]) from exc
-    if not 1 <= limit <= 100:
-        raise ValidationFailed("limit must be between 1 and 100", [{"field": "limit", "message": limit_raw}])
+def list_jobs(deps: Deps, key: ApiKey, limit: int, cursor: str | None) -> JobsPage:
+    """The owner's jobs, newest first (`limit` and the cursor checked by the edge: chalicelib/edge/params.py)."""
     try:
         page = deps.jobs.list_by_owner(key.owner, limit, cursor)
     except ValueError as exc:
-        raise ValidationFailed("invalid cursor", [{"field": "cursor", "message": "not a cursor we issued"}]) from exc
+        raise ValidationFailed(
+            "invalid cursor", [{"field": "cursor", "in": "query", "message": "not a cursor we issued"}]
+        ) from exc
     return JobsPage(jobs=[JobView.of(j) for j in page.items], next_cursor=page.cursor)
 
 

@@ -78,8 +78,8 @@ def test_errors_are_json_with_codes(client: Any) -> None:
     assert body(invalid)["error"]["details"][0]["field"] == "limits.wall_time_s"
     unknown = client.http.get("/v1/jobs/does-not-exist", headers=auth(key))
     assert unknown.status_code == 404 and body(unknown)["error"]["code"] == "not_found"
-    bad_wait = client.http.get("/v1/jobs/x?wait=99", headers=auth(key))
-    assert bad_wait.status_code == 422
+    bad_wait = client.http.get(f"/v1/jobs/{'0' * 32}?wait=99", headers=auth(key))
+    assert bad_wait.status_code == 422 and body(bad_wait)["error"]["details"][0]["field"] == "wait"
 
 
 def test_form_encoded_curl_body_is_accepted(client: Any) -> None:

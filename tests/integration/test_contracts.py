@@ -122,6 +122,31 @@ def test_listing_is_newest_first_and_paginated(stores: Any) -> None:
     for forged in ("not-a-cursor!", "bnVsbA==", "W10="):  # garbage, base64 of null, base64 of []
         with pytest.raises(ValueError):
             jobs.list_by_owner("acme", 3, forged)
+    # A cursor is bound to its owner: another owner's page key would be a request DynamoDB refuses.
+    with pytest.raises(ValueError):
+        jobs.list_by_owner("globex", 3, page.cursor)
+
+
+@pytest.mark.parametrize(
+    "page_key",
+    [
+        {"id": {"S": "l1"}, "owner": {"S": "acme"}},  # a key attribute missing
+        {"id": {"N": "1"}, "owner": {"S": "acme"}, "created_at": {"N": "1000"}},  # a wrong type
+        {"id": {"S": "l1"}, "owner": {"S": "acme"}, "created_at": {"N": "1e999"}},  # not a time
+        {"id": {"S": "l1"}, "owner": {"S": "acme"}, "created_at": {"N": "1000"}, "extra": {"S": "x"}},
+    ],
+)
+def test_a_dynamodb_page_key_of_the_wrong_shape_is_refused_before_the_query(stack_env: Any, page_key: Any) -> None:
+    import base64
+    import json
+
+    from chalicelib.bootstrap import get_deps
+
+    deps = get_deps()
+    deps.jobs.create(make_job("l1", created=1000.0))
+    forged = base64.urlsafe_b64encode(json.dumps(page_key).encode()).decode()
+    with pytest.raises(ValueError):
+        deps.jobs.list_by_owner("acme", 3, forged)
 
 
 def test_keys_charge_and_refund(stores: Any) -> None:
