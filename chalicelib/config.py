@@ -102,9 +102,11 @@ class Settings(BaseSettings):
     job_ttl_days: int = Field(default=7, gt=0)
     # Per-IP guard (before auth): requests per minute; a failed auth costs double.
     ip_per_minute: int = Field(default=300, gt=0)
-    # Request size limits
+    # Request size limits. A job is one DynamoDB item (at most 400 KB) holding its code and inputs (at most
+    # `max_job_bytes` as stored) and its result (outputs trimmed to fit: chalicelib/domain/records.py).
     max_source_bytes: int = 64 * 1024
-    max_stdin_bytes: int = 1024 * 1024
+    max_stdin_bytes: int = 192 * 1024
+    max_job_bytes: int = Field(default=192 * 1024, gt=0, le=200 * 1024)
     max_body_bytes: int = 6 * 1024 * 1024
     # HMAC key of the page cursors the API issues (chalicelib/edge/cursors.py); set it in the cloud.
     cursor_secret: SecretStr = SecretStr("")

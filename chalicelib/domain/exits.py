@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from chalicelib.domain.jobs import Job, JobStatus, status_for
+from chalicelib.domain.records import fit_result
 from chalicelib.sandbox.models import ExecutionResult
 
 
@@ -130,7 +131,7 @@ def _terminal(
 
 
 def _finished(job: Job, result: ExecutionResult, now: float) -> ExitPlan:
-    plan = _terminal(job, status_for(result), now, {"result": result})
+    plan = _terminal(job, status_for(result), now, {"result": fit_result(result)})  # the record has room for so much
     metrics: list[Metric] = [*plan.metrics, ("RunTime", result.wall_ms, "Milliseconds", {"tier": job.tier})]
     if job.started_at is not None:
         overhead = max(0, int((now - job.started_at) * 1000) - result.wall_ms)

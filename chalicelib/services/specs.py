@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chalicelib.config import Settings, TierPolicy
-from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.errors import PayloadTooLarge, ValidationFailed
 from chalicelib.domain.jobs import JobSpec
 from chalicelib.domain.requests import SubmitRequest
 from chalicelib.sandbox import tools
@@ -116,7 +116,7 @@ def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobS
         files = [SourceFile(path=f.path, content=f.content) for f in req.files or []]
     limits = _limits(req, entry.default_limits, tier)
     _check_sandbox(req.sandbox, limits, settings)
-    return JobSpec(
+    spec = JobSpec(
         runtime=catalog.canonical(req.runtime) if req.runtime else None,
         tool=req.tool,
         files=files,
@@ -127,4 +127,24 @@ def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobS
         sandbox=req.sandbox,
         callback_url=req.callback_url,
         output_encoding=req.output_encoding,
+    )
+    _check_stored_size(req, spec, settings.max_job_bytes)
+    return spec
+
+
+def _check_stored_size(req: SubmitRequest, spec: JobSpec, limit: int) -> None:
+    """A job is stored as one DynamoDB item: its code and inputs together must fit their share of it (413)."""
+    stored = len(spec.model_dump_json().encode())
+    if stored <= limit:
+        return
+    parts = {
+        "source" if req.source is not None else "files": sum(len(f.content.encode()) for f in spec.files),
+        "stdin": len(spec.stdin.encode()),
+        "tests": sum(len(t.stdin.encode()) + len(t.expected_stdout.encode()) for t in spec.tests),
+        "args": sum(len(a.encode()) for a in spec.args),
+    }
+    fields = [{"field": name, "bytes": size} for name, size in sorted(parts.items(), key=lambda p: -p[1]) if size]
+    raise PayloadTooLarge(
+        f"the job's source, files, stdin, tests and args take {stored} bytes once stored; the limit is {limit}",
+        fields,
     )
