@@ -1,9 +1,10 @@
 """`coderunner keys ...`: the operator's command line (API keys for now).
 
-    coderunner keys create --owner acme --tier pro
+    coderunner keys create --owner acme --tier pro [--scope tools --scope runtime:python3 ...]
     coderunner keys list [--owner acme]
     coderunner keys revoke key_1a2b3c4d5e6f
     coderunner keys set-tier key_1a2b3c4d5e6f enterprise
+    coderunner keys set-scopes key_1a2b3c4d5e6f --scope tools   (no --scope: everything again)
 
 It talks to the stage's keys table through the same adapters as the API. `--local` targets a running
 `make dev` stack (it reads the endpoint from `.dev/stack.json`, or CODERUNNER_STACK_FILE); otherwise
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     create = actions.add_parser("create", help="make a key; the plain key is printed once")
     create.add_argument("--owner", required=True)
     create.add_argument("--tier", required=True)
+    scope_help = "what the key may run (repeat): tools, tool:NAME, runtimes, runtime:NAME; default: everything"
+    create.add_argument("--scope", action="append", default=[], dest="scopes", help=scope_help)
     listing = actions.add_parser("list", help="list keys (never the plain keys)")
     listing.add_argument("--owner")
     revoke = actions.add_parser("revoke", help="revoke a key: it gets 401 from the next request on")
@@ -57,7 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     set_tier = actions.add_parser("set-tier", help="move a key to another tier")
     set_tier.add_argument("key_id")
     set_tier.add_argument("tier")
-    for sub in (keys, create, listing, revoke, set_tier):
+    set_scopes = actions.add_parser("set-scopes", help="restrict a key to scopes (none given: everything)")
+    set_scopes.add_argument("key_id")
+    set_scopes.add_argument("--scope", action="append", default=[], dest="scopes", help=scope_help)
+    for sub in (keys, create, listing, revoke, set_tier, set_scopes):
         _global_options(sub, top=False)
     return parser
 
@@ -82,6 +88,7 @@ def _describe(key: ApiKey) -> dict[str, Any]:
         "owner": key.owner,
         "tier": key.tier,
         "revoked": key.revoked,
+        "scopes": list(key.scopes),
         "created_at": iso(key.created_at),
         "submitted": key.total,
     }
@@ -93,12 +100,12 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
     deps = get_deps()
     if args.action == "create":
-        plain, key = keys.create_key(deps, args.owner, args.tier)
+        plain, key = keys.create_key(deps, args.owner, args.tier, args.scopes)
         record = {"key": plain, **_describe(key)}
         if args.json:
             out.write(json.dumps(record) + "\n")
         else:
-            out.write(f"created {key.key_id} for {key.owner} ({key.tier})\n{plain}\n")
+            out.write(f"created {key.key_id} for {key.owner} ({key.tier}, scopes: {','.join(key.scopes)})\n{plain}\n")
             print("store the key now: only its hash is kept, it cannot be shown again", file=sys.stderr)
         return 0
     if args.action == "list":
@@ -109,12 +116,20 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             for k in found:
                 state = "revoked" if k.revoked else "active"
                 created = iso(k.created_at)
-                out.write(f"{k.key_id}  {k.owner:<20} {k.tier:<11} {state:<8} {created}  submitted={k.total}\n")
+                scopes = ",".join(k.scopes)
+                out.write(
+                    f"{k.key_id}  {k.owner:<20} {k.tier:<11} {state:<8} {created}  submitted={k.total}"
+                    f"  scopes={scopes}\n"
+                )
         return 0
-    key = keys.revoke_key(deps, args.key_id) if args.action == "revoke" else keys.set_tier(deps, args.key_id, args.tier)
-    out.write(
-        (json.dumps(_describe(key)) if args.json else f"{key.key_id}: tier={key.tier} revoked={key.revoked}") + "\n"
-    )
+    if args.action == "revoke":
+        key = keys.revoke_key(deps, args.key_id)
+    elif args.action == "set-scopes":
+        key = keys.set_scopes(deps, args.key_id, args.scopes)
+    else:
+        key = keys.set_tier(deps, args.key_id, args.tier)
+    text = f"{key.key_id}: tier={key.tier} revoked={key.revoked} scopes={','.join(key.scopes)}"
+    out.write((json.dumps(_describe(key)) if args.json else text) + "\n")
     return 0
 
 

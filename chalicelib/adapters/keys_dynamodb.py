@@ -30,6 +30,7 @@ def _key_from_item(item: dict[str, Any]) -> ApiKey:
         revoked=bool(item.get("revoked", False)),
         total=int(item.get("total", 0)),
         quota=quota,
+        scopes=tuple(item.get("scopes") or ("*",)),  # keys made before scopes existed may run everything
     )
 
 
@@ -52,6 +53,7 @@ class DynamoKeyStore:
             "created_at": key.created_at,
             "revoked": key.revoked,
             "total": 0,
+            "scopes": list(key.scopes),
         }
         self.client.put_item(
             TableName=self.table, Item=marshal(item), ConditionExpression="attribute_not_exists(key_hash)"

@@ -113,6 +113,7 @@ class UsageView(BaseModel):
     key_id: str
     owner: str
     tier: str
+    scopes: list[str]  # what the key may run: ["*"], or e.g. ["tools"], ["runtime:python3"]
     per_minute: UsageWindow
     per_day: UsageWindow
     concurrency: ConcurrencyView

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 
-from chalicelib.domain.errors import NotFound, Unauthorized, ValidationFailed
+from chalicelib.domain import scopes
+from chalicelib.domain.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from chalicelib.services import catalog
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey
 
@@ -17,8 +20,9 @@ def hash_key(plain: str) -> str:
     return hashlib.sha256(plain.encode()).hexdigest()
 
 
-def create_key(deps: Deps, owner: str, tier: str) -> tuple[str, ApiKey]:
-    """Make a key for `owner` in `tier`; the plain key is returned once and never stored."""
+def create_key(deps: Deps, owner: str, tier: str, scopes: Sequence[str] = ()) -> tuple[str, ApiKey]:
+    """Make a key for `owner` in `tier`, restricted to `scopes` (none: everything); the plain key is returned
+    once and never stored."""
     if tier not in deps.settings.tiers:
         raise ValidationFailed(f"unknown tier '{tier}'", {"tiers": sorted(deps.settings.tiers)})
     if not owner.strip():
@@ -30,6 +34,7 @@ def create_key(deps: Deps, owner: str, tier: str) -> tuple[str, ApiKey]:
         owner=owner,
         tier=tier,
         created_at=deps.clock.now(),
+        scopes=checked_scopes(scopes),
     )
     deps.keys.put(key)
     return plain, key
@@ -49,6 +54,47 @@ def set_tier(deps: Deps, key_id: str, tier: str) -> ApiKey:
     if key is None:
         raise NotFound(f"no key '{key_id}'")
     return key
+
+
+def set_scopes(deps: Deps, key_id: str, given: Sequence[str]) -> ApiKey:
+    """Restrict (or, with `*` or nothing, free) an existing key; it applies from the key's next submit."""
+    key = deps.keys.update(key_id, scopes=checked_scopes(given))
+    if key is None:
+        raise NotFound(f"no key '{key_id}'")
+    return key
+
+
+def checked_scopes(given: Sequence[str]) -> tuple[str, ...]:
+    """Scopes as stored; ValidationFailed for a malformed scope or one naming no registered runtime or tool."""
+    try:
+        parsed = scopes.parse(list(given))
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from exc
+    out = []
+    for scope in parsed:
+        kind, _, name = scope.partition(":")
+        if kind == "runtime":
+            if catalog.runtime(name) is None:
+                raise ValidationFailed(f"no runtime '{name}' for scope '{scope}'; see GET /v1/runtimes")
+            scope = f"runtime:{catalog.canonical(name)}"  # runtime:python is runtime:python3
+        elif kind == "tool" and catalog.tool(name) is None:
+            raise ValidationFailed(f"no tool '{name}' for scope '{scope}'; see GET /v1/runtimes")
+        out.append(scope)
+    return scopes.parse(out)
+
+
+def check_scope(key: ApiKey, runtime: str | None, tool: str | None) -> None:
+    """403 naming the scope a job needs when the key may not run its runtime (canonical name) or tool."""
+    kind: scopes.Kind = "runtime" if runtime is not None else "tool"
+    name = runtime or tool or ""
+    if scopes.allows(key.scopes, kind, name):
+        return
+    needed = scopes.needed(kind, name)
+    raise Forbidden(
+        f"this key may not run {kind} '{name}': that needs scope '{needed[0]}' or '{needed[1]}'; "
+        f"the key's scopes are {', '.join(key.scopes)}",
+        {"needed": list(needed), "scopes": list(key.scopes)},
+    )
 
 
 def authenticate(deps: Deps, plain: str) -> ApiKey:

@@ -29,6 +29,7 @@ class ApiKey:
     revoked: bool = False
     total: int = 0  # submits ever charged (spreads the key's jobs over its message groups)
     quota: QuotaState = field(default_factory=QuotaState)
+    scopes: tuple[str, ...] = ("*",)  # what the key may run (chalicelib/domain/scopes.py)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ def usage(deps: Deps, key: ApiKey) -> UsageView:
         key_id=key.key_id,
         owner=key.owner,
         tier=key.tier,
+        scopes=list(key.scopes),
         per_minute=UsageWindow(
             limit=policy.per_minute,
             used=cur.m_n,

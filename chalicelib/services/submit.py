@@ -21,7 +21,7 @@ from chalicelib.domain.requests import BatchRequest, SubmitRequest
 from chalicelib.domain.views import JobView
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import estimate_wait
-from chalicelib.services.keys import authenticate, hash_key
+from chalicelib.services.keys import authenticate, check_scope, hash_key
 from chalicelib.services.specs import build_spec, field_errors, parse_submit
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def _submit(deps: Deps, plain_key: str, request: SubmitRequest, job_id: str) -> 
     policy = deps.settings.tier(key.tier)
     try:
         spec = build_spec(request, policy, deps.settings)
+        check_scope(key, spec.runtime, spec.tool)  # 403: refused like any invalid job, so refunded below
         seq, ahead = deps.counters.reserve_queue_place(key.tier, policy.queue_cap)
     except CodeRunnerError as exc:
         _undo(deps.keys.refund, key.key_hash, minute_window(now), day_window(now))

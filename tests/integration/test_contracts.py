@@ -149,6 +149,17 @@ def test_a_dynamodb_page_key_of_the_wrong_shape_is_refused_before_the_query(stac
         deps.jobs.list_by_owner("acme", 3, forged)
 
 
+def test_keys_keep_their_scopes(stores: Any) -> None:
+    _, keys, _ = stores
+    keys.put(ApiKey(key_hash="h1", key_id="key_1", owner="acme", tier="free", created_at=1.0))
+    keys.put(ApiKey("h2", "key_2", "acme", "free", 2.0, scopes=("runtime:python3", "tool:sort")))
+    assert keys.get("h1").scopes == ("*",)  # a key made without scopes runs everything
+    assert keys.get("h2").scopes == ("runtime:python3", "tool:sort")
+    assert keys.update("key_1", scopes=("tools",)).scopes == ("tools",)
+    assert keys.get("h1").scopes == ("tools",)
+    assert [k.scopes for k in keys.list()] == [("tools",), ("runtime:python3", "tool:sort")]
+
+
 def test_keys_charge_and_refund(stores: Any) -> None:
     _, keys, _ = stores
     keys.put(ApiKey(key_hash="h1", key_id="key_1", owner="acme", tier="free", created_at=1.0))
