@@ -86,7 +86,11 @@ def start(deps: Deps, job: Job) -> Job | None:
         except PlatformFault:
             log.warning("slot release failed; the reaper frees it", extra={"job_id": job.id})
         raise
-    deps.counters.adjust_tier(job.tier, queued=-1, running=1)
+    try:
+        deps.counters.adjust_tier(job.tier, queued=-1, running=1)
+    except PlatformFault:
+        # The job is running now whatever the counter says: run it; the reaper corrects the drift.
+        log.warning("tier counter update failed; the reaper reconciles it", extra={"job_id": job.id})
     deps.metric("QueueWait", running.queue_wait_ms or 0, "Milliseconds", tier=job.tier)
     return running
 
