@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_STAMP := .dev/.debs
-DEBS := bubblewrap python3-seccomp nodejs
+DEBS := bubblewrap python3 nodejs
 
 .PHONY: dev test lint bench chaos package clean install debs
 
@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .  # the `coderunner` operator CLI
 	touch $(STAMP)
 
-# Debian packages the local sandbox needs (bubblewrap, seccomp for the filter, Node.js for the runtime).
+# Debian packages the local sandbox needs (bubblewrap; Debian's python3 and Node.js for the runtimes).
 $(DEB_STAMP):
 	@mkdir -p .dev
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
