@@ -131,7 +131,8 @@ def _reap_all(job: _Job) -> None:
     """Reap our children and re-kill the job's processes until none is left or 3 s pass."""
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
-        if not _reap_children() and not job.strays():
+        # Without children a subreaper has no descendants left; only the uid scan can find more.
+        if not _reap_children() and not (job.scan and job.strays()):
             return
         job.kill_tree()
         time.sleep(0.005)

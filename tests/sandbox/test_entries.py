@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,11 @@ pytestmark = pytest.mark.xdist_group("sandbox")
 
 
 @pytest.fixture
-def scratch(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = Path(os.path.realpath(tmp_path_factory.mktemp("lambda-tmp")))
-    for parent in (root, *root.parents):
-        if str(parent) in ("/", "/tmp"):
-            break
-        os.chmod(parent, 0o711)  # the slot uid traverses to its work dir
+def scratch(monkeypatch: pytest.MonkeyPatch, sandbox_root: str) -> Path:
+    # Under the session's sandbox root, not pytest's tmp_path: the slot uid traverses to its work dir, and
+    # any pytest session on the host resets /tmp/pytest-of-<user> to 0700.
+    root = Path(tempfile.mkdtemp(prefix="lambda-tmp-", dir=sandbox_root))
+    os.chmod(root, 0o711)
     monkeypatch.setenv(lambda_entry.SCRATCH_ENV, str(root))
     return root
 
