@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_STAMP := .dev/.debs
-DEBS := bubblewrap python3-seccomp nodejs chromium
+DEBS := bubblewrap python3 nodejs chromium
 
 .PHONY: dev test lint bench chaos package clean install debs
 
@@ -20,7 +20,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml clients/python/py
 	$(BIN)/pip install -q --no-deps -e .  # devtools (the operator's `coderunner keys`), chalicelib
 	touch $(STAMP)
 
-# Debian packages the local sandbox needs (bubblewrap, seccomp for the filter, Node.js for the runtime).
+# Debian packages: bubblewrap, Debian's python3 and Node.js for the sandbox's runtimes, chromium for the
+# playground's browser test. Re-checked whenever this Makefile changes (only missing ones are installed).
 $(DEB_STAMP): Makefile
 	@mkdir -p .dev
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
