@@ -163,6 +163,20 @@ def packaged_stage(build_dir: Path) -> str:
     return str(json.loads(path.read_text())["Parameters"]["Stage"]["AllowedValues"][0])
 
 
+def check_package(shell: Shell, build_dir: Path, stage: str) -> None:
+    """build/ holds a package of `stage`; a dry run only says what is wrong, and prints the commands anyway."""
+    try:
+        built_for = packaged_stage(build_dir)
+        if built_for != stage:
+            raise DeployError(
+                f"{build_dir}/sam.json was packaged for stage {built_for!r}: run `make package STAGE={stage}`"
+            )
+    except DeployError as exc:
+        if not shell.dry_run:
+            raise
+        shell.say(f"# {exc}")
+
+
 def image_record(shell: Shell, build_dir: Path, repository: str) -> dict[str, str]:
     path = build_dir / IMAGE_RECORD
     if path.exists():
@@ -187,11 +201,7 @@ def overrides(image: dict[str, str], prefix_list: str) -> list[str]:
 
 def deploy(shell: Shell, build_dir: Path, stage: str, repository: str = DEFAULT_REPOSITORY) -> str:
     """Upload the package, create or update the stack, and return the API's URL."""
-    built_for = packaged_stage(build_dir)
-    if built_for != stage:
-        raise DeployError(
-            f"{build_dir}/sam.json was packaged for stage {built_for!r}: run `make package STAGE={stage}`"
-        )
+    check_package(shell, build_dir, stage)
     image = image_record(shell, build_dir, repository)
     region_ = region(shell)
     if image.get("region", region_) != region_:
