@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,7 +15,7 @@ from chalice.app import Request
 
 from chalicelib import web
 from chalicelib.bootstrap import get_deps
-from chalicelib.config import APP_NAME, get_settings, queue_name
+from chalicelib.config import APP_NAME, TIER_NAMES, get_settings, queue_name
 from chalicelib.domain.errors import (
     BackendRejected,
     BadRequest,
@@ -37,6 +38,7 @@ from chalicelib.services import batch as batches
 from chalicelib.services import catalog, keys, lifecycle, queries, reaper, submit
 from chalicelib.services.ipguard import IpGuard
 from chalicelib.services.ports import ApiKey
+from chalicelib.tier_resources import missing_functions
 
 app = Chalice(app_name=APP_NAME)
 logger = Logger(service=APP_NAME)
@@ -325,3 +327,9 @@ def sandbox(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.sandbox.lambda_entry import handle
 
     return handle(event, context)
+
+
+# Every deployed tier has its worker and dead-letter function above (refused at start otherwise).
+_missing = missing_functions(TIER_NAMES, sys.modules[__name__])
+if _missing:
+    raise RuntimeError("; ".join(_missing))

@@ -165,7 +165,9 @@ class Settings(BaseSettings):
 
 def queue_name(stage: str, tier: str, dead_letter: bool = False) -> str:
     """Physical name of a tier's FIFO queue or its DLQ on `stage` (app.py names its event sources with it)."""
-    return f"{APP_NAME}-{stage}-{tier}{'-dlq' if dead_letter else ''}.fifo"
+    from chalicelib.tier_resources import tier_resources
+
+    return tier_resources(tier).queue(stage, dead_letter)
 
 
 class _GivenEnvironment(EnvSettingsSource):

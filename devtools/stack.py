@@ -1,6 +1,6 @@
 """`make dev`: the whole platform on this machine.
 
-An embedded moto server on 127.0.0.1 holds the queues and tables (created from infra/resources.json), the
+An embedded moto server on 127.0.0.1 holds the queues and tables (created from infra/state.py, as the template), the
 API listens on 127.0.0.1:$PORT (8000), worker loops run in their own process (restarted if it dies), and a
 scheduler runs the cleanup. State lives as long as this process.
 

@@ -15,12 +15,13 @@ from typing import Any
 from chalicelib.domain.errors import PlatformFault, StaleState
 from chalicelib.domain.exits import Faulted, Finished, GaveUp
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, TIER_DIMENSION
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
 from chalicelib.sandbox.runtimes import UnknownRuntime
 from chalicelib.sandbox.selection import pick_sandbox
 from chalicelib.services.deps import Deps
 from chalicelib.services.lifecycle import end_job, slot_holder
-from chalicelib.services.ports import SyncSandbox
+from chalicelib.services.ports import SyncSandbox, TaskSandbox
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,11 @@ def start(deps: Deps, job: Job) -> Job | None:
         except PlatformFault:
             log.warning("slot release failed; the reaper frees it", extra={"job_id": job.id})
         raise
-    deps.counters.adjust_tier(job.tier, queued=-1, running=1)
+    try:
+        deps.counters.adjust_tier(job.tier, queued=-1, running=1)
+    except PlatformFault:
+        # The job is running now whatever the counter says: run it; the reaper corrects the drift.
+        log.warning("tier counter update failed; the reaper reconciles it", extra={"job_id": job.id})
     deps.metric("QueueWait", running.queue_wait_ms or 0, "Milliseconds", tier=job.tier)
     return running
 
@@ -108,7 +113,7 @@ def run(deps: Deps, job: Job) -> str:
     try:
         task_sandbox = deps.tasks.get(kind)
         if task_sandbox is not None:
-            task_arn = task_sandbox.launch(request)
+            task_arn = _launch(deps, job, task_sandbox, request)
             deps.jobs.record_task(job.id, job.attempts, task_arn)
             return "launched"  # the task's stopped event ends it (services/fargate.py)
         sandbox = deps.sandboxes.get(kind)
@@ -128,6 +133,14 @@ def run(deps: Deps, job: Job) -> str:
         return ended.job.status.value if ended is not None else "discarded"
     ended = end_job(deps, job, Finished(result))
     return ended.job.status.value if ended is not None else "discarded"
+
+
+def _launch(deps: Deps, job: Job, sandbox: TaskSandbox, request: ExecutionRequest) -> str:
+    try:
+        return sandbox.launch(request)
+    except PlatformFault:
+        deps.metric(FARGATE_LAUNCH_FAILURES, 1, "Count", **{TIER_DIMENSION: job.tier})
+        raise
 
 
 def _run_watched(deps: Deps, job: Job, sandbox: SyncSandbox, request: ExecutionRequest) -> ExecutionResult:
