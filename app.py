@@ -34,6 +34,7 @@ from chalicelib.edge.errors import (
     unavailable_response,
     usage_headers,
 )
+from chalicelib.metric_names import BACKEND_REJECTED, UNHANDLED_ERRORS
 from chalicelib.services import batch as batches
 from chalicelib.services import catalog, keys, lifecycle, queries, reaper, submit
 from chalicelib.services.ipguard import IpGuard
@@ -107,13 +108,13 @@ def api(handler: Callable[..., Any]) -> Callable[..., Any]:
             get_deps().metric("DependencyUnavailable", route=handler.__name__)
             return unavailable_response(exc)
         except BackendRejected as exc:
-            # `aws_service`: the logger's own `service` key names this app.
+            # `aws_service`: the logger's and Powertools' own `service` names this app.
             logger.exception("AWS rejected a request of ours", extra={"aws_service": exc.service, "code": exc.aws_code})
-            get_deps().metric("BackendRejected", service=exc.service, code=exc.aws_code)
+            get_deps().metric(BACKEND_REJECTED, aws_service=exc.service, code=exc.aws_code)
             return internal_error_response(_request_id())
         except Exception:
             logger.exception("unhandled error")
-            get_deps().metric("UnhandledErrors", route=handler.__name__)
+            get_deps().metric(UNHANDLED_ERRORS, route=handler.__name__)
             return internal_error_response(_request_id())
 
     return wrapper

@@ -7,3 +7,10 @@ from __future__ import annotations
 # (Powertools adds `service`). Alarm: infra/wiring.py `<Tier>FargateLaunchFailuresAlarm`.
 FARGATE_LAUNCH_FAILURES = "FargateLaunchFailures"
 TIER_DIMENSION = "tier"
+
+# The API's last-resort answers, emitted by app.py's `api` wrapper; each one is a platform bug to fix at its
+# source (never the client's fault). BackendRejected: AWS refused a request of ours as invalid (dimensions
+# `aws_service`, `code`); UnhandledErrors: an exception nothing mapped (dimension `route`). Alarms:
+# infra/alarms.py `ApiBackendRejectedAlarm`, `ApiUnhandledErrorsAlarm` (over every dimension).
+BACKEND_REJECTED = "BackendRejected"
+UNHANDLED_ERRORS = "UnhandledErrors"

@@ -8,7 +8,7 @@ from typing import Any
 
 from chalicelib.adapters.metrics import NAMESPACE
 from chalicelib.config import APP_NAME
-from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, TIER_DIMENSION
+from chalicelib.metric_names import BACKEND_REJECTED, FARGATE_LAUNCH_FAILURES, TIER_DIMENSION, UNHANDLED_ERRORS
 from infra.state import queue_id, tier_id
 
 POWERTOOLS_SERVICE = ("service", APP_NAME)  # Powertools adds POWERTOOLS_SERVICE_NAME to every app metric
@@ -120,6 +120,36 @@ def tier_alarms(tier: str, worker_id: str) -> dict[str, Any]:
             **_greater_than_zero(EvaluationPeriods=1),
         ),
     }
+
+
+def app_error_alarms() -> dict[str, Any]:
+    """The API answered 500: AWS refused a request of ours as invalid, or an exception went unmapped. Either is a
+    platform bug (a client value that should have been refused at the edge). The app emits these with varying
+    dimensions, so each alarm sums its metric over all of them with a Metrics Insights query."""
+    out = {}
+    for logical_id, name, metric_name, what in (
+        (
+            "ApiBackendRejectedAlarm",
+            "api-backend-rejected",
+            BACKEND_REJECTED,
+            "AWS refused a request of ours as invalid",
+        ),
+        (
+            "ApiUnhandledErrorsAlarm",
+            "api-unhandled-errors",
+            UNHANDLED_ERRORS,
+            "an exception nothing mapped to an answer",
+        ),
+    ):
+        query = f'SELECT SUM({metric_name}) FROM "{NAMESPACE}"'
+        out[logical_id] = alarm(
+            name,
+            f"The API answered 500 because {what}: a platform bug, never the client's. The log line with the "
+            "request id the client got (details.request_id) has the traceback; fix it at its source.",
+            Metrics=[{"Id": "total", "Expression": query, "Period": 300, "ReturnData": True}],
+            **_greater_than_zero(EvaluationPeriods=1),
+        )
+    return out
 
 
 def _throttle_metrics(table_id: str, indexes: list[str]) -> list[dict[str, Any]]:

@@ -176,4 +176,5 @@ def generate(chalice: ChaliceTemplate, state: dict[str, Any], stage: str, tiers:
     for tier in tiers:
         out.update(alarms.tier_alarms(tier, workers[queue_id(tier)]))
     out.update(alarms.table_alarms(state["Resources"]))
+    out.update(alarms.app_error_alarms())
     return {"Resources": out}
