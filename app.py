@@ -29,6 +29,7 @@ from chalicelib.edge import cursors, params
 from chalicelib.edge import headers as request_headers
 from chalicelib.edge.errors import (
     error_response,
+    house_shaped,
     internal_error_response,
     status_of,
     unavailable_response,
@@ -118,6 +119,16 @@ def api(handler: Callable[..., Any]) -> Callable[..., Any]:
             return internal_error_response(_request_id())
 
     return wrapper
+
+
+@app.middleware("http")
+def house_errors(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Chalice answers some requests before (or after) any handler runs, in its own shape: those answers are
+    given in ours too (chalicelib/edge/errors.py `house_shaped`), and a 500 there is counted like ours."""
+    response = get_response(event)
+    if response.status_code >= 500 and isinstance(response.body, dict) and "Code" in response.body:
+        get_deps().metric(UNHANDLED_ERRORS, route="(chalice)")
+    return house_shaped(response, _request_id())
 
 
 def _json_body() -> Any:

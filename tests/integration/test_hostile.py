@@ -181,3 +181,15 @@ def test_output_larger_than_a_record_holds_ends_the_job_with_its_output_cut(clie
     result = got["result"]
     assert result["reason"] == "output_limit" and result["stdout_truncated"] and result["stderr_truncated"]
     assert 50_000 < len(result["stdout"]) + len(result["stderr"]) <= 160 * 1024
+
+
+def test_answers_chalice_gives_itself_are_in_the_house_shape_without_echo(client: Any) -> None:
+    key = new_key()
+    odd = client.http.get("/v1/usage", headers={"Authorization": f"Bearer {key}", "Content-Type": key})
+    assert odd.status_code == 415 and key.encode() not in odd.body
+    assert body(odd)["error"]["code"] == "unsupported_media_type" and detail_fields(odd) == ["Content-Type"]
+    xml = client.http.post("/v1/jobs", headers=auth(key, **{"Content-Type": "application/xml"}), body="<job/>")
+    assert xml.status_code == 415 and body(xml)["error"]["code"] == "unsupported_media_type"
+    put = client.http.put("/v1/jobs", headers=auth(key), body="{}")
+    assert put.status_code == 405 and body(put)["error"]["code"] == "method_not_allowed"
+    assert set(put.headers["Allow"].replace(" ", "").split(",")) == {"GET", "POST"}
