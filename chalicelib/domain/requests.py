@@ -41,9 +41,10 @@ class FileIn(BaseModel):
     @field_validator("path")
     @classmethod
     def _relative(cls, path: str) -> str:
-        # The sandbox writes the file inside the job's fresh work dir: no absolute path, no way out of it.
-        if path.startswith("/") or ".." in path.split("/"):
-            raise ValueError("must be a relative path without '..'")
+        # The sandbox writes the file inside the job's fresh work dir: no absolute path, no way out of it, and
+        # nothing it would refuse only at run time ('.', 'a/', 'a//b' name no file).
+        if any(part in ("", ".", "..") for part in path.split("/")):
+            raise ValueError("must be a relative file path like 'src/main.py' (no '.', '..' or empty parts)")
         return path
 
 
