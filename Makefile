@@ -10,7 +10,7 @@ STAGE ?= dev
 # image/deploy need only the standard library: the venv's Python when there is one.
 DEPLOY_PY := $(firstword $(wildcard $(BIN)/python) python3)
 
-.PHONY: dev test lint bench chaos package image deploy clean install debs
+.PHONY: dev test lint fuzz bench chaos package image deploy clean install debs
 
 # Python packages only; the targets that run the local sandbox also need `debs`.
 install: $(STAMP)
@@ -45,6 +45,12 @@ dev: install debs
 
 test: install debs
 	PYTHONPATH=. $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadgroup
+
+# The hostile-input property test with many fresh examples (make test runs a fixed few hundred);
+# FUZZ_EXAMPLES=20000 make fuzz for more. A failure prints the example and a blob to reproduce it.
+fuzz: install
+	CODERUNNER_FUZZ=fuzz PYTHONPATH=. $(BIN)/pytest -q -p no:cacheprovider --timeout=0 \
+	  --hypothesis-show-statistics tests/integration/test_fuzz_api.py
 
 lint: install
 	$(BIN)/ruff check .
