@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -105,7 +106,9 @@ def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobS
         entry = catalog.tool(req.tool or "")
         field, what = "tool", req.tool or ""
     if entry is None:
-        raise _invalid(field, f"unknown {field} '{what}'; see GET /v1/runtimes")
+        # Named back only when it looks like a name: a client's misplaced key or a long string is not echoed.
+        named = f" '{what}'" if re.fullmatch(r"[A-Za-z0-9._+-]{1,24}", what) else ""
+        raise _invalid(field, f"unknown {field}{named}; see GET /v1/runtimes")
     if not entry.available:
         raise _invalid(field, f"{field} '{what}' is not available on this deployment; see GET /v1/runtimes")
     if req.tool is not None:

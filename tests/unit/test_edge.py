@@ -237,3 +237,15 @@ def test_a_cursor_edited_forged_or_of_another_owner_is_422(settings: Any) -> Non
         assert err.value.details[0]["field"] == "cursor"
     with pytest.raises(ValidationFailed):
         cursors.unseal(settings, "globex", sealed)
+
+
+def test_a_key_pasted_as_a_tool_or_runtime_name_is_not_echoed(deps: Any, key: str) -> None:
+    from chalicelib.services.submit import submit_job
+
+    for job in ({"tool": key}, {"runtime": "py\u202eth", "source": "x"}):
+        with pytest.raises(ValidationFailed) as err:
+            submit_job(deps, key, job)
+        assert key not in json.dumps([err.value.message, err.value.details]) and "\u202e" not in err.value.message
+    with pytest.raises(ValidationFailed) as err:
+        submit_job(deps, key, {"runtime": "cobol", "source": "x"})
+    assert "'cobol'" in err.value.message  # a plain name is still named
