@@ -35,18 +35,18 @@ from chalicelib.services.keys import hash_key
 from tests.integration.helpers import body, new_key
 
 _HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
-settings.register_profile(
-    "ci", max_examples=250, derandomize=True, deadline=None, database=None, suppress_health_check=_HEALTH
-)
-settings.register_profile(
-    "fuzz",
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "5000")),
-    deadline=None,
-    database=None,
-    suppress_health_check=_HEALTH,
-    print_blob=True,
-)
-PROFILE = settings.get_profile(os.environ.get("CODERUNNER_FUZZ", "ci"))
+# Profiles of this test only (not loaded globally): `ci` for make test, `fuzz` for make fuzz.
+PROFILES = {
+    "ci": settings(max_examples=250, derandomize=True, deadline=None, database=None, suppress_health_check=_HEALTH),
+    "fuzz": settings(
+        max_examples=int(os.environ.get("FUZZ_EXAMPLES", "5000")),
+        deadline=None,
+        database=None,
+        suppress_health_check=_HEALTH,
+        print_blob=True,
+    ),
+}
+PROFILE = PROFILES[os.environ.get("CODERUNNER_FUZZ", "ci")]
 
 # -- values --------------------------------------------------------------------------------------------
 
