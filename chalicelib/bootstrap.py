@@ -11,6 +11,7 @@ from chalicelib.adapters.keys_dynamodb import DynamoKeyStore
 from chalicelib.adapters.metrics import EmfMetrics, InMemoryMetrics
 from chalicelib.adapters.queue_sqs import SqsJobQueue
 from chalicelib.config import Settings, get_settings
+from chalicelib.delivery_wiring import delivery_ports
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import Sandbox
 
@@ -54,6 +55,7 @@ def build(settings: Settings) -> Deps:
         queue=SqsJobQueue(settings.queue),
         sandboxes=_sandboxes(settings),
         metrics=EmfMetrics() if in_lambda else InMemoryMetrics(),
+        delivery=delivery_ports(settings),
     )
 
 

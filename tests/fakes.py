@@ -14,6 +14,7 @@ from chalicelib.domain.quotas import QuotaState, decide, rate_headers, refunded
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey, Page
+from tests.fakes_delivery import PUBLISH_GRACE_S, memory_delivery
 
 
 class FakeClock:
@@ -31,6 +32,7 @@ class MemoryJobStore:
     def __init__(self, orphan_after_s: int = 60) -> None:
         self.jobs: dict[str, Job] = {}
         self.due_at: dict[str, float | None] = {}
+        self.unpublished: dict[str, float] = {}  # terminal jobs whose event is not produced yet (fakes_delivery)
         self.lock = threading.Lock()
         self.orphan_after_s = orphan_after_s
 
@@ -62,6 +64,7 @@ class MemoryJobStore:
                 self.due_at[job.id] = updated.lease_until
             else:
                 self.due_at[job.id] = None
+                self.unpublished[job.id] = (updated.finished_at or 0) + PUBLISH_GRACE_S
             return updated
 
     def set_fields(self, job_id: str, changes: dict[str, Any], expected: JobStatus) -> bool:
@@ -283,13 +286,15 @@ class ListMetrics:
 
 def make_deps(settings: Settings | None = None, clock: FakeClock | None = None) -> Deps:
     settings = settings or Settings()
+    jobs = MemoryJobStore(settings.orphan_after_s)
     return Deps(
         settings=settings,
-        jobs=MemoryJobStore(settings.orphan_after_s),
+        jobs=jobs,
         keys=MemoryKeyStore(settings),
         counters=MemoryCounters(),
         queue=MemoryQueue(),
         sandboxes={"local": FakeSandbox()},
         clock=clock or FakeClock(),
         metrics=ListMetrics(),
+        delivery=memory_delivery(jobs),
     )

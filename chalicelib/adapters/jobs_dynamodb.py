@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.adapters.aws import LazyClient
 from chalicelib.adapters.dynamo import is_condition_failure, marshal, unmarshal, value
+from chalicelib.adapters.job_events_dynamodb import unpublished_marker
 from chalicelib.domain.errors import StaleState
 from chalicelib.domain.jobs import Job, JobStatus, check_transition
 from chalicelib.services.ports import Page
@@ -82,6 +83,8 @@ class DynamoJobStore:
         # Only a job that never started can have lost its message; a retried one's message is still in SQS.
         orphan_due = job.created_at + self.orphan_after_s if updated.attempts == 0 else None
         fields.update(index_fields(new, job.tier, orphan_due, updated.lease_until))
+        if new.terminal:  # marked until its job.finished event is produced (services/delivery.py)
+            fields.update(unpublished_marker(updated.finished_at))
         condition = "#status = :expected"
         values = {":expected": value(job.status.value)}
         if expected_attempts is not None:

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from chalicelib.domain.errors import IllegalTransition
+from chalicelib.domain.webhooks import WebhookDelivery
 from chalicelib.sandbox.models import ExecutionResult, SandboxLimits, SourceFile, TestCase
 
 
@@ -66,6 +67,7 @@ class JobSpec(BaseModel):
     limits: SandboxLimits
     sandbox: str = "auto"
     callback_url: str | None = None
+    device: str | None = None  # the device its event goes to (default: every recently seen device of the key)
     output_encoding: str = "utf-8"  # or "base64"
 
 
@@ -94,6 +96,10 @@ class Job(BaseModel):
     refunded: bool = False
     redriven_late: bool = False
     result: ExecutionResult | None = None
+    # Delivery of its job.finished event (services/delivery.py): set once the event is produced.
+    event_id: str | None = None
+    inbox_devices: list[str] | None = None
+    webhook_delivery: WebhookDelivery | None = None
 
     @property
     def queue_wait_ms(self) -> int | None:
@@ -119,7 +125,14 @@ class Job(BaseModel):
             "sandbox": self.sandbox,
             "error": self.error,
             "result": _public_result(self.result, self.spec.output_encoding),
+            "delivery": self._delivery(),
         }
+
+    def _delivery(self) -> dict[str, Any] | None:
+        if self.inbox_devices is None:  # the event is not produced yet
+            return None
+        webhook = self.webhook_delivery.model_dump(mode="json") if self.webhook_delivery else None
+        return {"event_id": self.event_id, "webhook": webhook, "inbox": self.inbox_devices}
 
 
 def _iso(ts: float | None) -> str | None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.config import Settings
+from chalicelib.services.delivery_ports import DeliveryPorts
 from chalicelib.services.ports import Counters, JobQueue, JobStore, KeyStore, Sandbox
 
 
@@ -34,6 +35,7 @@ class Deps:
     clock: Any = field(default_factory=SystemClock)
     new_id: Callable[[], str] = new_job_id
     metrics: Any = None  # a MetricsSink; None records nothing
+    delivery: DeliveryPorts | None = None  # results to their users (services/delivery.py); None delivers nothing
 
     def metric(self, name: str, value: float = 1, unit: str = "Count", **dims: str) -> None:
         """Record one metric point (EMF in the cloud); never lets a metrics failure break a job."""

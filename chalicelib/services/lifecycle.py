@@ -12,6 +12,7 @@ import logging
 from chalicelib.domain.errors import Conflict, NotFound, StaleState
 from chalicelib.domain.jobs import Job, JobStatus, status_for
 from chalicelib.sandbox.models import ExecutionResult
+from chalicelib.services.delivery import job_finished
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey
 
@@ -45,6 +46,7 @@ def finish(deps: Deps, job: Job, result: ExecutionResult) -> Job | None:
     if job.started_at is not None:
         overhead = max(0, int((now - job.started_at) * 1000) - result.wall_ms)
         deps.metric("SandboxOverhead", overhead, "Milliseconds", tier=job.tier, sandbox=result.sandbox)
+    job_finished(deps, done)
     return done
 
 
@@ -88,6 +90,7 @@ def mark_error(deps: Deps, job_id: str, reason: str) -> Job | None:
     deps.counters.release_slot(job.key_id, slot_holder(job))
     refund(deps, done)
     deps.metric("JobsFinished", tier=job.tier, status="error")
+    job_finished(deps, done)
     return done
 
 
@@ -128,6 +131,7 @@ def cancel(deps: Deps, key: ApiKey, job_id: str) -> Job:
             deps.counters.release_slot(job.key_id, slot_holder(job))
             _stop_task(deps, job, "cancelled by the user")
         deps.metric("JobsFinished", tier=job.tier, status="cancelled")
+        job_finished(deps, done)
         return done
     raise Conflict(f"job '{job_id}' is changing state; try again")
 

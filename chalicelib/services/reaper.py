@@ -9,6 +9,8 @@ from typing import Any
 
 from chalicelib.domain.errors import StaleState
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.services.channel import sweep
+from chalicelib.services.delivery import job_finished, republish
 from chalicelib.services.deps import Deps
 from chalicelib.services.lifecycle import _stop_task, mark_error, refund, slot_holder
 
@@ -28,6 +30,8 @@ def reap(deps: Deps) -> dict[str, int]:
         actions[_redrive_queued(deps, job, now)] += 1
     actions["slots_released"] += release_leaked_slots(deps)
     actions["counters_reconciled"] += reconcile_counters(deps)
+    actions["events_republished"] += republish(deps)
+    actions["connections_swept"] += sweep(deps)
     actions.pop("none", None)
     for name, count in actions.items():
         if count:
@@ -69,6 +73,7 @@ def _give_up(deps: Deps, job: Job) -> bool:
     deps.counters.job_finished(job.tier)
     deps.counters.release_slot(job.key_id, slot_holder(job))
     refund(deps, done)
+    job_finished(deps, done)
     return True
 
 
