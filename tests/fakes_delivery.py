@@ -118,8 +118,13 @@ class MemoryDevices:
                 return False
             self._put(
                 replace(
-                    cur, connection_id=connection_id, connected_at=now, seen_at=now, ready=False,
-                    sent=frozenset(), lease_until=None,
+                    cur,
+                    connection_id=connection_id,
+                    connected_at=now,
+                    seen_at=now,
+                    ready=False,
+                    sent=frozenset(),
+                    lease_until=None,
                 )
             )
             return True

@@ -36,9 +36,8 @@ class ApiGatewayConnections:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = boto3.session.Session().client(  # type: ignore[call-overload]
-                        "apigatewaymanagementapi", endpoint_url=self.endpoint, config=_CONFIG
-                    )
+                    session: Any = boto3.session.Session()
+                    self._client = session.client("apigatewaymanagementapi", endpoint_url=self.endpoint, config=_CONFIG)
         return self._client
 
     def post(self, connection_id: str, data: str) -> None:

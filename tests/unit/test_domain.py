@@ -120,7 +120,11 @@ def test_callback_url_is_checked_for_its_form_here_and_for_its_addresses_at_subm
 
     ok = SubmitRequest.model_validate({"runtime": "python", "source": "1", "callback_url": "https://x.test/cb"})
     assert ok.callback_url == "https://x.test/cb"
-    for bad, reason in [("https://user:pw@x.test/", "credentials"), ("https:///nohost", "no host"), ("ftp://x", "https")]:
+    for bad, reason in [
+        ("https://user:pw@x.test/", "credentials"),
+        ("https:///nohost", "no host"),
+        ("ftp://x", "https"),
+    ]:
         with pytest.raises(pydantic.ValidationError, match=reason):
             SubmitRequest.model_validate({"runtime": "python", "source": "1", "callback_url": bad})
 
