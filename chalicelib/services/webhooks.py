@@ -168,6 +168,8 @@ def process_webhooks(deps: Deps, event: dict[str, Any], context: Any = None) -> 
             return "malformed"
         return attempt(deps, message)
 
+    if not event.get("Records"):
+        return {"batchItemFailures": []}
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     return dict(
         process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

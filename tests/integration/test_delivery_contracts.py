@@ -36,7 +36,9 @@ def ports(request: pytest.FixtureRequest) -> Any:
 def terminal_job(jobs: Any, job_id: str, key_id: str = "key_1") -> Any:
     job = make_job(job_id).model_copy(update={"key_id": key_id})
     jobs.create(job)
-    running = jobs.transition(job, JobStatus.RUNNING, {"attempts": 1, "lease_until": time.time() + 5}, expected_attempts=0)
+    running = jobs.transition(
+        job, JobStatus.RUNNING, {"attempts": 1, "lease_until": time.time() + 5}, expected_attempts=0
+    )
     return jobs.transition(running, JobStatus.SUCCEEDED, {"finished_at": time.time()}, expected_attempts=1)
 
 
