@@ -18,6 +18,7 @@ from typing import Any
 
 from chalicelib.domain import webhooks as wh
 from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.events import webhook_message_id
 from chalicelib.domain.ssrf import Target, TargetRefused, check_addresses, literal_address, parse_target
 from chalicelib.domain.webhooks import Outcome, WebhookConfig, WebhookDelivery, WebhookState
 from chalicelib.services.deps import Deps
@@ -121,15 +122,11 @@ def attempt(deps: Deps, message: dict[str, Any]) -> str:
         _record(deps, message, WebhookDelivery(state=WebhookState.FAILED, attempts=number - 1, error=str(exc)))
         return "refused"
     body = str(message["body"])
-    headers = wh.headers(config.signing_secrets(now), _message_id(message), int(now), body)
+    headers = wh.headers(config.signing_secrets(now), webhook_message_id(str(message["job_id"])), int(now), body)
     headers["host"] = target.host_header
     headers["user-agent"] = "code-runner-webhooks/1"
     answer = delivery.sender.post(address, target.scheme, target.host, target.port, target.path, headers, body.encode())
     return _after(deps, message, number, answer.status, answer.error)
-
-
-def _message_id(message: dict[str, Any]) -> str:
-    return f"msg_{message['job_id']}"
 
 
 def _after(deps: Deps, message: dict[str, Any], number: int, status: int | None, error: str | None) -> str:

@@ -70,3 +70,12 @@ def test_bad_input_is_a_clear_error(stack_env: dict[str, Any], capsys: pytest.Ca
     assert "unknown tier 'platinum'" in capsys.readouterr().err
     assert cli("keys", "revoke", "key_000000000000")[0] == 2
     assert "no key" in capsys.readouterr().err
+
+
+def test_set_webhook_sets_checks_and_clears_a_keys_default_url(stack_env: dict[str, Any]) -> None:
+    _, created = cli("keys", "create", "--owner", "acme", "--tier", "pro")
+    code, shown = cli("keys", "set-webhook", created["key_id"], "https://93.184.216.34/hooks")
+    assert code == 0 and shown == {"key_id": created["key_id"], "url": "https://93.184.216.34/hooks"}
+    assert cli("keys", "set-webhook", created["key_id"], "https://10.0.0.1/x")[0] == 2  # private: refused
+    assert cli("keys", "set-webhook", "key_nope", "https://93.184.216.34/")[0] == 2
+    assert cli("keys", "set-webhook", created["key_id"], "--clear") == (0, {"key_id": created["key_id"], "url": None})

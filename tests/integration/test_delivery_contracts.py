@@ -3,6 +3,7 @@ and SQS on the moto server; the API Gateway management API as the local WebSocke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -161,11 +162,10 @@ def connections(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
 
     server = LocalWebSocketApi(on_connect, lambda e, c: None, lambda e, c: None)
     server.start()
-    clients: list[Any] = []
+    clients = contextlib.ExitStack()
 
     def open_real() -> tuple[str, Any]:
-        client = connect(server.url + "/?device=x")
-        clients.append(client)
+        client = clients.enter_context(connect(server.url + "/?device=x"))
         deadline = time.monotonic() + 5
         while registered[-1] not in server.open:  # the handshake's end, as API Gateway sees it
             assert time.monotonic() < deadline
@@ -175,8 +175,7 @@ def connections(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
     try:
         yield ApiGatewayConnections(server.management_url), open_real
     finally:
-        for client in clients:
-            client.close()
+        clients.close()
         server.shutdown()
 
 
