@@ -11,6 +11,7 @@ from chalicelib.adapters.keys_dynamodb import DynamoKeyStore
 from chalicelib.adapters.metrics import EmfMetrics, InMemoryMetrics
 from chalicelib.adapters.queue_sqs import SqsJobQueue
 from chalicelib.config import Settings, get_settings
+from chalicelib.delivery_wiring import delivery_ports
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import SyncSandbox, TaskSandbox
 
@@ -58,6 +59,7 @@ def build(settings: Settings) -> Deps:
         sandboxes=_sync_sandboxes(settings),
         tasks=_task_sandboxes(settings),
         metrics=EmfMetrics() if in_lambda else InMemoryMetrics(),
+        delivery=delivery_ports(settings),
     )
 
 

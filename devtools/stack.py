@@ -5,7 +5,8 @@ API listens on 127.0.0.1:$PORT (8000), worker loops run in their own process (re
 scheduler runs the cleanup. State lives as long as this process.
 
 Knobs (environment), so tests and benchmarks can run their own stacks beside a developer's:
-PORT, MOTO_PORT, CODERUNNER_STAGE, CODERUNNER_WORKER_PROCESSES, CODERUNNER_REAP_EVERY_S,
+PORT, MOTO_PORT, WS_PORT (the WebSocket channel; a free port by default), CODERUNNER_STAGE,
+CODERUNNER_WORKER_PROCESSES, CODERUNNER_REAP_EVERY_S,
 CODERUNNER_VISIBILITY_TIMEOUT, CODERUNNER_KEYS_FILE (default .dev/keys.json) and CODERUNNER_STACK_FILE
 (default .dev/stack.json: endpoints and environment, read by `coderunner --local`). Every CODERUNNER_*
 setting of chalicelib/config.py (lease grace, per-IP limit, run log, ...) reaches the API and the workers.
@@ -54,6 +55,8 @@ def local_environment(moto_port: int) -> dict[str, str]:
         "POWERTOOLS_SERVICE_NAME": "code-runner",
         "CODERUNNER_STAGE": os.environ.get("CODERUNNER_STAGE", "dev"),
         "CODERUNNER_SANDBOX_MODE": "local",
+        # Webhooks to this machine (http or https to loopback), so that tests and users can receive them.
+        "CODERUNNER_WEBHOOK_ALLOW_LOOPBACK": os.environ.get("CODERUNNER_WEBHOOK_ALLOW_LOOPBACK", "true"),
     }
 
 
@@ -66,12 +69,14 @@ class Stack:
         self.ready = threading.Event()
         self.workers: list[subprocess.Popen[bytes]] = []
         self._servers: list[Any] = []
+        self.ws_url = ""
 
     def start(self) -> dict[str, str]:
         os.environ.update(local_environment(self.moto_port))
         from devtools.motoserver import start_moto
 
         self._servers.append(start_moto(self.moto_port))
+        self._start_websockets()
         from chalicelib.bootstrap import reset
         from devtools.resources import create_resources
 
@@ -89,6 +94,25 @@ class Stack:
         self._wait_for_api()
         return keys
 
+    def _start_websockets(self) -> None:
+        """The WebSocket channel (chalice local has none): the app's own handlers behind a local server, whose
+        management API the workers post to (their environment names it)."""
+        sys.path.insert(0, str(ROOT))
+        import app as app_module
+        from devtools.wsserver import LocalWebSocketApi
+
+        ws = LocalWebSocketApi(
+            app_module.websocket_connect,
+            app_module.websocket_message,
+            app_module.websocket_disconnect,
+            port=int(os.environ.get("WS_PORT") or 0),
+        )
+        ws.start()
+        self._servers.append(ws)
+        self.ws_url = ws.url
+        os.environ["CODERUNNER_WS_URL"] = ws.url
+        os.environ["CODERUNNER_WS_MANAGEMENT_URL"] = ws.management_url
+
     def _make_keys(self) -> dict[str, str]:
         from chalicelib.bootstrap import get_deps
         from chalicelib.services.keys import create_key
@@ -104,6 +128,7 @@ class Stack:
             "pid": os.getpid(),
             "api": f"http://127.0.0.1:{self.port}",
             "moto_endpoint": f"http://127.0.0.1:{self.moto_port}",
+            "websocket": self.ws_url,
             "stage": os.environ["CODERUNNER_STAGE"],
             "environment": local_environment(self.moto_port),
         }
@@ -185,7 +210,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("werkzeug", "botocore", "urllib3"):
+    for noisy in ("werkzeug", "botocore", "urllib3", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     port = int(os.environ.get("PORT", "8000"))
     moto_port = int(os.environ.get("MOTO_PORT") or free_port())
@@ -202,6 +227,7 @@ def main() -> None:
     stack_file = dev_file("CODERUNNER_STACK_FILE", "stack.json")
     _write_json(stack_file, stack.describe())
     print(f"\ncode-runner is up: API http://127.0.0.1:{port}  (moto on 127.0.0.1:{moto_port})", flush=True)
+    print(f"  WebSocket channel: {stack.ws_url}/?device=<name> (Authorization: Bearer <key>)", flush=True)
     for tier, key in keys.items():
         print(f"  {tier:<10} key: {key}", flush=True)
     print(f"  keys written to {dev_file('CODERUNNER_KEYS_FILE', 'keys.json')}", flush=True)

@@ -14,6 +14,7 @@ from chalicelib.domain.quotas import QuotaState, charged, refunded
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey, Page, TaskStopped
+from tests.fakes_delivery import memory_delivery
 
 STATS_BUCKET_S = 300  # as the DynamoDB counters: recent = this 5-minute bucket and the previous one
 
@@ -320,13 +321,15 @@ class ListMetrics:
 
 def make_deps(settings: Settings | None = None, clock: FakeClock | None = None) -> Deps:
     settings = settings or settings_from_env({})
+    jobs = MemoryJobStore()
     return Deps(
         settings=settings,
-        jobs=MemoryJobStore(),
+        jobs=jobs,
         keys=MemoryKeyStore(settings),
         counters=MemoryCounters(),
         queue=MemoryQueue(),
         sandboxes={"local": FakeSandbox()},
         clock=clock or FakeClock(),
         metrics=ListMetrics(),
+        delivery=memory_delivery(jobs),
     )
