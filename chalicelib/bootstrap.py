@@ -12,7 +12,8 @@ from chalicelib.adapters.metrics import EmfMetrics, InMemoryMetrics
 from chalicelib.adapters.queue_sqs import SqsJobQueue
 from chalicelib.config import Settings, get_settings
 from chalicelib.services.deps import Deps
-from chalicelib.services.ports import Sandbox
+from chalicelib.services.ports import JobSignals, Sandbox
+from chalicelib.services.signals import PolledJobSignals
 
 _lock = threading.Lock()
 _deps: Deps | None = None
@@ -41,6 +42,15 @@ def _sandboxes(settings: Settings) -> dict[str, Sandbox]:
     return out
 
 
+def _signals(settings: Settings) -> JobSignals:
+    """Announced job changes in the local stack (its processes share a socket directory); polling elsewhere."""
+    if settings.signal_dir:
+        from chalicelib.adapters.signals_local import DatagramJobSignals
+
+        return DatagramJobSignals(settings.signal_dir)
+    return PolledJobSignals()
+
+
 def build(settings: Settings) -> Deps:
     """Wire the DynamoDB/SQS adapters and the configured sandboxes for `settings`."""
     in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
@@ -54,6 +64,7 @@ def build(settings: Settings) -> Deps:
         queue=SqsJobQueue(settings.queue),
         sandboxes=_sandboxes(settings),
         metrics=EmfMetrics() if in_lambda else InMemoryMetrics(),
+        signals=_signals(settings),
     )
 
 

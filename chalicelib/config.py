@@ -90,6 +90,9 @@ class Settings(BaseModel):
     max_body_bytes: int = 6 * 1024 * 1024
     # Side channel for the chaos test: the worker appends "job_id attempt" here before every run.
     run_log: str = ""
+    # Local stack only: the directory of the processes' datagram sockets that announce job changes (a finished
+    # job wakes its waiting GET, a cancel reaches the running job). Unset in AWS, where waiters poll.
+    signal_dir: str = ""
 
     @model_validator(mode="after")
     def _workers_above_every_cap(self) -> Settings:
@@ -145,6 +148,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         "fargate_security_groups": [s for s in get("FARGATE_SECURITY_GROUPS").split(",") if s],
         "artifacts_bucket": get("ARTIFACTS_BUCKET"),
         "run_log": get("RUN_LOG"),
+        "signal_dir": get("SIGNAL_DIR"),
     }
     for field in (
         "workers_per_weight",

@@ -14,6 +14,7 @@ from chalicelib.domain.quotas import QuotaState, decide, rate_headers, refunded
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey, Page
+from chalicelib.services.signals import InProcessSignals
 
 
 class FakeClock:
@@ -270,6 +271,18 @@ class FakeSandbox:
         return self.result
 
 
+class MemorySignals(InProcessSignals):
+    """Job change announcements within the test process (the local stack's, minus the sockets), recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed: list[str] = []
+
+    def job_changed(self, job_id: str) -> None:
+        self.changed.append(job_id)
+        super().job_changed(job_id)
+
+
 class ListMetrics:
     def __init__(self) -> None:
         self.points: list[tuple[str, float, dict[str, str]]] = []
@@ -292,4 +305,5 @@ def make_deps(settings: Settings | None = None, clock: FakeClock | None = None) 
         sandboxes={"local": FakeSandbox()},
         clock=clock or FakeClock(),
         metrics=ListMetrics(),
+        signals=MemorySignals(),
     )

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.services.ports import Counters, JobQueue, JobStore, KeyStore, Sandbox
+from chalicelib.services.ports import Counters, JobQueue, JobSignals, JobStore, KeyStore, Sandbox
+from chalicelib.services.signals import PolledJobSignals
 
 
 class SystemClock:
@@ -34,6 +35,7 @@ class Deps:
     clock: Any = field(default_factory=SystemClock)
     new_id: Callable[[], str] = new_job_id
     metrics: Any = None  # a MetricsSink; None records nothing
+    signals: JobSignals = field(default_factory=PolledJobSignals)  # job change announcements (local stack)
 
     def metric(self, name: str, value: float = 1, unit: str = "Count", **dims: str) -> None:
         """Record one metric point (EMF in the cloud); never lets a metrics failure break a job."""

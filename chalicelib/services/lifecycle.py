@@ -37,6 +37,7 @@ def finish(deps: Deps, job: Job, result: ExecutionResult) -> Job | None:
         log.info("result discarded: the job moved on while it ran", extra={"job_id": job.id})
         deps.counters.release_slot(job.key_id, slot_holder(job))
         return None
+    deps.signals.job_changed(job.id)
     deps.counters.job_finished(job.tier)
     deps.counters.release_slot(job.key_id, slot_holder(job))
     deps.counters.record_run(job.tier, result.wall_ms, now)
@@ -81,6 +82,7 @@ def mark_error(deps: Deps, job_id: str, reason: str) -> Job | None:
         )
     except StaleState:
         return mark_error(deps, job_id, reason)  # it moved (e.g. started): look again
+    deps.signals.job_changed(job_id)
     if job.status is JobStatus.QUEUED:
         deps.counters.release_queue_place(job.tier)
     else:
@@ -121,6 +123,7 @@ def cancel(deps: Deps, key: ApiKey, job_id: str) -> Job:
             )
         except StaleState:
             continue
+        deps.signals.job_changed(job_id)  # wakes the watcher of the worker running it, and waiting GETs
         if job.status is JobStatus.QUEUED:
             deps.counters.release_queue_place(job.tier)
         else:

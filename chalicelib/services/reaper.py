@@ -66,6 +66,7 @@ def _give_up(deps: Deps, job: Job) -> bool:
         )
     except StaleState:
         return False
+    deps.signals.job_changed(job.id)
     deps.counters.job_finished(job.tier)
     deps.counters.release_slot(job.key_id, slot_holder(job))
     refund(deps, done)

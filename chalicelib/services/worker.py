@@ -20,10 +20,12 @@ from chalicelib.sandbox.models import ExecutionRequest, SandboxUnavailable
 from chalicelib.sandbox.selection import pick_sandbox
 from chalicelib.services.deps import Deps
 from chalicelib.services.lifecycle import finish, retry_or_give_up, slot_holder
+from chalicelib.services.ports import WaitChanged
 
 log = logging.getLogger(__name__)
 
-CANCEL_POLL_S = 0.5
+CANCEL_POLL_S = 0.5  # where nothing announces a cancel (AWS): how often a running job's watcher reads it
+CANCEL_SAFETY_POLL_S = 5.0  # where a cancel is announced (local stack): a lost announcement delays it this much
 
 
 class RetryLater(Exception):
@@ -74,6 +76,7 @@ def handle_message(deps: Deps, message: dict[str, Any]) -> str:
         except Exception:  # noqa: BLE001 - the reaper releases slots of jobs that are not running
             log.warning("slot release failed", extra={"job_id": job.id})
         raise
+    deps.signals.job_changed(job.id)
     deps.counters.job_started(job.tier)
     deps.metric("QueueWait", job.queue_wait_ms or 0, "Milliseconds", tier=job.tier)
     return run(deps, job, kind)
@@ -112,27 +115,34 @@ def run(deps: Deps, job: Job, kind: str) -> str:
 
 
 def _run_watched(deps: Deps, job: Job, sandbox: Any, request: ExecutionRequest) -> Any:
-    """Run with a watcher that sets `cancel` as soon as the job is cancelled (the local run is killed)."""
+    """Run with a watcher that sets `cancel` as soon as the job is cancelled (the local run is killed). The
+    watcher re-reads the job when a change is announced, and otherwise only every poll interval."""
     cancel = threading.Event()
     stop = threading.Event()
+    interval = CANCEL_SAFETY_POLL_S if deps.signals.notifies else CANCEL_POLL_S
 
-    def watch() -> None:
-        while not stop.wait(CANCEL_POLL_S):
+    def watch(wait_changed: WaitChanged) -> None:
+        while True:
+            wait_changed(interval)
+            if stop.is_set():
+                return
             try:
                 current = deps.jobs.get(job.id)
-            except Exception:  # noqa: BLE001 - a failed poll is retried on the next tick
+            except Exception:  # noqa: BLE001 - a failed read is retried on the next tick
                 continue
             if current is None or current.status is not JobStatus.RUNNING or current.attempts != job.attempts:
                 cancel.set()
                 return
 
-    watcher = threading.Thread(target=watch, name=f"watch-{job.id}", daemon=True)
-    watcher.start()
-    try:
-        return sandbox.run(request, cancel=cancel)
-    finally:
-        stop.set()
-        watcher.join(timeout=2)
+    with deps.signals.watch(job.id) as wait_changed:  # leaving it wakes the watcher
+        watcher = threading.Thread(target=watch, args=(wait_changed,), name=f"watch-{job.id}", daemon=True)
+        watcher.start()
+        try:
+            result = sandbox.run(request, cancel=cancel)
+        finally:
+            stop.set()
+    watcher.join(timeout=2)
+    return result
 
 
 def _append_run_log(deps: Deps, job: Job) -> None:
