@@ -107,7 +107,9 @@ def serve_service(service: str, port: int) -> None:
     fix = SERVICE_FIXES.get(service)
     if fix is not None:
         fix()
-    server = make_server("127.0.0.1", port, create_backend_app(service), threaded=True)  # type: ignore[arg-type]
+    app = create_backend_app(service)  # type: ignore[arg-type]
+    app.debug = False  # moto turns Flask's debug helpers on: per-request checks nobody reads here
+    server = make_server("127.0.0.1", port, app, threaded=True)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server.serve_forever()
 

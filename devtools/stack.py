@@ -5,7 +5,8 @@
   process on $MOTO_PORT (AWS_ENDPOINT_URL) for any other service, so no client can ever reach real AWS.
   Queues and tables are created from infra/resources.json.
 - the API on 127.0.0.1:$PORT (8000): `python -m devtools.api`, Chalice's local handling on a threaded server;
-- worker loops in their own process(es) (`python -m devtools.worker`, restarted if one dies);
+- worker loops in two processes (`python -m devtools.worker`; CODERUNNER_WORKER_PROCESSES), each restarted
+  if it dies;
 - the scheduler (cleanup every 10 s) and the supervision in this process.
 The API and the workers announce job changes to each other over Unix datagrams in a scratch directory
 (CODERUNNER_SIGNAL_DIR): a finished job wakes its waiting `GET ?wait`, a cancel reaches the running job.
@@ -232,7 +233,7 @@ def main() -> None:
     stack = Stack(
         port,
         moto_port,
-        workers=int(os.environ.get("CODERUNNER_WORKER_PROCESSES", "1")),
+        workers=int(os.environ.get("CODERUNNER_WORKER_PROCESSES", "2")),
         reap_every_s=float(os.environ.get("CODERUNNER_REAP_EVERY_S", "10")),
     )
     stopping = threading.Event()

@@ -343,7 +343,7 @@ def main() -> dict[str, Any]:
     from devtools.sandbox_bench import measure
     from tests.e2e.stackproc import start_stack
 
-    workers = int(os.environ.get("CODERUNNER_WORKER_PROCESSES", "2"))
+    workers = int(os.environ.get("CODERUNNER_WORKER_PROCESSES", "2"))  # as `make dev` runs
     figures: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_before": os.getloadavg()},
         "stack": {"worker_processes": workers},
