@@ -190,10 +190,6 @@ class StackProcess:
             if not start:
                 return items
 
-    def pids(self, module: str) -> list[int]:
-        """The stack's child processes running `python -m <module>` now."""
-        return [pid for pid in children(self.proc.pid) if module.encode() in cmdline(pid)]
-
     def worker_pids(self) -> list[int]:
         """The worker processes the stack runs now (its children)."""
         return [pid for pid in children(self.proc.pid) if b"devtools.worker" in cmdline(pid)]
