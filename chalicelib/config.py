@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     ws_management_url: str = ""  # its API Gateway management endpoint (post to a connection)
     # Side channel for the chaos test: the worker appends "job_id attempt" here before every run.
     run_log: str = ""
+    # Local stack only: the directory of the processes' datagram sockets that announce job changes (a finished
+    # job wakes its waiting GET, a cancel reaches the running job). Unset in AWS, where waiters poll.
+    signal_dir: str = ""
 
     @field_validator("tiers", mode="before")
     @classmethod

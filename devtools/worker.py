@@ -137,10 +137,15 @@ def run_workers(stop: threading.Event, tiers: list[str] | None = None) -> list[t
 
 
 def main() -> None:
+    from devtools.children import exit_with_parent
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    for noisy in ("botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    exit_with_parent()
     threads = run_workers(stop)
     log.info("worker loops running: %d", len(threads))
     while not stop.wait(0.5):

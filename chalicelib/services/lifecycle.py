@@ -102,6 +102,8 @@ def end_current(deps: Deps, job_id: str, exit_: Exit, owner: str | None = None) 
 
 def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
     """The consequences of a committed exit, in the order the module docstring explains."""
+    # First the announcement (local stack: a waiting GET returns, a cancelled run's watcher kills it).
+    _attempt(deps, "signal", deps.signals.job_changed, done.id)
     if plan.queued_delta or plan.running_delta:
         _attempt(deps, "tier_counters", deps.counters.adjust_tier, before.tier, plan.queued_delta, plan.running_delta)
     if plan.stop_task is not None:
