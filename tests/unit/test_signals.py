@@ -73,13 +73,13 @@ def test_a_waiting_get_is_woken_by_the_announcement_of_the_end(deps: Any, key: s
         return Recorded()
 
     deps.signals.watch = recording_watch
-    answer: list[dict[str, Any]] = []
+    answer: list[Any] = []
     getter = threading.Thread(target=lambda: answer.append(queries.get_job(deps, caller, job_id, 20)), name="getter")
     getter.start()
     wait_until(lambda: deps.signals.watching(job_id) and reads, "the GET to wait")
     handle_message(deps, {"job_id": job_id, "tier": "free"})
     getter.join(30)
-    assert answer and answer[0]["status"] == "succeeded"
+    assert answer and answer[0].status == "succeeded"
     assert woken and all(woken), woken  # every wake-up was an announcement, none a timed-out poll
 
 
