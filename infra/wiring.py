@@ -20,6 +20,9 @@ from infra.state import queue_id
 SANDBOX_FUNCTION = "Sandbox"  # app.py `@app.lambda_function(name="sandbox")`
 # The statement of .chalice/policy-worker.json whose Resource this module fills with every tier's queues.
 TIER_QUEUES_SID = "TierQueuesAndDeadLetterQueues"
+# The rest of the WebSocket API's URLs after its id (a Sub of the region and URL suffix inside every function's
+# environment makes cfn-lint expand them over every region: minutes instead of seconds).
+WS_HOST_AND_STAGE = {"Fn::Sub": ".execute-api.${AWS::Region}.${AWS::URLSuffix}/api"}
 
 # What every function but the sandbox reads at start (chalicelib.config.settings_from_env). The sandbox gets
 # none of it: user code runs there and has no business knowing the platform's resources.
@@ -31,6 +34,11 @@ PLATFORM_ENVIRONMENT: dict[str, Any] = {
     "CODERUNNER_FARGATE_SUBNETS": {"Fn::Join": [",", [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}]]},
     "CODERUNNER_FARGATE_SECURITY_GROUPS": {"Ref": "FargateTaskSecurityGroup"},
     "CODERUNNER_ARTIFACTS_BUCKET": {"Ref": "ArtifactsBucket"},
+    # The WebSocket API Chalice generates (app.py's on_ws_* handlers); its stage is the REST API's
+    # (api_gateway_stage in .chalice/config.json). The stage resource itself cannot be referenced here: it
+    # depends on the routes, which depend on these very functions.
+    "CODERUNNER_WS_URL": {"Fn::Join": ["", ["wss://", {"Ref": "WebsocketAPI"}, WS_HOST_AND_STAGE]]},
+    "CODERUNNER_WS_MANAGEMENT_URL": {"Fn::Join": ["", ["https://", {"Ref": "WebsocketAPI"}, WS_HOST_AND_STAGE]]},
 }
 
 

@@ -6,6 +6,7 @@ only this module decides that it is a 429 with `Retry-After` and `X-RateLimit-*`
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from chalice import Response
@@ -129,3 +130,9 @@ def house_shaped(response: Response, request_id: str | None) -> Response:
         status_code=status,
         headers=dict(JSON),
     )
+
+
+def handshake_refusal(exc: CodeRunnerError) -> dict[str, Any]:
+    """A refused WebSocket `$connect`, as API Gateway expects the handler's answer."""
+    body = error_body(exc.code, exc.message, exc.details)
+    return {"statusCode": status_of(exc), "body": json.dumps(body), "headers": {"Content-Type": "application/json"}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Sequence
 
@@ -95,6 +96,31 @@ def check_scope(key: ApiKey, runtime: str | None, tool: str | None) -> None:
         f"the key's scopes are {', '.join(key.scopes)}",
         {"needed": list(needed), "scopes": list(key.scopes)},
     )
+
+
+MAX_KEY_CHARS = 256
+# RFC 7235's token68: every key the platform issues is `cr_` + URL-safe base64, well inside it.
+_KEY_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
+
+
+def bearer(authorization: str | None, x_api_key: str | None = None) -> str:
+    """The plain key from `X-API-Key` or `Authorization: Bearer <key>`; Unauthorized naming the header if absent.
+    A value that cannot be a key (too long, or a character no key has) is refused here, before it is hashed or
+    looked up, and no message repeats it."""
+    if x_api_key is not None and x_api_key.strip():
+        return _plain(x_api_key.strip(), "X-API-Key")
+    if authorization is not None and authorization.strip():
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <key>'", {"header": "Authorization"})
+        return _plain(token.strip(), "Authorization")
+    raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", {"header": "Authorization"})
+
+
+def _plain(value: str, header: str) -> str:
+    if len(value) > MAX_KEY_CHARS or not _KEY_CHARS.fullmatch(value):
+        raise Unauthorized("the API key is not valid", {"header": header})
+    return value
 
 
 def authenticate(deps: Deps, plain: str) -> ApiKey:

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from chalicelib.adapters.aws import client as aws_client
 from chalicelib.bootstrap import get_deps
 from chalicelib.services.keys import hash_key
+from tests.fakes_delivery import FakeResolver
 from tests.integration.helpers import body, new_key
 
 _HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -90,7 +91,8 @@ FIELDS: list[tuple[tuple[str | int, ...], Any]] = [
     (("tests",), [{"stdin": "", "expected_stdout": "1"}]),
     (("tests", 0, "stdin"), ""),
     (("tests", 0, "expected_stdout"), "1"),
-    (("callback_url",), None),
+    (("callback_url",), "https://hooks.example.com/h"),  # resolved by the fixture's fake resolver
+    (("device",), "laptop-1"),
     (("sandbox",), "auto"),
     (("output_encoding",), "utf-8"),
 ]
@@ -268,10 +270,19 @@ def _q(value: str) -> str:
 @st.composite
 def queries(draw: st.DrawFn, names: list[str], planted: Planted, hostile: bool) -> str:
     if not hostile:
-        valid = {"wait": "0", "limit": draw(st.sampled_from(["1", "5", "100"])), "cursor": planted.cursor}
-        return "?" + "&".join(f"{name}={valid[name]}" for name in names if sometimes(draw, 50))
+        valid = {
+            "wait": "0",
+            "limit": draw(st.sampled_from(["1", "5", "100"])),
+            "cursor": planted.cursor,
+            "device": "laptop-1",
+        }
+        return "?" + "&".join(f"{name}={valid[name]}" for name in names if name == "device" or sometimes(draw, 50))
     values = {
-        "wait": st.one_of(st.sampled_from(["0", "0.1", "20", "21", "-1", "nan", "inf", "1e1", "0x10"]), any_text),
+        # A valid wait would long-poll for real (nothing runs the fuzz's jobs): at most 0.1 s of it.
+        "wait": st.one_of(st.sampled_from(["0", "0.1", "20", "21", "-1", "nan", "inf", "1e1", "0x10"]), any_text).map(
+            _short_wait
+        ),
+        "device": st.one_of(st.sampled_from(["laptop-1", "Laptop-1 ", "-x", "a" * 65, ""]), any_text, long_text),
         "limit": st.one_of(st.sampled_from(["1", "100", "101", "0", "1_0", "٣"]), any_text, long_text),
         "cursor": st.one_of(
             st.just(planted.cursor),
@@ -290,14 +301,48 @@ def queries(draw: st.DrawFn, names: list[str], planted: Planted, hostile: bool) 
     return ("?" + "&".join(params)) if params else ""
 
 
+def _short_wait(raw: str) -> str:
+    return "0.1" if re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3})?", raw) and float(raw) > 0.1 else raw
+
+
+@st.composite
+def delivery_bodies(draw: st.DrawFn, route: str, hostile: bool) -> bytes:
+    """Bodies of the delivery routes: an ack ({device, through}) or a default webhook URL ({url})."""
+    if route == "ack":
+        doc: Any = {"device": "laptop-1", "through": "evt_000000000001"}
+        names = ["device", "through"]
+    else:
+        doc = {"url": draw(st.sampled_from(["https://hooks.example.com/h", None, "https://127.0.0.1/x"]))}
+        names = ["url"]
+    if hostile:
+        if sometimes(draw, 20):
+            return draw(RAW_BODIES)
+        doc = _put(doc, (draw(st.sampled_from(names)),), draw(st.one_of(json_values, long_text)))
+    return _encode(doc, draw)
+
+
+@st.composite
+def job_paths(draw: st.DrawFn, route: str, planted: Planted, hostile_id: bool, hostile_query: bool) -> str:
+    ids = [st.just(planted.job_id), st.text("0123456789abcdef", min_size=32, max_size=32)]
+    if hostile_id:
+        ids = [st.builds(lambda t: _q(t) or "-", st.one_of(any_text, long_text))]
+    job_id = draw(st.one_of(*ids))
+    query = ""
+    if route == "get":
+        # The planted job stays queued: a valid wait on it would long-poll for real.
+        query = "?wait=0" if job_id == planted.job_id else draw(queries(["wait"], planted, hostile_query))
+    return f"/v1/jobs/{job_id}{query}"
+
+
 TARGETS = ["body"] * 4 + ["path", "query"] * 2 + ["auth", "idempotency", "content_type", "headers", "all"]
 ROUTES = {
-    "body": ["submit", "submit", "batch"],
+    "body": ["submit", "submit", "batch", "ack", "webhook"],
     "idempotency": ["submit"],
     "path": ["get", "delete"],
-    "query": ["get", "list", "list"],
+    "query": ["get", "list", "list", "events"],
 }
-ALL_ROUTES = ["submit", "submit", "batch", "get", "delete", "list", "usage", "queue", "runtimes"]
+ALL_ROUTES = ["submit", "submit", "batch", "get", "delete", "list", "usage", "queue", "runtimes", "events"]
+ALL_ROUTES += ["ack", "webhook", "ws-tickets", "webhook-secret", "webhook-secret/rotate"]
 
 
 @st.composite
@@ -310,7 +355,7 @@ def requests(draw: st.DrawFn, planted: Planted) -> tuple[str, str, dict[str, str
     def hostile(part: str) -> bool:
         return target in (part, "all")
 
-    has_body = route in ("submit", "batch")
+    has_body = route in ("submit", "batch", "ack", "webhook")
     headers = {**draw(extra_headers(has_body, target)), **draw(credentials(planted.key, hostile("auth")))}
     if target == "all":
         headers = {
@@ -318,19 +363,18 @@ def requests(draw: st.DrawFn, planted: Planted) -> tuple[str, str, dict[str, str
             **draw(extra_headers(has_body, "headers")),
             **headers,
         }
+    if route in ("ack", "webhook"):
+        method, path = ("POST", "/v1/events/ack") if route == "ack" else ("PUT", "/v1/webhook")
+        return method, path, headers, draw(delivery_bodies(route, hostile("body")))
     if has_body:
         path = "/v1/jobs" + ("/batch" if route == "batch" else "")
         return "POST", path, headers, draw(bodies(route == "batch", hostile("body")))
+    if route in ("ws-tickets", "webhook-secret/rotate"):
+        return "POST", f"/v1/{route}", headers, b""
+    if route == "events":
+        return "GET", "/v1/events" + draw(queries(["device", "wait"], planted, hostile("query"))), headers, b""
     if route in ("get", "delete"):
-        ids = [st.just(planted.job_id), st.text("0123456789abcdef", min_size=32, max_size=32)]
-        if hostile("path"):
-            ids = [st.builds(lambda t: _q(t) or "-", st.one_of(any_text, long_text))]
-        job_id = draw(st.one_of(*ids))
-        query = ""
-        if route == "get":
-            # The planted job stays queued: a valid wait on it would long-poll for real.
-            query = "?wait=0" if job_id == planted.job_id else draw(queries(["wait"], planted, hostile("query")))
-        return route.upper(), f"/v1/jobs/{job_id}{query}", headers, b""
+        return route.upper(), draw(job_paths(route, planted, hostile("path"), hostile("query"))), headers, b""
     if route == "list":
         return "GET", "/v1/jobs" + draw(queries(["limit", "cursor"], planted, hostile("query"))), headers, b""
     return "GET", f"/v1/{route}", headers, b""
@@ -406,6 +450,8 @@ def stack(stack_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterato
     from chalicelib.services.ipguard import IpGuard
 
     monkeypatch.setattr(app_module, "_guard", IpGuard(10**9))  # thousands of requests from one address
+    # Callback URLs are resolved at submit: never by real DNS here (tests talk to loopback only).
+    monkeypatch.setattr(get_deps().delivery, "resolver", FakeResolver({"hooks.example.com": ["93.184.216.34"]}))
     with Client(app_module.app) as client:
         key = new_key("enterprise", owner="fuzz")
         headers = {"Authorization": f"Bearer {key}"}

@@ -134,6 +134,7 @@ def test_chalice_names_the_sqs_event_sources_as_the_merge_patches_them(template:
     for tier in TIER_NAMES:
         for kind in ("Worker", "Dlq"):
             expected.add((f"{kind}{tier_id(tier)}", f"{kind}{tier_id(tier)}SqsEventSource"))
+    expected.add(("DeliverWebhooks", "DeliverWebhooksSqsEventSource"))
     assert found == expected
 
 
@@ -281,6 +282,23 @@ def test_local_stack_creates_the_queues_and_tables_the_template_declares(
             assert int(redrive["maxReceiveCount"]) == int(declared["RedrivePolicy"]["maxReceiveCount"])
 
 
+def test_webhook_queue_is_standard_with_a_dlq_and_the_websocket_endpoint_is_the_apps(
+    template: dict[str, Any],
+) -> None:
+    queue = resolve(template, template["Resources"]["WebhookQueue"]["Properties"])
+    assert queue["QueueName"] == SETTINGS.webhook_queue() and "FifoQueue" not in queue  # per-message delays
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]}
+    assert template["Resources"]["WebsocketAPI"]["Properties"]["ProtocolType"] == "WEBSOCKET"
+    stage = template["Resources"]["WebsocketAPIStage"]["Properties"]["StageName"]
+    for name in ("CODERUNNER_WS_URL", "CODERUNNER_WS_MANAGEMENT_URL"):
+        parts = PLATFORM_ENVIRONMENT[name]["Fn::Join"][1]
+        assert parts[1] == {"Ref": "WebsocketAPI"} and parts[2]["Fn::Sub"].endswith(f"/{stage}"), name
+    assert "DeliveryTable" in template["Resources"] and alarms_on(
+        template["Resources"],
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["WebhookDeadLetterQueue", "QueueName"]}},
+    )
+
+
 # --- the sandboxes ------------------------------------------------------------------------------------
 
 
@@ -405,17 +423,35 @@ IAM_ACTIONS = {
     ("s3", "HeadObject"): ["s3:GetObject"],
     ("s3", "ListObjectsV2"): ["s3:ListBucket"],
     ("ecs", "RunTask"): ["ecs:RunTask", "ecs:TagResource", "iam:PassRole"],
+    ("apigatewaymanagementapi", "PostToConnection"): ["execute-api:ManageConnections"],
+    ("apigatewaymanagementapi", "GetConnection"): ["execute-api:ManageConnections"],
 }
 
 
-def aws_calls_of_the_adapters() -> set[str]:
-    """IAM actions of every AWS API call in chalicelib/adapters (the only code that touches boto3)."""
+# The functions of result delivery (app.py's WebSocket handlers and the webhook consumer) have their own,
+# smaller role (.chalice/policy-delivery.json): the adapters they use, and reading keys to authenticate.
+DELIVERY_FUNCTIONS = {"WebsocketConnect", "WebsocketMessage", "WebsocketDisconnect", "DeliverWebhooks"}
+DELIVERY_ADAPTERS = (
+    "connections_apigw.py",
+    "devices_dynamodb.py",
+    "inbox_dynamodb.py",
+    "job_events_dynamodb.py",
+    "webhook_queue_sqs.py",
+    "webhooks_dynamodb.py",
+)
+
+
+def aws_calls_of_the_adapters(names: tuple[str, ...] | None = None) -> set[str]:
+    """IAM actions of every AWS API call in chalicelib/adapters (the only code that touches boto3), or in
+    the adapter files `names`."""
     import botocore.session
     from botocore import xform_name
 
     session = botocore.session.get_session()
     actions = set()
     for path in ADAPTERS.glob("*.py"):
+        if names is not None and path.name not in names:
+            continue
         source = path.read_text()
         called = set(re.findall(r"\.(\w+)\(", source))
         # client("svc") builds a client where it is used; LazyClient("svc", ...) on an adapter class.
@@ -430,11 +466,19 @@ def aws_calls_of_the_adapters() -> set[str]:
 def test_worker_and_api_roles_allow_every_aws_call_the_adapters_make(resources: dict[str, Any]) -> None:
     needed = aws_calls_of_the_adapters()
     assert {"dynamodb:UpdateItem", "sqs:SendMessage", "lambda:InvokeFunction", "ecs:RunTask", "s3:PutObject"} <= needed
+    assert "execute-api:ManageConnections" in needed
     needed |= {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}  # the event source mappings poll
     needed |= {"logs:CreateLogStream", "logs:PutLogEvents"}
+    delivery = aws_calls_of_the_adapters(DELIVERY_ADAPTERS) | {"dynamodb:GetItem", "logs:PutLogEvents"}
+    delivery |= {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+    assert set(functions(resources)) >= DELIVERY_FUNCTIONS
     for function_id in set(functions(resources)) - {SANDBOX_FUNCTION}:
         granted = statements(resources, function_id)
-        assert sorted(a for a in needed if not allows(granted, a)) == [], function_id
+        wanted = delivery if function_id in DELIVERY_FUNCTIONS else needed
+        assert sorted(a for a in wanted if not allows(granted, a)) == [], function_id
+    for function_id in DELIVERY_FUNCTIONS:  # least privilege: no sandbox, no tier queue
+        allowed = allowed_actions(statements(resources, function_id))
+        assert not {"lambda:InvokeFunction", "ecs:RunTask", "s3:PutObject", "dynamodb:Scan"} & allowed, function_id
 
 
 def test_worker_and_api_roles_name_the_stacks_resources_not_wildcards(resources: dict[str, Any]) -> None:
@@ -446,9 +490,10 @@ def test_worker_and_api_roles_name_the_stacks_resources_not_wildcards(resources:
             assert actions == ["cloudwatch:PutMetricData"] and statement["Condition"], statement["Sid"]
     passed = [s for s in granted if "iam:PassRole" in _listed(s["Action"])]
     assert [s["Resource"] for s in passed] == [{"Fn::GetAtt": ["SandboxExecutionRole", "Arn"]}]
-    # The queues of every tier, and only those.
-    (sqs,) = [s for s in granted if "sqs:SendMessage" in _listed(s["Action"])]
-    assert sorted(r["Fn::GetAtt"][0] for r in sqs["Resource"]) == sorted(queue_id(t, d) for t, d in QUEUES)
+    # The queues of every tier and the webhook queue and its DLQ, and only those.
+    sqs = [s for s in granted if "sqs:SendMessage" in _listed(s["Action"])]
+    queues = sorted(r["Fn::GetAtt"][0] for s in sqs for r in s["Resource"])
+    assert queues == sorted([queue_id(t, d) for t, d in QUEUES] + ["WebhookQueue", "WebhookDeadLetterQueue"])
 
 
 # --- alarms, dashboard, WAF ---------------------------------------------------------------------------
@@ -587,10 +632,13 @@ def test_every_function_handler_is_a_callable_of_app(template: dict[str, Any]) -
 
 def test_fifo_event_sources_take_no_batching_window(template: dict[str, Any]) -> None:
     """Chalice 1.34 writes MaximumBatchingWindowInSeconds: 0; AWS documents no batching window on FIFO sources."""
-    sources = list(checks.sqs_event_sources(template))
-    assert len(sources) == 2 * len(TIER_NAMES)
+
+    def fifo(properties: dict[str, Any]) -> bool:
+        return template["Resources"][checks.event_queue(properties)]["Properties"].get("FifoQueue") is True
+
+    sources = [source for source in checks.sqs_event_sources(template) if fifo(source[2])]
+    assert len(sources) == 2 * len(TIER_NAMES)  # each tier's queue and DLQ (the webhook queue is a standard one)
     for _, event_id, properties in sources:
-        assert template["Resources"][checks.event_queue(properties)]["Properties"]["FifoQueue"] is True
         assert properties["MaximumBatchingWindowInSeconds"] == {"Ref": "AWS::NoValue"}, event_id
 
 
