@@ -181,7 +181,7 @@ def cancel_job(job_id: str) -> dict[str, Any]:
 @api
 def list_jobs() -> dict[str, Any]:
     params = _query()
-    page = queries.list_jobs(get_deps(), _caller(), params.get("limit"), params.get("cursor"))
+    page = queries.list_jobs(get_deps(), _caller(), params.get("limit"), params.get("cursor"), params.get("status"))
     return page.model_dump(mode="json")
 
 

@@ -20,7 +20,8 @@ only what the reaper repairs (services/reaper.py, one test per repair):
 5. the refund: the terminal write itself set `refunded`, so only the winner refunds, and never twice. A crash
    between that write and the refund loses the one refund (the owner is short one submit of quota): the one
    consequence the reaper does not repair, since finding such jobs would cost an index write on every job;
-6. run statistics and metrics: best effort.
+6. a terminal job leaves its key's jobs in flight (the wait estimate's key bound; `forget_stale_active`);
+7. run statistics (the tier's and the key's) and metrics: best effort.
 Each consequence is tried even if an earlier one failed (the state already changed); failures are logged and
 counted (`ExitConsequenceFailed`).
 """
@@ -36,6 +37,7 @@ from chalicelib.domain.errors import Conflict, NotFound, StaleState
 from chalicelib.domain.exits import Cancelled, Exit, ExitPlan, RetryPolicy, plan_exit
 from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.services.deps import Deps
+from chalicelib.services.estimates import key_scope
 from chalicelib.services.ports import ApiKey
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,11 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
         _attempt(deps, "dead_letter", deps.queue.send_to_dlq, before.tier, before.id, message.reason)
     if plan.refund:
         _attempt(deps, "refund", deps.keys.refund, before.key_hash, before.charged_minute, before.charged_day)
+    if done.status.terminal:
+        _attempt(deps, "forget_active", deps.counters.forget_active, before.key_id, before.id)
     if plan.run_ms is not None and done.finished_at is not None:
         _attempt(deps, "record_run", deps.counters.record_run, before.tier, plan.run_ms, done.finished_at)
+        _attempt(deps, "record_run", deps.counters.record_run, key_scope(before.key_id), plan.run_ms, done.finished_at)
     for name, value, unit, dims in plan.metrics:
         deps.metric(name, value, unit, **dims)
 

@@ -110,6 +110,21 @@ def test_cancel_then_409(client: Any) -> None:
     assert body(client.http.get(f"/v1/jobs/{job['id']}", headers=auth(key)))["result"] is None
 
 
+def test_listing_filters_by_status_and_refuses_an_unknown_one(client: Any) -> None:
+    key = new_key()
+    ids = [body(post(client, key, JOB))["id"] for _ in range(3)]
+    assert client.http.delete(f"/v1/jobs/{ids[1]}", headers=auth(key)).status_code == 200
+    cancelled = body(client.http.get("/v1/jobs?status=cancelled", headers=auth(key)))
+    assert [j["id"] for j in cancelled["jobs"]] == [ids[1]] and cancelled["next_cursor"] is None
+    queued = body(client.http.get("/v1/jobs?status=queued&limit=1", headers=auth(key)))
+    assert [j["id"] for j in queued["jobs"]] == [ids[2]]
+    rest = body(client.http.get(f"/v1/jobs?status=queued&cursor={queued['next_cursor']}", headers=auth(key)))
+    assert [j["id"] for j in rest["jobs"]] == [ids[0]]
+    bad = client.http.get("/v1/jobs?status=failure", headers=auth(key))
+    assert bad.status_code == 422, bad.body
+    assert body(bad)["error"]["details"][0]["field"] == "status"
+
+
 def test_list_usage_runtimes_queue(client: Any) -> None:
     key = new_key()
     ids = [body(post(client, key, JOB))["id"] for _ in range(3)]
