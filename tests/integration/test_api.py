@@ -213,3 +213,29 @@ def test_tool_jobs_run_their_allowed_args_and_runtimes_lists_them(client: Any) -
         ["-i", "--ignore-garbage"],
         ["-w", "--wrap"],
     ]
+
+
+def test_base64_output_is_the_bytes_the_program_wrote(client: Any) -> None:
+    key = new_key()
+    source = "import sys; sys.stdout.buffer.write(bytes([0, 255, 10]))"
+    job = body(post(client, key, {"runtime": "python", "source": source, "output_encoding": "base64"}))
+    drain()
+    got = body(client.http.get(f"/v1/jobs/{job['id']}", headers=auth(key)))
+    assert got["status"] == "succeeded", got
+    assert got["result"]["encoding"] == "base64" and got["result"]["stdout"] == "AP8K"  # was AO+/vQo=
+
+
+def test_a_failed_grading_says_why_and_shows_each_case_next_to_what_it_ran(client: Any) -> None:
+    key = new_key()
+    tests = [{"stdin": "1 2", "expected_stdout": "3"}, {"stdin": "2 2", "expected_stdout": "5"}]
+    tests.append({"stdin": "1 1\n" + "#" * 2000, "expected_stdout": "2"})
+    source = "a, b = map(int, input().split())\nprint(a + b)"
+    job = body(post(client, key, {"runtime": "python", "source": source, "tests": tests}))
+    drain()
+    result = body(client.http.get(f"/v1/jobs/{job['id']}", headers=auth(key)))["result"]
+    assert result["reason"] == "wrong_answer" and result["verdict"] == "wrong_answer", result  # was null
+    cases = result["tests"]["cases"]
+    assert [c["index"] for c in cases] == [1, 2, 3]
+    assert [c["verdict"] for c in cases] == ["accepted", "wrong_answer", "accepted"]
+    assert (cases[1]["stdin"], cases[1]["expected_stdout"], cases[1]["stdout"]) == ("2 2", "5", "4\n")
+    assert cases[2]["stdin_truncated"] and len(cases[2]["stdin"]) == 1024 and not cases[1]["stdin_truncated"]
