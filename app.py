@@ -25,6 +25,7 @@ from chalicelib.domain.errors import (
     Unauthorized,
 )
 from chalicelib.domain.views import BatchItemView, BatchView, ErrorDetail
+from chalicelib.edge import openapi
 from chalicelib.edge.errors import (
     error_response,
     internal_error_response,
@@ -36,6 +37,7 @@ from chalicelib.services import batch as batches
 from chalicelib.services import catalog, keys, lifecycle, queries, reaper, submit
 from chalicelib.services.ipguard import IpGuard
 from chalicelib.services.ports import ApiKey
+from chalicelib.web import docs
 
 app = Chalice(app_name=APP_NAME)
 logger = Logger(service=APP_NAME)
@@ -228,6 +230,23 @@ def static_file(name: str) -> Response:
 
 
 # --- end of static pages ---
+
+
+# --- The API's description (chalicelib/edge/openapi.py): OpenAPI 3.1 as JSON, and as a page. No key needed. ---
+@app.route("/v1/openapi.json", methods=["GET"])
+@api
+def openapi_document() -> Response:
+    headers = {"Content-Type": "application/json", "Cache-Control": "no-cache"}
+    return Response(body=openapi.document(), status_code=200, headers=headers)
+
+
+@app.route("/docs", methods=["GET"])
+@api
+def api_docs() -> Response:
+    return _static(web.serve_html(docs.render(openapi.document()), _request().headers.get("if-none-match")))
+
+
+# --- end of the API's description ---
 
 
 def _worker_queue(tier: str, dead_letter: bool = False) -> str:

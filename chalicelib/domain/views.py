@@ -21,6 +21,7 @@ from chalicelib.sandbox.models import (
     first_failure,
     raw_bytes,
 )
+from chalicelib.sandbox.runtimes import RuntimeInfo, ToolInfo
 
 
 def iso(ts: float | None) -> str | None:
@@ -231,6 +232,20 @@ class QueueView(BaseModel):
     """Per tier: queued and running jobs, worker capacity, queue cap, estimated wait for a new job."""
 
     tiers: dict[str, TierQueueView]
+
+
+class RuntimesView(BaseModel):
+    """`GET /v1/runtimes`: the languages and registered tools, with version, availability and default limits."""
+
+    runtimes: list[RuntimeInfo]
+    tools: list[ToolInfo]
+
+
+class HealthView(BaseModel):
+    """`GET /health`: the API answers (no dependency is checked)."""
+
+    status: Literal["ok"]
+    stage: str
 
 
 class ErrorDetail(BaseModel):
