@@ -25,7 +25,7 @@ from chalicelib.domain.errors import (
     Unauthorized,
 )
 from chalicelib.domain.views import BatchItemView, BatchView, ErrorDetail
-from chalicelib.edge import openapi
+from chalicelib.edge import house, openapi
 from chalicelib.edge.errors import (
     error_response,
     internal_error_response,
@@ -247,6 +247,12 @@ def api_docs() -> Response:
 
 
 # --- end of the API's description ---
+
+
+# --- Chalice's own refusals (405 unknown method, 415 content type) in the house format: chalicelib/edge/house.py
+@app.middleware("http")
+def house_errors(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    return house.as_house_error(get_response(event))
 
 
 def _worker_queue(tier: str, dead_letter: bool = False) -> str:

@@ -140,6 +140,8 @@ class Stack:
         from chalice.config import Config
         from chalice.local import create_local_server
 
+        from devtools.local_gateway import answer_unknown_routes
+
         sys.path.insert(0, str(ROOT))
         from app import app
 
@@ -148,6 +150,7 @@ class Stack:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         config = Config.create(chalice_stage=os.environ["CODERUNNER_STAGE"], app_name="code-runner")
         server = create_local_server(app, config, "127.0.0.1", self.port)
+        answer_unknown_routes(server)  # the house 404, as API Gateway's GatewayResponses in the cloud
         self._servers.append(server)
         server.serve_forever()
 
