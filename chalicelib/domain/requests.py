@@ -67,7 +67,7 @@ class SubmitRequest(BaseModel):
         # Refused loudly rather than accepted and never called: a client must not wait for a POST that
         # will not come. Long-poll instead until signed callbacks (DESIGN.md section 8) are built.
         if url is not None:
-            raise ValueError("callbacks are not supported yet: long-poll GET /v1/jobs/{id}?wait=30 instead")
+            raise ValueError("callbacks are not supported yet: long-poll GET /v1/jobs/{id}?wait=20 instead")
         return url
 
     @model_validator(mode="after")
