@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEB_STAMP := .dev/.debs
 DEBS := bubblewrap python3-seccomp nodejs chromium
 
-.PHONY: dev test lint bench chaos package clean install debs
+.PHONY: dev test lint bench chaos fuzz fuzz-api package clean install debs
 
 install: $(STAMP) $(DEB_STAMP)
 
@@ -50,6 +50,14 @@ bench: install
 
 chaos: install
 	PYTHONPATH=. $(BIN)/python -m tests.e2e.chaos --jobs $${JOBS:-200}
+
+# Generated requests against a local stack; each fuzzer is its own target (`make fuzz` runs them all).
+fuzz: fuzz-api
+
+# schemathesis from the OpenAPI document: >= 1,000 requests, no 5xx, no undocumented 503, no schema break.
+fuzz-api: install
+	@mkdir -p .dev
+	PYTHONPATH=. $(BIN)/python -m tests.e2e.fuzz --examples $${EXAMPLES:-40} --min-requests 1000 --workdir .dev/fuzz
 
 package: install
 	PYTHONPATH=. bash infra/package.sh

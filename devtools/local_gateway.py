@@ -56,6 +56,13 @@ class HouseGateway(LocalGateway):
 class HouseRequestHandler(ChaliceRequestHandler):
     """Chalice's request handler on a `HouseGateway` (pass as `handler_cls` to `LocalDevServer`)."""
 
+    def __getattr__(self, name: str) -> Any:
+        # Chalice's handler has do_GET, do_POST, ...; any other method (TRACE, CONNECT) would get the standard
+        # library's HTML 501. Route it like the others: the app answers the house 405 (404 if no route).
+        if name.startswith("do_"):
+            return self._generic_handle
+        raise AttributeError(name)
+
     def setup(self) -> None:  # runs inside Chalice's __init__, after it built its LocalGateway
         super().setup()
         self.local_gateway = HouseGateway(self.local_gateway._app_object, self.local_gateway._config)

@@ -89,6 +89,10 @@ UNAVAILABLE = _error(
     headers=("Retry-After", *QUOTA_HEADERS),
     required=("Retry-After",),
 )
+UNSUPPORTED = _error(
+    "`unsupported_media_type`: a Content-Type the route does not take (Chalice checks it on every route; "
+    "send JSON, or no body)"
+)
 # What every route behind the per-IP guard that reads a table can answer.
 GUARDED = {429: THROTTLED, 503: UNAVAILABLE}
 AUTHED = {401: UNAUTHORIZED, **GUARDED}
@@ -353,7 +357,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         if op.body_example is not None:
             media["example"] = op.body_example
         out["requestBody"] = {"required": True, "content": {"application/json": media}}
-    out["responses"] = {str(status): _response(answer) for status, answer in sorted(op.answers.items())}
+    answers = {415: UNSUPPORTED, **op.answers}  # Chalice refuses an unlisted Content-Type on every route
+    out["responses"] = {str(status): _response(answer) for status, answer in sorted(answers.items())}
     out["security"] = [{"bearer": []}, {"apiKey": []}] if op.authenticated else []
     return out
 

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from chalice.config import Config
+from chalice.local import LocalDevServer
 from chalice.test import Client
 
-from devtools.local_gateway import HouseGateway, RouteNotFound, gateway_response
+from devtools.local_gateway import HouseGateway, RouteNotFound, answer_unknown_routes, gateway_response
+from devtools.stack import free_port
 from infra import build_template
 from tests.integration.helpers import body
 
@@ -109,3 +114,31 @@ def test_an_unknown_method_or_content_type_is_the_house_error(client: Any) -> No
     assert xml.status_code == 415 and body(xml)["error"]["code"] == "unsupported_media_type", xml.body
     for resp in (put, xml):
         assert SECRET.encode() not in resp.body and resp.headers["Content-Type"] == "application/json"
+
+
+def test_the_local_server_answers_unknown_routes_and_methods_as_house_errors(
+    stack_env: dict[str, Any], app: Any
+) -> None:
+    """Over HTTP, as `make dev` serves the app: Chalice's local server with answer_unknown_routes (not built by
+    create_local_server, which would change the class of the app other tests share)."""
+    server = LocalDevServer(app, Config(), "127.0.0.1", free_port())
+    answer_unknown_routes(server)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for method, path, status, code in (
+            ("GET", "/v2/nothing", 404, "not_found"),
+            ("TRACE", "/v1/jobs", 405, "method_not_allowed"),  # the standard library would answer HTML 501
+            ("DELETE", "/v1/usage", 405, "method_not_allowed"),
+        ):
+            request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", method=method)
+            request.add_header("Authorization", f"Bearer {SECRET}")
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(request, timeout=10)
+            raw = answer.value.read()
+            assert answer.value.code == status and SECRET.encode() not in raw, (method, path, raw)
+            assert answer.value.headers["Content-Type"] == "application/json"
+            assert json.loads(raw)["error"]["code"] == code
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
