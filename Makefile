@@ -13,12 +13,15 @@ install: $(STAMP) $(DEB_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	@echo "make: creating $(VENV) and installing the Python packages (a few minutes the first time)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip<26.3"  # chalice 1.34 pins pip<26.3 for `chalice package`
+	@echo "make: installing requirements-dev.txt (chalice, moto, pytest, schemathesis, ...)"
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e clients/python  # the Python client and the `coderunner` command
 	$(BIN)/pip install -q --no-deps -e .  # devtools (the operator's `coderunner keys`), chalicelib
 	touch $(STAMP)
+	@echo "make: Python packages installed"
 
 # Debian packages the local sandbox needs (bubblewrap, seccomp for the filter, Node.js for the runtime).
 $(DEB_STAMP): Makefile
@@ -27,7 +30,7 @@ $(DEB_STAMP): Makefile
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null; then \
 	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	    echo "installing Debian packages:$$missing"; \
+	    echo "make: installing Debian packages:$$missing (apt-get; a minute or two)"; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "please install:$$missing"; exit 1; fi; \
 	fi

@@ -236,7 +236,7 @@ def static_file(name: str) -> Response:
 @app.route("/v1/openapi.json", methods=["GET"])
 @api
 def openapi_document() -> Response:
-    headers = {"Content-Type": "application/json", "Cache-Control": "no-cache"}
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json", "Cache-Control": "no-cache"}
     return Response(body=openapi.document(), status_code=200, headers=headers)
 
 

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devtools import logs
+
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("coderunner.stack")
 
@@ -145,9 +147,9 @@ class Stack:
         sys.path.insert(0, str(ROOT))
         from app import app
 
-        # Importing the app hands Powertools' INFO level to every registered logger, werkzeug's too, which
-        # would log each request the workers make to moto. Quiet it again.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # Importing the app hands Powertools' JSON handler and INFO level to every registered logger (botocore's
+        # and werkzeug's too): give them back to this process's handler and quiet the libraries again.
+        logs.take_back_from_powertools()
         config = Config.create(chalice_stage=os.environ["CODERUNNER_STAGE"], app_name="code-runner")
         server = create_local_server(app, config, "127.0.0.1", self.port)
         answer_unknown_routes(server)  # the house 404, as API Gateway's GatewayResponses in the cloud
@@ -187,9 +189,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("werkzeug", "botocore", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure("stack")
     port = int(os.environ.get("PORT", "8000"))
     moto_port = int(os.environ.get("MOTO_PORT") or free_port())
     stack = Stack(

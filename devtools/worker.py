@@ -20,6 +20,7 @@ from chalicelib.adapters.aws import client as aws_client
 from chalicelib.bootstrap import get_deps
 from chalicelib.services.batch import process_dead_letters, process_jobs
 from chalicelib.services.deps import Deps
+from devtools import logs
 
 log = logging.getLogger("coderunner.worker")
 
@@ -130,7 +131,7 @@ def run_workers(stop: threading.Event, tiers: list[str] | None = None) -> list[t
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    logs.configure("worker")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -59,6 +59,20 @@ class Ended:
         return message.delay_s if message is not None and message.kind == "delay" else None
 
 
+def log_transition(job: Job, **fields: Any) -> None:
+    """One structured line per job transition (queued, running, and each exit): the job, its key and tier, its
+    new status and attempt, how long it waited in the queue, and what the caller adds (run time, exit...)."""
+    facts = {
+        "job_id": job.id,
+        "key_id": job.key_id,
+        "tier": job.tier,
+        "status": job.status.value,
+        "attempt": job.attempts,
+        "queue_wait_ms": job.queue_wait_ms,
+    }
+    log.info("job %s", job.status.value, extra={**facts, **fields})
+
+
 def slot_holder(job: Job) -> str:
     """The slot holder of the job's current attempt."""
     return f"{job.id}#{job.attempts}"
@@ -80,7 +94,7 @@ def end_job(deps: Deps, job: Job, exit_: Exit) -> Ended | None:
             _attempt(deps, "release_slot", deps.counters.release_slot, job.key_id, slot_holder(job))
         return None
     _apply(deps, job, done, plan)
-    log.info("job %s", done.status.value, extra={"job_id": job.id, "tier": job.tier, "exit": type(exit_).__name__})
+    log_transition(done, exit=type(exit_).__name__, run_ms=plan.run_ms)
     return Ended(done, plan)
 
 

@@ -22,6 +22,7 @@ from chalicelib.domain.views import JobView
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import estimate_wait
 from chalicelib.services.keys import authenticate, hash_key
+from chalicelib.services.lifecycle import log_transition
 from chalicelib.services.specs import build_spec, field_errors, parse_submit
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def _submit(deps: Deps, plain_key: str, request: SubmitRequest, job_id: str) -> 
         deps.metric("SendFailed", tier=key.tier)
     deps.metric("JobsSubmitted", tier=key.tier)
     wait = estimate_wait(deps, key.tier, ahead, key.key_id, key_ahead)
+    log_transition(job, position=ahead, estimated_wait_s=wait)
     return Accepted(job, ahead, wait, usage(quota, now, policy))
 
 

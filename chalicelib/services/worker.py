@@ -19,7 +19,7 @@ from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, Sandbox
 from chalicelib.sandbox.runtimes import UnknownRuntime
 from chalicelib.sandbox.selection import pick_sandbox
 from chalicelib.services.deps import Deps
-from chalicelib.services.lifecycle import end_job, slot_holder
+from chalicelib.services.lifecycle import end_job, log_transition, slot_holder
 from chalicelib.services.ports import SyncSandbox
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def start(deps: Deps, job: Job) -> Job | None:
         raise
     deps.counters.adjust_tier(job.tier, queued=-1, running=1)
     deps.metric("QueueWait", running.queue_wait_ms or 0, "Milliseconds", tier=job.tier)
+    log_transition(running, sandbox=kind)
     return running
 
 
