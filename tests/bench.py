@@ -4,6 +4,7 @@
 - submit_to_result: a user's `print(1)` python job on the local stack (a subprocess), from POST to the
   terminal GET (long-poll), median and p90 of 20 after a warm-up; with the server-side parts.
 - sandbox_overhead: the local sandbox's `print(1)` against the bare interpreter (devtools/sandbox_bench.py).
+- estimated_wait: `estimated_wait_s` at submit against the real wait, per scenario (tests/bench_estimates.py).
 - aws_requests_per_submit: the AWS requests one accepted submit makes, counted in-process against a moto
   server with a botocore `before-send` hook, by operation, and how many sequential round trips they take.
 """
@@ -180,6 +181,7 @@ def submit_to_result(runs: int = 20, warmup: int = 3) -> dict[str, Any]:
 
 def main() -> dict[str, Any]:
     from devtools.sandbox_bench import measure
+    from tests.bench_estimates import estimate_accuracy
 
     figures: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
     _log("submit -> result on the local stack ...")
@@ -188,6 +190,8 @@ def main() -> dict[str, Any]:
     figures["sandbox_overhead"] = measure(30)
     _log("AWS requests per submit ...")
     figures["aws_requests_per_submit"] = aws_requests_per_submit()
+    _log("estimated waits against real ones (tests/bench_estimates.py) ...")
+    figures["estimated_wait"] = estimate_accuracy()
     print(json.dumps(figures, indent=2), flush=True)
     return figures
 

@@ -131,8 +131,11 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
     if done.status.terminal:
         _attempt(deps, "forget_active", deps.counters.forget_active, before.key_id, before.id)
     if plan.run_ms is not None and done.finished_at is not None:
-        _attempt(deps, "record_run", deps.counters.record_run, before.tier, plan.run_ms, done.finished_at)
-        _attempt(deps, "record_run", deps.counters.record_run, key_scope(before.key_id), plan.run_ms, done.finished_at)
+        # What the wait estimate needs is how long a run holds its worker and slot: start to finish, the
+        # sandbox's setup included (the program's own wall time when the start is not known).
+        held_ms = plan.run_ms if before.started_at is None else int((done.finished_at - before.started_at) * 1000)
+        _attempt(deps, "record_run", deps.counters.record_run, before.tier, held_ms, done.finished_at)
+        _attempt(deps, "record_run", deps.counters.record_run, key_scope(before.key_id), held_ms, done.finished_at)
     for name, value, unit, dims in plan.metrics:
         deps.metric(name, value, unit, **dims)
 

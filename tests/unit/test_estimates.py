@@ -53,11 +53,16 @@ def test_five_six_second_jobs_on_a_free_key_wait_in_waves_of_two(ordered_ids: An
     deps.counters.record_run(estimates.key_scope(key.key_id), 6000, now)
     accepted = [submit_job(deps, plain, SIX_S) for _ in range(5)]
     assert [a.estimated_wait_s for a in accepted] == [0.0, 0.0, 6.0, 6.0, 12.0]
-    # The first two run and end: the fifth has two of the key's jobs ahead, one wave.
+    # The first two run for 6 s and end: the fifth has two of the key's jobs ahead, one wave.
+    started = []
     for a in accepted[:2]:
         job = deps.jobs.get(a.job.id)
-        running = deps.jobs.transition(job, job.status.RUNNING, {"attempts": 1, "started_at": now})
-        end_job(deps, running, Finished(ExecutionResult(exit_code=0, wall_ms=6000)))
+        started.append(deps.jobs.transition(job, job.status.RUNNING, {"attempts": 1, "started_at": now}))
+    deps.clock.advance(6)
+    for running in started:
+        end_job(deps, running, Finished(ExecutionResult(exit_code=0, wall_ms=5900)))
+    estimates.clear_cache()
+    assert deps.counters.recent_run_ms(estimates.key_scope(key.key_id), deps.clock.now()) == 6000  # start to end
     fifth = job_view(deps, deps.jobs.get(accepted[4].job.id))
     assert fifth.position == 2 and fifth.estimated_wait_s == 6.0
 
