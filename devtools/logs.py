@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-QUIET = ("botocore", "boto3", "urllib3", "werkzeug", "moto", "s3transfer")
+QUIET = ("botocore", "boto3", "urllib3", "werkzeug", "moto", "s3transfer", "websockets")
 # Attributes every LogRecord has: anything else on a record came from `extra` (or Powertools' keys).
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 

@@ -6,9 +6,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.inbox import normalize_device
+from chalicelib.domain.ssrf import TargetRefused, parse_target
+
 MAX_TESTS = 20
 MAX_FILES = 20
 MAX_ARGS = 64
+
+
+def _device(raw: str) -> str:
+    try:
+        return normalize_device(raw)
+    except ValidationFailed as exc:
+        raise ValueError(exc.message) from exc
 
 
 class LimitsIn(BaseModel):
@@ -57,17 +68,26 @@ class SubmitRequest(BaseModel):
     args: list[str] = Field(default_factory=list, max_length=MAX_ARGS)
     limits: LimitsIn = Field(default_factory=LimitsIn)
     tests: list[TestIn] = Field(default_factory=list, max_length=MAX_TESTS)
-    callback_url: str | None = Field(default=None, pattern=r"^https?://", max_length=2048)
+    callback_url: str | None = Field(default=None, pattern=r"^(?i:https?)://", max_length=2048)
     sandbox: Literal["auto", "local", "lambda", "fargate"] = "auto"
     output_encoding: Literal["utf-8", "base64"] = "utf-8"
+    device: str | None = Field(default=None, max_length=80)
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, device: str | None) -> str | None:
+        # Trimmed and lower-cased; the event goes to this device's WebSocket or inbox (DESIGN.md section 8).
+        return None if device is None else _device(device)
 
     @field_validator("callback_url")
     @classmethod
-    def _no_callbacks_yet(cls, url: str | None) -> str | None:
-        # Refused loudly rather than accepted and never called: a client must not wait for a POST that
-        # will not come. Long-poll instead until signed callbacks (DESIGN.md section 8) are built.
+    def _callback_form(cls, url: str | None) -> str | None:
+        # Only the URL's form here; services/webhooks.py resolves its host and checks every address (SSRF).
         if url is not None:
-            raise ValueError("callbacks are not supported yet: long-poll GET /v1/jobs/{id}?wait=20 instead")
+            try:
+                parse_target(url, allow_loopback_http=True)
+            except TargetRefused as exc:
+                raise ValueError(str(exc)) from exc
         return url
 
     @model_validator(mode="after")
@@ -92,3 +112,16 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jobs: list[dict[str, object]] = Field(min_length=1, max_length=20)
+
+
+class AckRequest(BaseModel):
+    """`POST /v1/events/ack`: remove the device's events up to and including `through`."""
+
+    device: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="the device (case-insensitive)")
+    through: str = Field(pattern=r"^evt_\d{12}$", description="the last event id handled")
+
+
+class WebhookUrlRequest(BaseModel):
+    """`PUT /v1/webhook`: the key's default webhook URL, or null for none."""
+
+    url: str | None = Field(max_length=2048, description="https://... (checked against private addresses)")

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.domain.webhooks import WebhookDelivery
 from chalicelib.sandbox.models import (
     ExecutionResult,
     FailureReason,
@@ -148,6 +149,15 @@ class ResultView(BaseModel):
         )
 
 
+class DeliveryView(BaseModel):
+    """Where the job's job.finished event went: its id, the webhook's delivery state, the devices whose inbox
+    got it. Null until the event is produced (right after the job ends)."""
+
+    event_id: str | None = None
+    webhook: WebhookDelivery | None = None
+    inbox: list[str] = Field(default_factory=list)
+
+
 class JobView(BaseModel):
     """A job as the API shows it."""
 
@@ -166,6 +176,7 @@ class JobView(BaseModel):
     sandbox: str | None = None
     error: str | None = None
     result: ResultView | None = None
+    delivery: DeliveryView | None = None
 
     @classmethod
     def of(cls, job: Job, position: int | None = None, estimated_wait_s: float | None = None) -> JobView:
@@ -185,7 +196,14 @@ class JobView(BaseModel):
             sandbox=job.sandbox,
             error=job.error,
             result=None if job.result is None else ResultView.of(job.result, job.spec.output_encoding, job.spec.tests),
+            delivery=_delivery(job),
         )
+
+
+def _delivery(job: Job) -> DeliveryView | None:
+    if job.inbox_devices is None:  # the event is not produced yet
+        return None
+    return DeliveryView(event_id=job.event_id, webhook=job.webhook_delivery, inbox=job.inbox_devices)
 
 
 class JobsPage(BaseModel):
@@ -242,10 +260,40 @@ class RuntimesView(BaseModel):
 
 
 class HealthView(BaseModel):
-    """`GET /health`: the API answers (no dependency is checked)."""
+    """`GET /health`: the API answers (no dependency is checked); where the WebSocket channel listens."""
 
     status: Literal["ok"]
     stage: str
+    websocket: str | None = None
+
+
+class AckView(BaseModel):
+    """`POST /v1/events/ack`: how many of the device's events were removed."""
+
+    device: str
+    removed: int
+
+
+class TicketView(BaseModel):
+    """`POST /v1/ws-tickets`: a single-use ticket for one WebSocket connect (`?ticket=`) within `expires_in` s."""
+
+    ticket: str
+    expires_in: int
+    url: str | None = None
+
+
+class WebhookSecretView(BaseModel):
+    """The key's webhook signing secret (`whsec_...`); after a rotation the previous one keeps signing until
+    `previous_secret_valid_until` (epoch seconds)."""
+
+    secret: str
+    previous_secret_valid_until: float | None = None
+
+
+class WebhookUrlView(BaseModel):
+    """The key's default webhook URL (null: none)."""
+
+    url: str | None = None
 
 
 class ErrorDetail(BaseModel):

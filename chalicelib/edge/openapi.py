@@ -16,9 +16,11 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from chalicelib.domain.events import EventsView
 from chalicelib.domain.jobs import JobStatus
-from chalicelib.domain.requests import BatchRequest, SubmitRequest
+from chalicelib.domain.requests import AckRequest, BatchRequest, SubmitRequest, WebhookUrlRequest
 from chalicelib.domain.views import (
+    AckView,
     BatchView,
     ErrorView,
     HealthView,
@@ -26,7 +28,10 @@ from chalicelib.domain.views import (
     JobView,
     QueueView,
     RuntimesView,
+    TicketView,
     UsageView,
+    WebhookSecretView,
+    WebhookUrlView,
 )
 
 TITLE = "code-runner"
@@ -109,6 +114,13 @@ class Param:
 
 JOB_ID = Param(
     "job_id", "path", {"type": "string", "minLength": 1, "maxLength": 128}, "the job's id (from the submit)", True
+)
+DEVICE = Param(
+    "device",
+    "query",
+    {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+    "the device whose inbox to read (case-insensitive)",
+    True,
 )
 IDEMPOTENCY_KEY = Param(
     "Idempotency-Key",
@@ -245,6 +257,68 @@ ROUTES: tuple[Operation, ...] = (
         "catalog",
         {200: Answer("runtimes and tools with version, availability and default limits", RuntimesView), 429: THROTTLED},
         authenticated=False,
+    ),
+    Operation(
+        "get",
+        "/v1/events",
+        "read_events",
+        "A device's waiting events (long-poll)",
+        "delivery",
+        {200: Answer("the device's events, oldest first (at most 50)", EventsView), 422: INVALID, **AUTHED},
+        params=(
+            DEVICE,
+            Param(
+                "wait",
+                "query",
+                {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+                f"seconds (at most {MAX_WAIT_S}) to wait for an event when there is none",
+            ),
+        ),
+        description="Reading does not remove: acknowledge with POST /v1/events/ack.",
+    ),
+    Operation(
+        "post",
+        "/v1/events/ack",
+        "ack_events",
+        "Acknowledge a device's events",
+        "delivery",
+        {200: Answer("how many were removed", AckView), 400: BAD_REQUEST, 413: TOO_LARGE, 422: INVALID, **AUTHED},
+        body=AckRequest,
+        body_example={"device": "laptop", "through": "evt_000000000042"},
+    ),
+    Operation(
+        "post",
+        "/v1/ws-tickets",
+        "ws_ticket",
+        "A ticket for a browser's WebSocket connect",
+        "delivery",
+        {200: Answer("a single-use ticket, valid one minute", TicketView), **AUTHED},
+    ),
+    Operation(
+        "get",
+        "/v1/webhook-secret",
+        "webhook_secret",
+        "The key's webhook signing secret",
+        "delivery",
+        {200: Answer("the secret (Standard Webhooks, whsec_...)", WebhookSecretView), **AUTHED},
+    ),
+    Operation(
+        "post",
+        "/v1/webhook-secret/rotate",
+        "rotate_webhook_secret",
+        "Rotate the webhook signing secret",
+        "delivery",
+        {200: Answer("the new secret; the previous one keeps signing 24 h", WebhookSecretView), **AUTHED},
+    ),
+    Operation(
+        "put",
+        "/v1/webhook",
+        "set_webhook",
+        "Set the key's default webhook URL",
+        "delivery",
+        {200: Answer("the URL now set", WebhookUrlView), 400: BAD_REQUEST, 413: TOO_LARGE, 422: INVALID, **AUTHED},
+        body=WebhookUrlRequest,
+        body_example={"url": "https://example.com/hooks/code-runner"},
     ),
     Operation(
         "get",

@@ -21,7 +21,9 @@ only what the reaper repairs (services/reaper.py, one test per repair):
    between that write and the refund loses the one refund (the owner is short one submit of quota): the one
    consequence the reaper does not repair, since finding such jobs would cost an index write on every job;
 6. a terminal job leaves its key's jobs in flight (the wait estimate's key bound; `forget_stale_active`);
-7. run statistics (the tier's and the key's) and metrics: best effort.
+7. run statistics (the tier's and the key's) and metrics: best effort;
+8. the job.finished event: the terminal write marked the job unpublished (`due_at` = finished + grace), so a
+   crash before the event is produced leaves it to the reaper's `republish`.
 Each consequence is tried even if an earlier one failed (the state already changed); failures are logged and
 counted (`ExitConsequenceFailed`).
 """
@@ -36,6 +38,7 @@ from typing import Any
 from chalicelib.domain.errors import Conflict, NotFound, StaleState
 from chalicelib.domain.exits import Cancelled, Exit, ExitPlan, RetryPolicy, plan_exit
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.services.delivery import job_finished
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import key_scope
 from chalicelib.services.ports import ApiKey
@@ -115,6 +118,8 @@ def end_current(deps: Deps, job_id: str, exit_: Exit, owner: str | None = None) 
 
 def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
     """The consequences of a committed exit, in the order the module docstring explains."""
+    # First the announcement (local stack: a waiting GET returns, a cancelled run's watcher kills it).
+    _attempt(deps, "signal", deps.signals.job_changed, done.id)
     if plan.queued_delta or plan.running_delta:
         _attempt(deps, "tier_counters", deps.counters.adjust_tier, before.tier, plan.queued_delta, plan.running_delta)
     if plan.stop_task is not None:
@@ -128,16 +133,27 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
         _attempt(deps, "dead_letter", deps.queue.send_to_dlq, before.tier, before.id, message.reason)
     if plan.refund:
         _attempt(deps, "refund", deps.keys.refund, before.key_hash, before.charged_minute, before.charged_day)
-    if done.status.terminal:
-        _attempt(deps, "forget_active", deps.counters.forget_active, before.key_id, before.id)
-    if plan.run_ms is not None and done.finished_at is not None:
-        # What the wait estimate needs is how long a run holds its worker and slot: start to finish, the
-        # sandbox's setup included (the program's own wall time when the start is not known).
-        held_ms = plan.run_ms if before.started_at is None else int((done.finished_at - before.started_at) * 1000)
-        _attempt(deps, "record_run", deps.counters.record_run, before.tier, held_ms, done.finished_at)
-        _attempt(deps, "record_run", deps.counters.record_run, key_scope(before.key_id), held_ms, done.finished_at)
+    _for_estimates(deps, before, done, plan)
     for name, value, unit, dims in plan.metrics:
         deps.metric(name, value, unit, **dims)
+    if plan.terminal:
+        # Its one job.finished event (webhook, devices, inbox). Never raises: the terminal write left the job
+        # marked unpublished, and the reaper's `republish` produces the event if this does not.
+        job_finished(deps, done)
+
+
+def _for_estimates(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
+    """What the wait estimate learns from an exit: a terminal job leaves its key's jobs in flight, and a run
+    joins the tier's and the key's statistics. The estimate needs how long a run holds its worker and slot:
+    start to finish, the sandbox's setup included (the program's own wall time when the start is not known)."""
+    if done.status.terminal:
+        _attempt(deps, "forget_active", deps.counters.forget_active, before.key_id, before.id)
+    if plan.run_ms is None or done.finished_at is None:
+        return
+    finished = done.finished_at
+    held_ms = plan.run_ms if before.started_at is None else int((finished - before.started_at) * 1000)
+    _attempt(deps, "record_run", deps.counters.record_run, before.tier, held_ms, finished)
+    _attempt(deps, "record_run", deps.counters.record_run, key_scope(before.key_id), held_ms, finished)
 
 
 def _attempt(deps: Deps, what: str, action: Callable[..., Any], *args: Any) -> None:

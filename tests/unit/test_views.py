@@ -49,3 +49,24 @@ def test_a_graded_result_stored_before_verdicts_gets_its_verdict_and_reason_from
     assert view.tests is not None and [c.stdin for c in view.tests.cases] == [None, None]
     passed = ResultView.of(_graded([TestResult(verdict=TestVerdict.ACCEPTED)]), "utf-8")
     assert passed.verdict is TestVerdict.ACCEPTED and passed.reason is None
+
+
+def test_the_job_finished_event_carries_the_same_exact_bytes_in_base64() -> None:
+    from chalicelib.domain.events import build_event
+    from chalicelib.domain.jobs import Job, JobSpec, JobStatus
+    from chalicelib.sandbox.models import SandboxLimits
+
+    limits = SandboxLimits(wall_time_s=1, cpu_time_s=1, memory_mb=64, output_kb=8, processes=8)
+    job = Job(
+        id="j1",
+        owner="acme",
+        key_id="key_1",
+        tier="free",
+        status=JobStatus.SUCCEEDED,
+        spec=JobSpec(runtime="python3", limits=limits, output_encoding="base64"),
+        created_at=1.0,
+        finished_at=2.0,
+        result=ExecutionResult(exit_code=0, stdout="\x00\ufffd\n", stdout_raw="AP8K"),
+    )
+    summary = build_event(job, "evt_000000000001").job["result"]
+    assert summary["stdout"] == "AP8K" and summary["encoding"] == "base64" and not summary["stdout_truncated"]
