@@ -14,10 +14,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 
 def test_generated_requests_get_only_documented_answers(tmp_path: Path) -> None:
-    args = argparse.Namespace(examples=3, seed=14, phases="examples,fuzzing", timeout=240)
+    args = argparse.Namespace(examples=2, seed=14, phases="examples,fuzzing", timeout=240)
     report, stack = fuzz(args, tmp_path)
-    assert report.requests >= 24, report.details()
+    assert report.requests >= 20, report.details()
     assert report.ok, f"{report.line()}\n{report.details()}\n{stack.tail()}"
-    assert report.line() == (
-        f"fuzz: requests={report.requests} server_errors=0 undocumented_503=0 schema_violations=0 schemathesis=ok"
-    )
+    assert report.server_errors == [] and report.undocumented_503 == [] and report.violations == []
+    assert report.line().endswith("undocumented_503=0 schema_violations=0 schemathesis=ok"), report.line()
