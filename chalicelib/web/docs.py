@@ -7,6 +7,7 @@ table of its fields. Everything from the document is HTML-escaped.
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from typing import Any
 
@@ -27,6 +28,11 @@ _CONSTRAINTS = (
 
 def _e(value: Any) -> str:
     return escape(str(value), quote=True)
+
+
+def _text(value: Any) -> str:
+    """Prose from the document: escaped, with `code` spans (the document's descriptions use them) as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(value))
 
 
 def _anchor(name: str) -> str:
@@ -54,7 +60,7 @@ def type_html(schema: dict[str, Any]) -> str:
 
 
 def _notes(schema: dict[str, Any]) -> str:
-    parts = [_e(schema["description"])] if schema.get("description") else []
+    parts = [_text(schema["description"])] if schema.get("description") else []
     for key, label in _CONSTRAINTS:
         if key in schema:
             parts.append(f"{_e(label)} <code>{_e(json.dumps(schema[key]))}</code>")
@@ -75,7 +81,7 @@ def _schema_section(name: str, schema: dict[str, Any]) -> str:
         for field, sub in schema.get("properties", {}).items()
     ]
     body = _table(["field", "type", "required", "notes"], rows) or f"<p>{type_html(schema)}</p>"
-    doc = f"<p>{_e(schema['description'])}</p>" if schema.get("description") else ""
+    doc = f"<p>{_text(schema['description'])}</p>" if schema.get("description") else ""
     return f'<section class="schema" id="{_anchor(name)}"><h3>{_e(name)}</h3>{doc}{body}</section>'
 
 
@@ -93,7 +99,12 @@ def _responses(responses: dict[str, Any]) -> str:
             for h, spec in answer.get("headers", {}).items()
         )
         rows.append(
-            [f"<b>{_e(status)}</b>", _e(answer.get("description", "")), _media_type(answer.get("content", {})), headers]
+            [
+                f"<b>{_e(status)}</b>",
+                _text(answer.get("description", "")),
+                _media_type(answer.get("content", {})),
+                headers,
+            ]
         )
     return _table(["status", "meaning", "body", "headers"], rows)
 
@@ -107,7 +118,7 @@ def _operation(method: str, path: str, op: dict[str, Any]) -> str:
         f"<p><b>{_e(op.get('summary', ''))}</b> · {auth}</p>",
     ]
     if op.get("description"):
-        parts.append(f"<p>{_e(op['description'])}</p>")
+        parts.append(f"<p>{_text(op['description'])}</p>")
     params = [
         [
             f"<code>{_e(p['name'])}</code>",
@@ -149,10 +160,10 @@ def render(document: dict[str, Any]) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{_e(title)}</title><link rel="icon" href="static/icon.svg">'
         '<link rel="stylesheet" href="static/docs.css"></head><body>'
-        f"<header><h1>{_e(title)}</h1><p>{_e(info.get('summary', ''))}</p><p>{_e(info.get('description', ''))}</p>"
+        f"<header><h1>{_e(title)}</h1><p>{_e(info.get('summary', ''))}</p><p>{_text(info.get('description', ''))}</p>"
         '<p>The same document as JSON: <a href="v1/openapi.json"><code>/v1/openapi.json</code></a> '
         '(OpenAPI 3.1). Try it in the <a href="./">playground</a>.</p></header>'
-        f"<nav><h2>Operations</h2><ul>{''.join(index)}</ul></nav>"
+        f"<nav><h2>Contents</h2><ul>{''.join(index)}</ul></nav>"
         f"<main><h2>Operations</h2>{''.join(sections)}"
         f"<h2>Schemas</h2>{''.join(_schema_section(n, s) for n, s in schemas.items())}</main>"
         "</body></html>"
