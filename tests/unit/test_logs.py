@@ -18,20 +18,32 @@ from devtools import logs
 JOB = {"runtime": "python", "source": "print(1)"}
 
 
-def transitions(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "chalicelib.services.lifecycle" and hasattr(r, "status")]
+class Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def test_each_transition_is_one_line_with_the_job_its_key_tier_and_durations(
-    deps: Any, key: str, caplog: pytest.LogCaptureFixture
+    deps: Any, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caplog.set_level(logging.INFO)
-    job = submit_job(deps, key, JOB).job
-    deps.clock.advance(1.5)
-    running = start(deps, deps.jobs.get(job.id))
-    assert running is not None
-    end_job(deps, running, Finished(ExecutionResult(exit_code=0, wall_ms=42)))
-    lines = transitions(caplog)
+    # On the lifecycle's logger itself: importing app.py (another test may have) stops propagation to the root.
+    lifecycle_log = logging.getLogger("chalicelib.services.lifecycle")
+    monkeypatch.setattr(lifecycle_log, "level", logging.INFO)
+    collected = Collected()
+    lifecycle_log.addHandler(collected)
+    try:
+        job = submit_job(deps, key, JOB).job
+        deps.clock.advance(1.5)
+        running = start(deps, deps.jobs.get(job.id))
+        assert running is not None
+        end_job(deps, running, Finished(ExecutionResult(exit_code=0, wall_ms=42)))
+    finally:
+        lifecycle_log.removeHandler(collected)
+    lines = [r for r in collected.records if hasattr(r, "status")]
     assert [r.getMessage() for r in lines] == ["job queued", "job running", "job succeeded"]
     for record in lines:
         assert (record.job_id, record.key_id, record.tier) == (job.id, job.key_id, "free")  # type: ignore[attr-defined]
