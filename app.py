@@ -27,12 +27,11 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.inbox import normalize_device
 from chalicelib.domain.views import BatchItemView, BatchView, ErrorDetail
 from chalicelib.edge import body as bodies
-from chalicelib.edge import cursors, params
+from chalicelib.edge import cursors, house, openapi, params
 from chalicelib.edge import headers as request_headers
 from chalicelib.edge.errors import (
     error_response,
     handshake_refusal,
-    house_shaped,
     internal_error_response,
     status_of,
     unavailable_response,
@@ -44,6 +43,7 @@ from chalicelib.services import catalog, channel, inbox, keys, lifecycle, querie
 from chalicelib.services.ipguard import IpGuard
 from chalicelib.services.ports import ApiKey
 from chalicelib.tier_resources import missing_functions
+from chalicelib.web import docs
 
 app = Chalice(app_name=APP_NAME, configure_logs=False)  # Powertools owns the "code-runner" logger
 app.experimental_feature_flags.update(["WEBSOCKETS"])
@@ -125,16 +125,6 @@ def api(handler: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@app.middleware("http")
-def house_errors(event: Request, get_response: Callable[[Request], Response]) -> Response:
-    """Chalice answers some requests before (or after) any handler runs, in its own shape: those answers are
-    given in ours too (chalicelib/edge/errors.py `house_shaped`), and a 500 there is counted like ours."""
-    response = get_response(event)
-    if response.status_code >= 500 and isinstance(response.body, dict) and "Code" in response.body:
-        get_deps().metric(UNHANDLED_ERRORS, route="(chalice)")
-    return house_shaped(response, _request_id())
-
-
 def _json_body() -> Any:
     """The body's JSON, bounded and checked by the edge (chalicelib/edge/body.py): never a parser's error."""
     request = _request()
@@ -211,9 +201,10 @@ def cancel_job(job_id: str) -> dict[str, Any]:
 @api
 def list_jobs() -> dict[str, Any]:
     query, settings = _query(), get_settings()
-    limit, token = params.limit(query), params.one(query, "cursor")
+    limit, status, token = params.limit(query), params.status(query), params.one(query, "cursor")
     caller = _caller()
-    page = queries.list_jobs(get_deps(), caller, limit, cursors.unseal(settings, caller.owner, token))
+    cursor = cursors.unseal(settings, caller.owner, token)
+    page = queries.list_jobs(get_deps(), caller, limit, cursor, status)
     sealed = cursors.seal(settings, caller.owner, page.next_cursor)
     return page.model_copy(update={"next_cursor": sealed}).model_dump(mode="json")
 
@@ -261,6 +252,32 @@ def static_file(name: str) -> Response:
 
 
 # --- end of static pages ---
+
+
+# --- The API's description (chalicelib/edge/openapi.py): OpenAPI 3.1 as JSON, and as a page. No key needed. ---
+@app.route("/v1/openapi.json", methods=["GET"])
+@api
+def openapi_document() -> Response:
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json", "Cache-Control": "no-cache"}
+    return Response(body=openapi.document(), status_code=200, headers=headers)
+
+
+@app.route("/docs", methods=["GET"])
+@api
+def api_docs() -> Response:
+    return _static(web.serve_html(docs.render(openapi.document()), _request().headers.get("if-none-match")))
+
+
+# --- end of the API's description ---
+
+
+# --- Chalice's own refusals (405 unknown method, 415 content type) in the house format: chalicelib/edge/house.py
+@app.middleware("http")
+def house_errors(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    response = get_response(event)
+    if response.status_code >= 500 and house.is_chalice_error(response):  # an exception outside `api`
+        get_deps().metric(UNHANDLED_ERRORS, route="(chalice)")
+    return house.as_house_error(response, _request_id())
 
 
 # --- Delivering results (DESIGN.md section 8): events, webhooks, the WebSocket channel ----------------------

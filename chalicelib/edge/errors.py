@@ -103,35 +103,6 @@ def internal_error_response(request_id: str | None) -> Response:
     )
 
 
-def house_shaped(response: Response, request_id: str | None) -> Response:
-    """The answer in the house shape when Chalice gave it itself (`{"Code", "Message"}`): a media type a route
-    does not take (415, its message echoing the header), a method a path does not have (405), an exception
-    outside the `api` wrapper (500). Any other answer is returned as is."""
-    body = response.body
-    if response.status_code < 400 or not isinstance(body, dict) or set(body) != {"Code", "Message"}:
-        return response
-    status = response.status_code
-    if status == 415:
-        return error_response(
-            UnsupportedMediaType(
-                "this route takes JSON: send 'Content-Type: application/json' (or none)",
-                [{"field": "Content-Type", "in": "header", "message": "not a media type this route takes"}],
-            )
-        )
-    if status == 405:
-        allowed = str(response.headers.get("Allow", ""))
-        message = f"this path takes {allowed}" if allowed else "this path does not take this method"
-        headers: dict[str, str | list[str]] = {**JSON, "Allow": allowed} if allowed else dict(JSON)
-        return Response(body=error_body("method_not_allowed", message), status_code=405, headers=headers)
-    if status >= 500:
-        return internal_error_response(request_id)
-    return Response(
-        body=error_body("bad_request", "the request could not be served as sent"),
-        status_code=status,
-        headers=dict(JSON),
-    )
-
-
 def handshake_refusal(exc: CodeRunnerError) -> dict[str, Any]:
     """A refused WebSocket `$connect`, as API Gateway expects the handler's answer."""
     body = error_body(exc.code, exc.message, exc.details)

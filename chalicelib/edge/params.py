@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.domain.errors import NotFound, ValidationFailed
+from chalicelib.domain.jobs import JobStatus
 
 MAX_WAIT_S = 20
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
 _JOB_ID = re.compile(r"[0-9a-f]{32}")  # services.deps.new_job_id: 12 hex digits of milliseconds + 20 random
-_SECONDS = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3})?")
+_SECONDS = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,9})?(?:[eE][+-]?[0-9]{1,3})?")  # a plain number: no nan, inf, 1_0
 _COUNT = re.compile(r"[0-9]{1,3}")
 
 
@@ -45,11 +46,11 @@ def one(query: Mapping[str, Any] | None, name: str) -> str | None:
 
 
 def wait(query: Mapping[str, Any] | None) -> float:
-    """`?wait=N`: seconds to long-poll, 0 to 20 (up to 3 decimals)."""
+    """`?wait=N`: seconds to long-poll, 0 to 20."""
     raw = one(query, "wait")
     if raw is None:
         return 0.0
-    if not _SECONDS.fullmatch(raw) or float(raw) > MAX_WAIT_S:
+    if not _SECONDS.fullmatch(raw) or not 0 <= float(raw) <= MAX_WAIT_S:
         raise invalid("wait", f"a number of seconds from 0 to {MAX_WAIT_S}")
     return float(raw)
 
@@ -62,3 +63,14 @@ def limit(query: Mapping[str, Any] | None) -> int:
     if not _COUNT.fullmatch(raw) or not 1 <= int(raw) <= MAX_PAGE:
         raise invalid("limit", f"an integer from 1 to {MAX_PAGE}")
     return int(raw)
+
+
+def status(query: Mapping[str, Any] | None) -> JobStatus | None:
+    """`?status=`: one of the job statuses, or absent (every status)."""
+    raw = one(query, "status")
+    if raw is None:
+        return None
+    try:
+        return JobStatus(raw)
+    except ValueError as exc:
+        raise invalid("status", f"one of {', '.join(s.value for s in JobStatus)}") from exc

@@ -29,7 +29,8 @@ def job_view(deps: Deps, job: Job) -> JobView:
     """The job with its live position and estimated wait while queued."""
     if job.status is JobStatus.QUEUED:
         ahead = deps.jobs.count_queued_ahead(job.tier, job.seq)
-        return JobView.of(job, ahead, estimate_wait(deps, job.tier, ahead))
+        key_ahead = deps.counters.key_load(job.key_id).ahead_of(job.id)
+        return JobView.of(job, ahead, estimate_wait(deps, job.tier, ahead, job.key_id, key_ahead))
     running = job.status is JobStatus.RUNNING
     return JobView.of(job, 0 if running else None, 0.0 if running else None)
 
@@ -50,10 +51,11 @@ def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> JobVie
     return job_view(deps, job)
 
 
-def list_jobs(deps: Deps, key: ApiKey, limit: int, cursor: str | None) -> JobsPage:
-    """The owner's jobs, newest first (`limit` and the cursor checked by the edge: chalicelib/edge/params.py)."""
+def list_jobs(deps: Deps, key: ApiKey, limit: int, cursor: str | None, status: JobStatus | None = None) -> JobsPage:
+    """The owner's jobs, newest first; with `status`, only jobs in that status (`limit`, the cursor and the
+    status are checked by the edge: chalicelib/edge/params.py)."""
     try:
-        page = deps.jobs.list_by_owner(key.owner, limit, cursor)
+        page = deps.jobs.list_by_owner(key.owner, limit, cursor, status)
     except ValueError as exc:
         raise ValidationFailed(
             "invalid cursor", [{"field": "cursor", "in": "query", "message": "not a cursor we issued"}]

@@ -31,6 +31,8 @@ from hypothesis import strategies as st
 
 from chalicelib.adapters.aws import client as aws_client
 from chalicelib.bootstrap import get_deps
+from chalicelib.domain.errors import ValidationFailed
+from chalicelib.edge import params
 from chalicelib.services.keys import hash_key
 from tests.fakes_delivery import FakeResolver
 from tests.integration.helpers import body, new_key
@@ -302,7 +304,11 @@ def queries(draw: st.DrawFn, names: list[str], planted: Planted, hostile: bool) 
 
 
 def _short_wait(raw: str) -> str:
-    return "0.1" if re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3})?", raw) and float(raw) > 0.1 else raw
+    try:
+        long = params.wait({"wait": raw}) > 0.1
+    except ValidationFailed:
+        long = False
+    return "0.1" if long else raw
 
 
 @st.composite

@@ -181,12 +181,14 @@ def test_job_ids_are_the_platforms_shape_or_404_without_echo() -> None:
         assert bad not in err.value.message or not bad
 
 
-@pytest.mark.parametrize(("raw", "wait"), [(None, 0.0), ("", 0.0), ("0", 0.0), ("2.5", 2.5), ("20", 20.0)])
+@pytest.mark.parametrize(
+    ("raw", "wait"), [(None, 0.0), ("", 0.0), ("0", 0.0), ("2.5", 2.5), ("20", 20.0), ("1e1", 10.0), ("0.0001", 0.0001)]
+)
 def test_wait(raw: str | None, wait: float) -> None:
     assert params.wait(None if raw is None else MultiDict({"wait": [raw]})) == wait
 
 
-@pytest.mark.parametrize("raw", ["21", "-1", "nan", "inf", "1e1", " 1", "1_0", "١", "9" * 500, "0.0001"])
+@pytest.mark.parametrize("raw", ["21", "-1", "nan", "inf", "9e999", "3e1", " 1", "1_0", "١", "9" * 500, "0x10"])
 def test_bad_wait_is_422_naming_it_without_echo(raw: str) -> None:
     with pytest.raises(ValidationFailed) as err:
         params.wait(MultiDict({"wait": [raw]}))
