@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEB_STAMP := .dev/.debs
 DEBS := bubblewrap python3-seccomp nodejs chromium
 
-.PHONY: dev test lint bench chaos package clean install debs
+.PHONY: dev test lint bench chaos package clean install debs cost
 
 install: $(STAMP) $(DEB_STAMP)
 
@@ -56,3 +56,6 @@ package: install
 
 clean:
 	rm -rf $(VENV) .dev build .pytest_cache .mypy_cache .ruff_cache
+
+cost: install
+	PYTHONPATH=. $(BIN)/python -m devtools.cost

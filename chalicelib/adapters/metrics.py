@@ -29,3 +29,29 @@ class InMemoryMetrics:
         label = name + "".join(f",{k}={v}" for k, v in sorted(dims.items()))
         with self._lock:
             self.totals[label] = self.totals.get(label, 0.0) + value
+
+
+def emf_lines(points: list[tuple[str, float, str, dict[str, str]]], service: str = "code-runner") -> list[str]:
+    """The EMF log lines `EmfMetrics` writes for `points` (one per point), as CloudWatch ingests them."""
+    import json
+    import time
+
+    lines = []
+    for name, value, unit, dims in points:
+        dimensions = {**dims, "service": service}
+        document = {
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": NAMESPACE,
+                        "Dimensions": [list(dimensions)],
+                        "Metrics": [{"Name": name, "Unit": unit}],
+                    }
+                ],
+            },
+            **dimensions,
+            name: [float(value)],
+        }
+        lines.append(json.dumps(document, separators=(",", ":")))
+    return lines
