@@ -304,9 +304,22 @@ def fargate_done(event: Any) -> str:
     return complete_from_event(get_deps(), event.to_dict())
 
 
-@app.lambda_function(name="sandbox")
-def sandbox(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The dedicated sandbox function: no permissions, no egress, reserved concurrency (see infra/)."""
+# The dedicated sandbox functions, one per memory class (chalicelib/sandbox/selection.py SANDBOX_MEMORY_CLASSES;
+# .chalice/config.json sizes each): no permissions, no egress, reserved concurrency (see infra/). All run the same
+# handler; the Lambda adapter invokes the smallest that holds a job's memory limit.
+def _sandbox(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.sandbox.lambda_entry import handle
 
     return handle(event, context)
+
+
+@app.lambda_function(name="sandbox_1769")
+def sandbox_1769(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Jobs up to 1,641 MB (1,769 MB: one full vCPU)."""
+    return _sandbox(event, context)
+
+
+@app.lambda_function(name="sandbox_3136")
+def sandbox_3136(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Jobs up to 3,008 MB (the enterprise tier's largest)."""
+    return _sandbox(event, context)

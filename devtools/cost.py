@@ -268,7 +268,8 @@ class WorkerLoop(threading.Thread):
 def _environment(port: int) -> dict[str, str]:
     from devtools.stack import local_environment
 
-    return {**local_environment(port), "CODERUNNER_STAGE": "cost" + uuid.uuid4().hex[:8]}
+    os.environ["CODERUNNER_STAGE"] = "cost" + uuid.uuid4().hex[:8]  # first: the local names follow the stage
+    return local_environment(port)
 
 
 def measure(jobs: int = 5, tier: str = "pro", warmup: int = 2) -> Measurement:

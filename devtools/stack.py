@@ -43,6 +43,8 @@ def dev_file(variable: str, default_name: str) -> Path:
 
 def local_environment(moto_port: int) -> dict[str, str]:
     """Fake credentials and the local endpoint: nothing here can reach real AWS."""
+    from devtools.resources import results_bucket
+
     return {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -54,6 +56,7 @@ def local_environment(moto_port: int) -> dict[str, str]:
         "POWERTOOLS_SERVICE_NAME": "code-runner",
         "CODERUNNER_STAGE": os.environ.get("CODERUNNER_STAGE", "dev"),
         "CODERUNNER_SANDBOX_MODE": "local",
+        "CODERUNNER_RESULTS_BUCKET": results_bucket(os.environ.get("CODERUNNER_STAGE", "dev")),
     }
 
 

@@ -7,16 +7,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from chalicelib.config import APP_NAME, TIER_NAMES
+from chalicelib.config import APP_NAME, TIER_NAMES, Settings, settings_from_env
+from chalicelib.sandbox.selection import SANDBOX_MEMORY_CLASSES
 from infra.chalice_template import ChaliceTemplate
 
-SANDBOX_FUNCTION = "Sandbox"  # app.py `@app.lambda_function(name="sandbox")`
+# app.py's `sandbox_<mb>` functions, one per memory class: logical id -> memory (MB).
+SANDBOX_FUNCTIONS = {f"Sandbox{size}": size for size in SANDBOX_MEMORY_CLASSES}
+SANDBOX_FUNCTION_PREFIX = f"{APP_NAME}-${{Stage}}-sandbox"  # + "_<mb>": what the Lambda adapter invokes
 
 # What every function but the sandbox reads at start (chalicelib.config.settings_from_env). The sandbox gets
 # none of it: user code runs there and has no business knowing the platform's resources.
 PLATFORM_ENVIRONMENT: dict[str, Any] = {
     "CODERUNNER_STAGE": {"Ref": "Stage"},
-    "CODERUNNER_SANDBOX_FUNCTION": {"Ref": SANDBOX_FUNCTION},
+    "CODERUNNER_SANDBOX_FUNCTION": {"Fn::Sub": SANDBOX_FUNCTION_PREFIX},
+    "CODERUNNER_RESULTS_BUCKET": {"Ref": "ResultsBucket"},
     "CODERUNNER_FARGATE_CLUSTER": {"Ref": "SandboxCluster"},
     "CODERUNNER_FARGATE_TASK_DEFINITION": {"Ref": "SandboxTaskDefinition"},
     "CODERUNNER_FARGATE_SUBNETS": {"Fn::Join": [",", [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}]]},
@@ -76,7 +80,7 @@ def function_patches(chalice: ChaliceTemplate, queues: dict[str, str]) -> dict[s
     for function_id, name in chalice.function_names.items():
         function = chalice.template["Resources"][function_id]
         properties: dict[str, Any] = {"FunctionName": function_name(name)}
-        if function_id != SANDBOX_FUNCTION:
+        if function_id not in SANDBOX_FUNCTIONS:
             properties["Environment"] = {"Variables": dict(PLATFORM_ENVIRONMENT)}
         events = _sqs_event_patches(function_id, function, queues)
         if events:
@@ -193,8 +197,75 @@ def tier_alarms(tier: str, worker_id: str) -> dict[str, Any]:
     }
 
 
+def sandbox_reservation_id(size: int) -> str:
+    return f"Sandbox{size}ReservedConcurrency"
+
+
+def sandbox_fragment(settings: Settings) -> dict[str, Any]:
+    """Each sandbox function's VPC placement, reserved concurrency (a parameter) and alarms.
+
+    The concurrency a class must have so that it never throttles a worker follows from the tiers' capacities
+    (chalicelib/config.py `Settings.sandbox_concurrency`); reserving it needs that much of the account's quota
+    beyond the 100 Lambda keeps unreserved, which a new account does not have, so the default reserves none and
+    says how much to reserve. A throttle is never a failed attempt (the job backs off), only a delay."""
+    parameters, conditions, resources = {}, {}, {}
+    for function_id, size in SANDBOX_FUNCTIONS.items():
+        param, condition, needed = (
+            sandbox_reservation_id(size),
+            f"Reserve{function_id}",
+            settings.sandbox_concurrency(size),
+        )
+        parameters[param] = {
+            "Type": "Number",
+            "Default": 0,
+            "MinValue": 0,
+            "Description": f"Concurrent executions reserved for the {size} MB sandbox; 0 reserves none. {needed} "
+            "(every worker of the tiers whose jobs may need this class) means it can never throttle a worker; "
+            "reserve it once the account's Lambda quota allows (infra/DEPLOY.md).",
+        }
+        conditions[condition] = {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, 0]}]}
+        resources[function_id] = {
+            "Properties": {
+                "VpcConfig": {
+                    "SubnetIds": [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}],
+                    "SecurityGroupIds": [{"Ref": "SandboxFunctionSecurityGroup"}],
+                },
+                "ReservedConcurrentExecutions": {"Fn::If": [condition, {"Ref": param}, {"Ref": "AWS::NoValue"}]},
+            }
+        }
+        function = ("FunctionName", {"Ref": function_id})
+        resources[f"{function_id}ThrottlesAlarm"] = _alarm(
+            f"sandbox-{size}-throttles",
+            f"Lambda throttled the {size} MB sandbox: jobs wait (a throttle is never an attempt). Reserve "
+            f"{param} (at least {needed}) or raise the account's concurrency quota.",
+            Namespace="AWS/Lambda",
+            MetricName="Throttles",
+            Dimensions=[{"Name": function[0], "Value": function[1]}],
+            Statistic="Sum",
+            Period=300,
+            EvaluationPeriods=1,
+            Threshold=0,
+            ComparisonOperator="GreaterThanThreshold",
+        )
+        resources[f"{function_id}ErrorsAlarm"] = _alarm(
+            f"sandbox-{size}-errors",
+            f"The {size} MB sandbox itself failed (crash, timeout, out of memory of the supervisor) in 2 of the "
+            "last 3 five-minute periods; user code failing is a result, not an error.",
+            Namespace="AWS/Lambda",
+            MetricName="Errors",
+            Dimensions=[{"Name": function[0], "Value": function[1]}],
+            Statistic="Sum",
+            Period=300,
+            EvaluationPeriods=3,
+            DatapointsToAlarm=2,
+            Threshold=0,
+            ComparisonOperator="GreaterThanThreshold",
+        )
+    return {"Parameters": parameters, "Conditions": conditions, "Resources": resources}
+
+
 def generate(chalice: ChaliceTemplate, resources: dict[str, Any], stage: str) -> dict[str, Any]:
-    """The generated fragment: function patches, log groups and every tier's alarms."""
+    """The generated fragment: function patches, log groups, every tier's alarms and the sandbox functions'."""
     queues = queue_ids_by_name(resources, stage)
     workers = listeners(chalice, queues)
     out = function_patches(chalice, queues)
@@ -202,4 +273,14 @@ def generate(chalice: ChaliceTemplate, resources: dict[str, Any], stage: str) ->
         if queue_id(tier) not in workers:
             raise ValueError(f"no function listens to the {tier} queue ({queue_id(tier)})")
         out.update(tier_alarms(tier, workers[queue_id(tier)]))
-    return {"Resources": out}
+    sandboxes = sandbox_fragment(settings_from_env())
+    for function_id, patch in sandboxes["Resources"].items():
+        out[function_id] = _merge_patch(out.get(function_id, {}), patch)
+    return {"Parameters": sandboxes["Parameters"], "Conditions": sandboxes["Conditions"], "Resources": out}
+
+
+def _merge_patch(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge_patch(merged[key], value) if isinstance(merged.get(key), dict) else value
+    return merged

@@ -108,7 +108,8 @@ def aws_requests_per_submit(samples: int = 10) -> dict[str, Any]:
     from devtools.stack import free_port, local_environment
 
     port = free_port()
-    os.environ.update({**local_environment(port), "CODERUNNER_STAGE": "bench" + uuid.uuid4().hex[:8]})
+    os.environ["CODERUNNER_STAGE"] = "bench" + uuid.uuid4().hex[:8]  # first: the local names follow the stage
+    os.environ.update(local_environment(port))
     server = start_moto(port)
     try:
         bootstrap.reset()

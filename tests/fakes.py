@@ -13,7 +13,7 @@ from chalicelib.domain.jobs import Job, JobStatus, check_transition
 from chalicelib.domain.quotas import QuotaState, charged, refunded
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
 from chalicelib.services.deps import Deps
-from chalicelib.services.ports import ApiKey, Page, TaskStopped
+from chalicelib.services.ports import ApiKey, Page, Slots, TaskStopped
 
 STATS_BUCKET_S = 300  # as the DynamoDB counters: recent = this 5-minute bucket and the previous one
 
@@ -56,7 +56,7 @@ class MemoryJobStore:
                 raise StaleState("status")
             if expected_attempts is not None and cur.attempts != expected_attempts:
                 raise StaleState("attempts")
-            updated = cur.model_copy(update={**changes, "status": new})
+            updated = cur.model_copy(update={**changes, "status": new, "parked": False})
             self.jobs[job.id] = updated
             return updated
 
@@ -80,6 +80,31 @@ class MemoryJobStore:
         return self._set_if(
             job_id, lambda j: j.status is JobStatus.QUEUED and not j.redriven_late, redriven_late=True, due_at=None
         )
+
+    def park(self, job: Job) -> Job | None:
+        with self.lock:
+            cur = self.jobs.get(job.id)
+            if cur is None or cur.status is not JobStatus.QUEUED or cur.attempts != job.attempts or cur.parked:
+                return None
+            parked = cur.model_copy(update={"parked": True, "parks": cur.parks + 1, "due_at": None})
+            self.jobs[job.id] = parked
+            return parked
+
+    def unpark(self, job_id: str, due_at: float) -> Job | None:
+        with self.lock:
+            cur = self.jobs.get(job_id)
+            if cur is None or cur.status is not JobStatus.QUEUED or not cur.parked:
+                return None
+            woken = cur.model_copy(update={"parked": False, "due_at": due_at})
+            self.jobs[job_id] = woken
+            return woken
+
+    def parked_of(self, key_id: str, limit: int) -> list[tuple[int, str]]:
+        parked = sorted((j.seq, j.id) for j in self.jobs.values() if j.parked and j.key_id == key_id)
+        return parked[:limit]
+
+    def parked_keys(self) -> set[str]:
+        return {j.key_id for j in self.jobs.values() if j.parked}
 
     def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> Page:
         mine = sorted((j for j in self.jobs.values() if j.owner == owner), key=lambda j: -j.created_at)
@@ -144,6 +169,7 @@ class MemoryCounters:
         self.lock = threading.Lock()
         self.tiers: dict[str, dict[str, int]] = {}
         self.slots: dict[str, set[str]] = {}
+        self.parked: dict[str, int] = {}
         self.runs: dict[tuple[str, int], list[int]] = {}
         self.idem: dict[str, tuple[str, str]] = {}
         self.suspects: dict[str, object] = {}
@@ -189,23 +215,42 @@ class MemoryCounters:
             self.suspects[tier] = sighting
             return False
 
-    def acquire_slot(self, owner: str, holder: str, cap: int) -> bool:
+    def _slots(self, owner: str) -> Slots:
+        return Slots(frozenset(self.slots.get(owner, set())), self.parked.get(owner, 0))
+
+    def acquire_slot(self, owner: str, holder: str, cap: int) -> Slots | None:
         with self.lock:
             holders = self.slots.setdefault(owner, set())
             if holder in holders or len(holders) < cap:
                 holders.add(holder)
-                return True
-            return False
+                return self._slots(owner)
+            return None
 
-    def release_slot(self, owner: str, holder: str) -> None:
+    def release_slot(self, owner: str, holder: str) -> Slots:
         with self.lock:
             self.slots.setdefault(owner, set()).discard(holder)
+            return self._slots(owner)
+
+    def count_parked(self, owner: str, delta: int) -> Slots:
+        with self.lock:
+            self.parked[owner] = max(0, self.parked.get(owner, 0) + delta)
+            return self._slots(owner)
+
+    def reset_parked(self, owner: str, seen: int) -> bool:
+        with self.lock:
+            if self.parked.get(owner, 0) != seen:
+                return False
+            self.parked[owner] = 0
+            return True
 
     def holders_of(self, owner: str) -> set[str]:
         return set(self.slots.get(owner, set()))
 
     def slot_holders(self) -> dict[str, set[str]]:
         return {k: set(v) for k, v in self.slots.items()}
+
+    def all_slots(self) -> dict[str, Slots]:
+        return {owner: self._slots(owner) for owner in set(self.slots) | set(self.parked)}
 
     def record_run(self, tier: str, run_ms: int, now: float) -> None:
         self.runs.setdefault((tier, int(now // STATS_BUCKET_S)), []).append(run_ms)
@@ -262,6 +307,8 @@ class MemoryQueue:
 
 class FakeSandbox:
     """Returns a scripted result (or raises) and records what it was asked to run."""
+
+    interruptible = True
 
     def __init__(self, result: ExecutionResult | None = None) -> None:
         self.result = result or ExecutionResult(exit_code=0, stdout="ok\n", wall_ms=5)

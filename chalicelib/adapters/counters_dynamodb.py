@@ -9,13 +9,15 @@ from typing import Any
 from chalicelib.adapters.aws import ConditionFailed, LazyClient
 from chalicelib.adapters.dynamo import marshal, unmarshal, value
 from chalicelib.domain.errors import QueueFull
+from chalicelib.services.ports import Slots
 
 _STATS_BUCKET_S = 300  # run-time stats are kept per 5-minute bucket; "recent" = this bucket and the last
 
 
 class DynamoCounters:
-    """Counters table: pk `pk`. Items: `tier#T` (queued, running, seq), `slots#OWNER` (holders: string set),
-    `stats#T#BUCKET` (sum_ms, n), `idem#SCOPE` (body_hash, job_id)."""
+    """Counters table: pk `pk`. Items: `tier#T` (queued, running, seq), `slots#OWNER` (holders: string set;
+    parked: how many of the owner's jobs wait for a slot), `stats#T#BUCKET` (sum_ms, n), `idem#SCOPE`
+    (body_hash, job_id)."""
 
     def __init__(self, table: str, client: Any = None) -> None:
         self.table = table
@@ -94,27 +96,48 @@ class DynamoCounters:
         return unmarshal(resp.get("Item")) or {}
 
     # -- per-owner running slots ---------------------------------------------------------------------------
-    def acquire_slot(self, owner: str, holder: str, cap: int) -> bool:
+    def acquire_slot(self, owner: str, holder: str, cap: int) -> Slots | None:
         try:
-            self._update(
+            item = self._update(
                 f"slots#{owner}",
                 "ADD holders :me",
                 {":me": {holder}, ":id": holder, ":cap": cap},
                 "attribute_not_exists(holders) OR size(holders) < :cap OR contains(holders, :id)",
             )
+        except ConditionFailed:
+            return None
+        return _slots(item)
+
+    def release_slot(self, owner: str, holder: str) -> Slots:
+        return _slots(self._update(f"slots#{owner}", "DELETE holders :me", {":me": {holder}}))
+
+    def count_parked(self, owner: str, delta: int) -> Slots:
+        condition = None if delta >= 0 else "parked >= :least"
+        values: dict[str, Any] = {":d": delta} if delta >= 0 else {":d": delta, ":least": -delta}
+        try:
+            return _slots(self._update(f"slots#{owner}", "ADD parked :d", values, condition))
+        except ConditionFailed:  # already at zero (a drift the reaper set right): leave it there
+            return self._slots_now(owner)
+
+    def _slots_now(self, owner: str) -> Slots:
+        return _slots(self._get(f"slots#{owner}"))
+
+    def reset_parked(self, owner: str, seen: int) -> bool:
+        try:
+            self._update(f"slots#{owner}", "SET parked = :zero", {":zero": 0, ":seen": seen}, "parked = :seen")
             return True
         except ConditionFailed:
             return False
 
-    def release_slot(self, owner: str, holder: str) -> None:
-        self._update(f"slots#{owner}", "DELETE holders :me", {":me": {holder}})
-
     def holders_of(self, owner: str) -> set[str]:
         """The slots one key holds now (one consistent GetItem)."""
-        return set(self._get(f"slots#{owner}").get("holders", set()))
+        return set(self._slots_now(owner).holders)
 
     def slot_holders(self) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
+        return {owner: set(slots.holders) for owner, slots in self.all_slots().items()}
+
+    def all_slots(self) -> dict[str, Slots]:
+        out: dict[str, Slots] = {}
         start = None
         while True:
             kwargs: dict[str, Any] = {
@@ -128,7 +151,7 @@ class DynamoCounters:
             resp = self.client.scan(**kwargs)
             for raw in resp.get("Items", []):
                 item = unmarshal(raw) or {}
-                out[item["pk"].removeprefix("slots#")] = set(item.get("holders", set()))
+                out[item["pk"].removeprefix("slots#")] = _slots(item)
             start = resp.get("LastEvaluatedKey")
             if not start:
                 return out
@@ -167,3 +190,7 @@ class DynamoCounters:
 
     def drop_idempotency(self, scope: str) -> None:
         self.client.delete_item(TableName=self.table, Key={"pk": {"S": f"idem#{scope}"}})
+
+
+def _slots(item: dict[str, Any]) -> Slots:
+    return Slots(frozenset(item.get("holders", set())), max(0, int(item.get("parked", 0))))

@@ -19,7 +19,8 @@ _JSON_FIELDS = ("spec", "result")
 # Sparse index attributes, present only while the job is in the state the index is for:
 #   queue_tier: while queued (`queued_by_tier`: position = queued jobs of the tier with a smaller seq)
 #   active (+ the job's own due_at): while queued or running (`active_jobs`: the reaper's work list)
-_INDEX_ONLY = ("queue_tier", "active", "ttl")
+#   parked_key (+ seq): while parked (`parked_jobs`: a key's parked jobs, oldest first)
+_INDEX_ONLY = ("queue_tier", "active", "parked_key", "ttl")
 _JOB_FIELDS = frozenset(Job.model_fields)
 
 
@@ -29,6 +30,7 @@ def to_item(job: Job) -> dict[str, Any]:
     if job.result is not None:
         data["result"] = job.result.model_dump_json()
     data.update(index_fields(job.status, job.tier))
+    data["parked_key"] = job.key_id if job.parked and job.status is JobStatus.QUEUED else None
     return data
 
 
@@ -89,10 +91,13 @@ class DynamoJobStore:
         unknown = set(changes) - _JOB_FIELDS
         if unknown:
             raise ValueError(f"not job fields: {sorted(unknown)}")
-        updated = job.model_copy(update={**changes, "status": new})
+        # A state change ends any wait for a slot: a parked job that is cancelled, or started once woken.
+        updated = job.model_copy(update={**changes, "status": new, "parked": False})
         fields: dict[str, Any] = {k: _stored(k, getattr(updated, k)) for k in changes}
         fields["status"] = new.value
         fields.update(index_fields(new, job.tier))
+        if job.parked:
+            fields.update(parked=None, parked_key=None)
         condition = "#status = :expected"
         values = {":expected": value(job.status.value)}
         if expected_attempts is not None:
@@ -119,6 +124,55 @@ class DynamoJobStore:
             "#status = :queued AND redriven_late = :false",
             {":queued": value(JobStatus.QUEUED.value), ":false": value(False)},
         )
+
+    def park(self, job: Job) -> Job | None:
+        parks = job.parks + 1
+        ok = self._set_if(
+            job.id,
+            {"parked": True, "parked_key": job.key_id, "parks": parks, "due_at": None},
+            "#status = :queued AND attempts = :attempts AND attribute_not_exists(parked_key)",
+            {":queued": value(JobStatus.QUEUED.value), ":attempts": value(job.attempts)},
+        )
+        return job.model_copy(update={"parked": True, "parks": parks, "due_at": None}) if ok else None
+
+    def unpark(self, job_id: str, due_at: float) -> Job | None:
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key={"id": {"S": job_id}},
+                UpdateExpression="SET due_at = :due REMOVE parked, parked_key",
+                ConditionExpression="#status = :queued AND attribute_exists(parked_key)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":queued": value(JobStatus.QUEUED.value), ":due": value(due_at)},
+                ReturnValues="ALL_NEW",
+            )
+        except ConditionFailed:
+            return None
+        item = unmarshal(resp.get("Attributes"))
+        return from_item(item) if item else None
+
+    def parked_of(self, key_id: str, limit: int) -> list[tuple[int, str]]:
+        resp = self.client.query(
+            TableName=self.table,
+            IndexName="parked_jobs",
+            KeyConditionExpression="parked_key = :k",
+            ExpressionAttributeValues={":k": {"S": key_id}},
+            Limit=limit,
+        )
+        return [(int(i["seq"]["N"]), str(i["id"]["S"])) for i in resp.get("Items", [])]
+
+    def parked_keys(self) -> set[str]:
+        keys: set[str] = set()
+        start = None
+        while True:
+            kwargs: dict[str, Any] = {"TableName": self.table, "IndexName": "parked_jobs"}
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            resp = self.client.scan(**kwargs)
+            keys.update(str(i["parked_key"]["S"]) for i in resp.get("Items", []))
+            start = resp.get("LastEvaluatedKey")
+            if not start:
+                return keys
 
     def _set_if(self, job_id: str, fields: dict[str, Any], condition: str, values: dict[str, Any]) -> bool:
         """Set `fields` if `condition` holds; False if it did not (never a status change: see transition)."""

@@ -34,6 +34,17 @@ class Faulted:
 
 
 @dataclass(frozen=True)
+class Throttled:
+    """The sandbox refused the run for want of capacity now (Lambda TooManyRequests, a dependency it needs
+    throttled): a platform back-off, never an attempt, and never a reason to end the job. The attempt is given
+    back and the held message comes back after a capped exponential delay; `renew`: the message has used up its
+    receives but one (the queues' maxReceiveCount), so a fresh message replaces it instead."""
+
+    reason: str
+    renew: bool = False
+
+
+@dataclass(frozen=True)
 class Cancelled:
     """The owner cancelled the job."""
 
@@ -50,7 +61,7 @@ class GaveUp:
     reason: str
 
 
-Exit = Finished | Faulted | Cancelled | Lost | GaveUp
+Exit = Finished | Faulted | Throttled | Cancelled | Lost | GaveUp
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,11 @@ class RetryPolicy:
     max_attempts: int
     retry_base_s: int
     orphan_after_s: int  # a queued job whose message did not come back by then is re-sent by the reaper
+    throttle_cap_s: int = 60  # the longest back-off after a throttle
+
+    def throttle_delay(self, throttles: int) -> int:
+        """Seconds to hold a job back after its `throttles`-th throttle: base**n, capped."""
+        return int(min(self.throttle_cap_s, self.retry_base_s ** min(throttles, 16)))
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,8 @@ def plan_exit(job: Job, exit_: Exit, policy: RetryPolicy, now: float) -> ExitPla
         return _finished(job, exit_.result, now)
     if isinstance(exit_, Faulted):
         return _retry_or_error(job, exit_.reason, policy, now, held=exit_.message_held)
+    if isinstance(exit_, Throttled):
+        return _back_off(job, exit_, policy, now)
     if isinstance(exit_, Lost):
         return _retry_or_error(job, "worker lost past its deadline", policy, now, held=False)
     if isinstance(exit_, Cancelled):
@@ -136,6 +154,30 @@ def _finished(job: Job, result: ExecutionResult, now: float) -> ExitPlan:
         overhead = max(0, int((now - job.started_at) * 1000) - result.wall_ms)
         metrics.append(("SandboxOverhead", overhead, "Milliseconds", {"tier": job.tier, "sandbox": result.sandbox}))
     return replace(plan, run_ms=result.wall_ms, metrics=metrics)
+
+
+def _back_off(job: Job, exit_: Throttled, policy: RetryPolicy, now: float) -> ExitPlan:
+    """Back to the queue with the attempt given back (a throttle is not the job's try) after a capped delay."""
+    throttles = job.throttles + 1
+    delay = policy.throttle_delay(throttles)
+    if exit_.renew:
+        message = NextMessage("resend", dedup_id=f"{job.id}#throttle{throttles}")
+    else:
+        message = NextMessage("delay", delay_s=delay)
+    return ExitPlan(
+        status=JobStatus.QUEUED,
+        changes={
+            "attempts": max(0, job.attempts - 1),
+            "throttles": throttles,
+            "lease_until": None,
+            "error": f"{exit_.reason}; waiting for sandbox capacity",
+            "due_at": now + delay + policy.orphan_after_s,
+        },
+        queued_delta=1,
+        message=message,
+        metrics=[("SandboxThrottled", 1, "Count", {"tier": job.tier})],
+        **_leaving(job, exit_.reason),
+    )
 
 
 def _retry_or_error(job: Job, reason: str, policy: RetryPolicy, now: float, *, held: bool) -> ExitPlan:

@@ -81,6 +81,7 @@ class Job(BaseModel):
     seq: int = 0  # order of submission within the tier (position)
     group: str = ""  # SQS message group
     attempts: int = 0
+    throttles: int = 0  # runs the sandbox refused for want of capacity (never attempts)
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -93,6 +94,8 @@ class Job(BaseModel):
     charged_minute: int | None = None
     refunded: bool = False
     redriven_late: bool = False
+    parked: bool = False  # queued with no message, waiting for one of its owner's slots (services/parking.py)
+    parks: int = 0  # times it was parked (each wake sends a message with its own deduplication id)
     result: ExecutionResult | None = None
 
     @property

@@ -15,6 +15,7 @@ only what the reaper repairs (services/reaper.py, one test per repair):
 2. the task is stopped before the slot is freed, so the owner's next job never overlaps a task still running
    (a missed stop: the reaper stops tasks of jobs past their lease, and a stopped task's result is discarded);
 3. the slot: freed only once the job is no longer running, so the owner's cap holds (`release_leaked_slots`);
+   freeing it wakes the owner's oldest parked job (services/parking.py; the reaper's `wake_parked` otherwise);
 4. the next message (delay, resend, dead-letter): sent after the write, so a worker never receives a job that
    still looks running; a lost message leaves a queued job whose `due_at` passes (`_redrive_queued`);
 5. the refund: the terminal write itself set `refunded`, so only the winner refunds, and never twice. A crash
@@ -35,6 +36,7 @@ from typing import Any
 from chalicelib.domain.errors import Conflict, NotFound, StaleState
 from chalicelib.domain.exits import Cancelled, Exit, ExitPlan, RetryPolicy, plan_exit
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.services import parking
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey
 
@@ -64,7 +66,12 @@ def slot_holder(job: Job) -> str:
 
 def retry_policy(deps: Deps) -> RetryPolicy:
     s = deps.settings
-    return RetryPolicy(max_attempts=s.max_attempts, retry_base_s=s.retry_base_s, orphan_after_s=s.orphan_after_s)
+    return RetryPolicy(
+        max_attempts=s.max_attempts,
+        retry_base_s=s.retry_base_s,
+        orphan_after_s=s.orphan_after_s,
+        throttle_cap_s=s.throttle_cap_s,
+    )
 
 
 def end_job(deps: Deps, job: Job, exit_: Exit) -> Ended | None:
@@ -75,7 +82,7 @@ def end_job(deps: Deps, job: Job, exit_: Exit) -> Ended | None:
     except StaleState:
         log.info("job %s: %s not applied, the job moved on", job.id, type(exit_).__name__, extra={"job_id": job.id})
         if job.status is JobStatus.RUNNING:
-            _attempt(deps, "release_slot", deps.counters.release_slot, job.key_id, slot_holder(job))
+            _attempt(deps, "release_slot", parking.release, deps, job.key_id, slot_holder(job))
         return None
     _apply(deps, job, done, plan)
     log.info("job %s", done.status.value, extra={"job_id": job.id, "tier": job.tier, "exit": type(exit_).__name__})
@@ -104,7 +111,9 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
     if plan.stop_task is not None:
         _attempt(deps, "stop_task", _stop_task, deps, before, plan.stop_task)
     if plan.release_slot:
-        _attempt(deps, "release_slot", deps.counters.release_slot, before.key_id, slot_holder(before))
+        _attempt(deps, "release_slot", parking.release, deps, before.key_id, slot_holder(before))
+    if before.parked:  # a parked job cancelled (or given up): one fewer waits for the owner's slots
+        _attempt(deps, "unpark", deps.counters.count_parked, before.key_id, -1)
     message = plan.message
     if message is not None and message.kind == "resend":
         _attempt(deps, "resend", deps.queue.send, done, message.dedup_id)

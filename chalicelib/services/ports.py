@@ -32,6 +32,15 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class Slots:
+    """One key's running slots as a write left them: who holds them, and how many of its jobs are parked
+    waiting for one (a count kept beside the slots, so a release learns in the same write whom to wake)."""
+
+    holders: frozenset[str] = frozenset()
+    parked: int = 0
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Job]
     cursor: str | None
@@ -68,6 +77,21 @@ class JobStore(Protocol):
 
     def mark_redriven_late(self, job_id: str) -> bool:
         """Flag a queued job as re-driven after the deduplication window (once); False if done or not queued."""
+
+    def park(self, job: Job) -> Job | None:
+        """Mark a queued job as parked (waiting for one of its owner's slots, with no message and no orphan
+        check: `due_at` cleared), counting the park in `parks`; None if it is not queued at that attempt any
+        more, or is parked already."""
+
+    def unpark(self, job_id: str, due_at: float) -> Job | None:
+        """Take the parked mark off a job that is still queued and parked (conditional: of two wakers, one
+        wins), due for the orphan check at `due_at` again; the job as it is now, or None if it was not parked."""
+
+    def parked_of(self, key_id: str, limit: int) -> list[tuple[int, str]]:
+        """(seq, job id) of the key's parked jobs, oldest first (an index: may lag a park by a moment)."""
+
+    def parked_keys(self) -> set[str]:
+        """Every key with a parked job (the reaper's safety net)."""
 
     def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> Page:
         """The owner's jobs, newest first. ValueError for a cursor this store did not issue."""
@@ -115,11 +139,22 @@ class Counters(Protocol):
         """Set the tier's (queued, running) to `counted` once the same drift was seen on two passes in a row
         and the counters did not move in between (so a lagging index or a racing submit is never "fixed")."""
 
-    def acquire_slot(self, owner: str, holder: str, cap: int) -> bool:
-        """Take one of the owner's running slots for `holder` (idempotent); False when all are taken."""
+    def acquire_slot(self, owner: str, holder: str, cap: int) -> Slots | None:
+        """Take one of the owner's running slots for `holder` (idempotent): the slots after, or None when all
+        `cap` are taken."""
 
-    def release_slot(self, owner: str, holder: str) -> None:
-        """Give a slot back (idempotent)."""
+    def release_slot(self, owner: str, holder: str) -> Slots:
+        """Give a slot back (idempotent); the slots after."""
+
+    def count_parked(self, owner: str, delta: int) -> Slots:
+        """Add `delta` (+1 on a park, -1 on a wake) to the owner's parked count (never below zero), in the same
+        item as the slots, so that a park and a release cannot miss each other; the slots after."""
+
+    def all_slots(self) -> dict[str, Slots]:
+        """Every owner's slots and parked count (for the reaper: a scan)."""
+
+    def reset_parked(self, owner: str, seen: int) -> bool:
+        """Set the owner's parked count to 0 if it is still `seen` (the reaper found nothing parked)."""
 
     def holders_of(self, owner: str) -> set[str]:
         """The slot holders of one owner (one read)."""
@@ -151,7 +186,10 @@ class JobQueue(Protocol):
 
 
 class SyncSandbox(Protocol):
-    """A sandbox that runs a job and answers with its result (local, Lambda)."""
+    """A sandbox that runs a job and answers with its result (local, Lambda). `interruptible`: setting the
+    `cancel` event stops a run (local); a synchronous Lambda invoke cannot be stopped."""
+
+    interruptible: bool
 
     def run(self, request: ExecutionRequest, cancel: threading.Event | None = None) -> ExecutionResult:
         """Run the request; SandboxUnavailable (a PlatformFault) when the platform cannot."""

@@ -5,6 +5,7 @@ Each pass repairs, and each repair has its own test (tests/unit/test_reaper.py):
   stopped) through the one lifecycle exit;
 - a queued job whose message never went, or went with a worker that died: sent again;
 - a slot held by a job that is not running it any more: released;
+- a parked job whose owner has a free slot (a wake-up that did not happen): woken;
 - tier counters that drifted from the job records: corrected (on a repeated sighting only).
 Every action is logged and counted (`ReaperActions`).
 """
@@ -18,6 +19,7 @@ from typing import Any
 from chalicelib.domain.errors import NotFound
 from chalicelib.domain.exits import GaveUp, Lost
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.services import parking
 from chalicelib.services.deps import Deps
 from chalicelib.services.lifecycle import end_current, end_job
 
@@ -36,6 +38,7 @@ def reap(deps: Deps) -> dict[str, int]:
     for job in deps.jobs.due(JobStatus.QUEUED, now):
         actions[_redrive_queued(deps, job, now)] += 1
     actions["slots_released"] += release_leaked_slots(deps)
+    actions["parked_woken"] += parking.wake_parked(deps)
     actions["counters_reconciled"] += reconcile_counters(deps)
     actions.pop("none", None)
     for name, count in actions.items():
@@ -58,13 +61,18 @@ def _redrive_queued(deps: Deps, job: Job, now: float) -> str:
     window the same deduplication id makes this a no-op if the first send did get through; later, a
     duplicate message is harmless (the job starts once) but costs, so each job is re-driven late only once."""
     if now - job.created_at < DEDUP_WINDOW_S - 30:
-        deps.queue.send(job)
+        deps.queue.send(job, last_dedup_id(job))
         deps.jobs.set_due(job.id, JobStatus.QUEUED, now + REDRIVE_EVERY_S)
         return "queued_redriven"
     if deps.jobs.mark_redriven_late(job.id):
         deps.queue.send(job, dedup_id=f"{job.id}#late")
         return "queued_redriven_late"
     return "none"
+
+
+def last_dedup_id(job: Job) -> str:
+    """The deduplication id of the job's latest message: its first, or the one that woke it last."""
+    return parking.wake_dedup_id(job) if job.parks else job.id
 
 
 def release_leaked_slots(deps: Deps) -> int:
@@ -77,7 +85,7 @@ def release_leaked_slots(deps: Deps) -> int:
             if job is None or job.status is not JobStatus.RUNNING or str(job.attempts) != attempt:
                 if job is not None and job.status is JobStatus.QUEUED and str(job.attempts + 1) == attempt:
                     continue  # taken a moment ago by a worker that is starting this job
-                deps.counters.release_slot(key_id, holder)
+                parking.release(deps, key_id, holder)
                 released += 1
     return released
 
