@@ -49,6 +49,11 @@ def _task_sandboxes(settings: Settings) -> dict[str, TaskSandbox]:
 def build(settings: Settings) -> Deps:
     """Wire the DynamoDB/SQS adapters and the configured sandboxes for `settings`."""
     in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    blobs = None
+    if settings.results_bucket:
+        from chalicelib.adapters.blobs_s3 import S3Blobs
+
+        blobs = S3Blobs(settings.results_bucket)
     return Deps(
         settings=settings,
         jobs=DynamoJobStore(settings.table("jobs"), ttl_days=settings.job_ttl_days),
@@ -58,6 +63,7 @@ def build(settings: Settings) -> Deps:
         sandboxes=_sync_sandboxes(settings),
         tasks=_task_sandboxes(settings),
         metrics=EmfMetrics() if in_lambda else InMemoryMetrics(),
+        blobs=blobs,
     )
 
 

@@ -354,6 +354,22 @@ class FakeTaskSandbox:
         return {"type": "fake-task-stopped", "job_id": job_id, "task_arn": task_arn, "reason": reason}
 
 
+class MemoryBlobs:
+    """Blobs in a dict; `url` is a fake address naming the key."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def put(self, key: str, data: bytes) -> None:
+        self.blobs[key] = bytes(data)
+
+    def get(self, key: str) -> bytes | None:
+        return self.blobs.get(key)
+
+    def url(self, key: str, ttl_s: int) -> str:
+        return f"https://blobs.invalid/{key}?ttl={ttl_s}"
+
+
 class ListMetrics:
     def __init__(self) -> None:
         self.points: list[tuple[str, float, dict[str, str]]] = []
@@ -376,4 +392,5 @@ def make_deps(settings: Settings | None = None, clock: FakeClock | None = None) 
         sandboxes={"local": FakeSandbox()},
         clock=clock or FakeClock(),
         metrics=ListMetrics(),
+        blobs=MemoryBlobs(),
     )

@@ -18,9 +18,11 @@ from chalicelib.sandbox.models import ExecutionResult
 
 @dataclass(frozen=True)
 class Finished:
-    """The sandbox ran the job and answered (the user's program succeeded or failed: a result either way)."""
+    """The sandbox ran the job and answered (the user's program succeeded or failed: a result either way).
+    `result_ref`: the whole result is stored apart and `result` is its preview (services/payloads.py)."""
 
     result: ExecutionResult
+    result_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class ExitPlan:
 def plan_exit(job: Job, exit_: Exit, policy: RetryPolicy, now: float) -> ExitPlan:
     """The plan for `job` (queued or running) leaving its state through `exit_` at `now`."""
     if isinstance(exit_, Finished):
-        return _finished(job, exit_.result, now)
+        return _finished(job, exit_.result, now, exit_.result_ref)
     if isinstance(exit_, Faulted):
         return _retry_or_error(job, exit_.reason, policy, now, held=exit_.message_held)
     if isinstance(exit_, Throttled):
@@ -147,8 +149,9 @@ def _terminal(
     )
 
 
-def _finished(job: Job, result: ExecutionResult, now: float) -> ExitPlan:
-    plan = _terminal(job, status_for(result), now, {"result": result})
+def _finished(job: Job, result: ExecutionResult, now: float, result_ref: str | None = None) -> ExitPlan:
+    changes: dict[str, Any] = {"result": result, "result_ref": result_ref} if result_ref else {"result": result}
+    plan = _terminal(job, status_for(result), now, changes)
     metrics: list[Metric] = [*plan.metrics, ("RunTime", result.wall_ms, "Milliseconds", {"tier": job.tier})]
     if job.started_at is not None:
         overhead = max(0, int((now - job.started_at) * 1000) - result.wall_ms)

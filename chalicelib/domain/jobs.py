@@ -77,7 +77,8 @@ class Job(BaseModel):
     key_hash: str = ""  # the charged key, for refunds (never shown)
     tier: str
     status: JobStatus
-    spec: JobSpec
+    spec: JobSpec  # whole, or without its large parts (stdin, files, tests) when they are stored apart
+    spec_ref: str | None = None  # where the whole spec is stored when it is too large for the record
     seq: int = 0  # order of submission within the tier (position)
     group: str = ""  # SQS message group
     attempts: int = 0
@@ -96,7 +97,8 @@ class Job(BaseModel):
     redriven_late: bool = False
     parked: bool = False  # queued with no message, waiting for one of its owner's slots (services/parking.py)
     parks: int = 0  # times it was parked (each wake sends a message with its own deduplication id)
-    result: ExecutionResult | None = None
+    result: ExecutionResult | None = None  # whole, or a preview when the whole result is stored apart
+    result_ref: str | None = None  # where the whole result is stored when it is too large for the record
 
     @property
     def queue_wait_ms(self) -> int | None:

@@ -23,7 +23,10 @@ def iso(ts: float | None) -> str | None:
 
 
 class ResultView(BaseModel):
-    """What the run did. `stdout`/`stderr` are UTF-8 text (invalid bytes replaced), or base64 on request."""
+    """What the run did. `stdout`/`stderr` are UTF-8 text (invalid bytes replaced), or base64 on request.
+    `full_result_url`: this is a preview of a result too large to answer here (outputs cut, the test cases'
+    outputs dropped); the whole result, as JSON of the same shape with UTF-8 outputs, is at that URL for an
+    hour."""
 
     exit_code: int | None = None
     signal: str | None = None
@@ -37,10 +40,11 @@ class ResultView(BaseModel):
     max_rss_kb: int = 0
     tests: TestSummary | None = None
     encoding: Literal["utf-8", "base64"] = "utf-8"
+    full_result_url: str | None = None
 
     @classmethod
-    def of(cls, result: ExecutionResult, encoding: str) -> ResultView:
-        data: dict[str, Any] = result.model_dump(exclude={"sandbox"})
+    def of(cls, result: ExecutionResult, encoding: str, full_result_url: str | None = None) -> ResultView:
+        data: dict[str, Any] = {**result.model_dump(exclude={"sandbox"}), "full_result_url": full_result_url}
         if encoding == "base64":
             for name in ("stdout", "stderr"):
                 data[name] = base64.b64encode(data[name].encode()).decode()
@@ -68,7 +72,16 @@ class JobView(BaseModel):
     result: ResultView | None = None
 
     @classmethod
-    def of(cls, job: Job, position: int | None = None, estimated_wait_s: float | None = None) -> JobView:
+    def of(
+        cls,
+        job: Job,
+        position: int | None = None,
+        estimated_wait_s: float | None = None,
+        result: ResultView | None = None,
+    ) -> JobView:
+        """The job as shown; `result` replaces the one its record keeps (the whole result, or a preview)."""
+        if result is None and job.result is not None:
+            result = ResultView.of(job.result, job.spec.output_encoding)
         return cls(
             id=job.id,
             status=job.status,
@@ -84,7 +97,7 @@ class JobView(BaseModel):
             queue_wait_ms=job.queue_wait_ms,
             sandbox=job.sandbox,
             error=job.error,
-            result=ResultView.of(job.result, job.spec.output_encoding) if job.result is not None else None,
+            result=result,
         )
 
 

@@ -2,11 +2,14 @@
 
 Shared by all three sandboxes; only the `Isolation` differs (full local layers, or Lambda's subset).
 With test cases, the top-level fields describe the first failing case, or the last case when all pass,
-so a failed submission shows the run that failed it.
+so a failed submission shows the run that failed it; each case keeps the first CASE_OUTPUT_CHARS of its
+output. A result always fits one sandbox response (MAX_RESULT_JSON_BYTES, under a Lambda response's 6 MB):
+output that only JSON's escaping would push past it is cut, with its `_truncated` flag set.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 import threading
 
@@ -26,6 +29,8 @@ from chalicelib.sandbox.models import (
 from chalicelib.sandbox.runtimes import UnknownRuntime
 
 MAX_TEST_CASES = 20
+CASE_OUTPUT_CHARS = 4096
+MAX_RESULT_JSON_BYTES = 5 * 1024 * 1024
 
 
 class InvalidRequest(UnknownRuntime):
@@ -85,7 +90,7 @@ def execute(
     job = prepare(request)
     iso = isolation or default_isolation()
     if not request.tests:
-        return _result(iso.run(job, job.stdin, cancel), request.limits)
+        return fit(_result(iso.run(job, job.stdin, cancel), request.limits))
     cases: list[TestResult] = []
     shown: ExecutionResult | None = None
     for case in request.tests:
@@ -98,7 +103,19 @@ def execute(
             break
     top = shown or result
     accepted = sum(1 for case in cases if case.verdict is TestVerdict.ACCEPTED)
-    return top.model_copy(update={"tests": TestSummary(total=len(request.tests), accepted=accepted, cases=cases)})
+    return fit(top.model_copy(update={"tests": TestSummary(total=len(request.tests), accepted=accepted, cases=cases)}))
+
+
+def fit(result: ExecutionResult, limit: int = MAX_RESULT_JSON_BYTES) -> ExecutionResult:
+    """The result cut to `limit` bytes of JSON (ASCII-escaped: the largest a runtime may send it), by halving
+    the longer output while it is over."""
+    while len(json.dumps(result.model_dump(mode="json"))) > limit:
+        name = "stdout" if len(result.stdout) >= len(result.stderr) else "stderr"
+        text = getattr(result, name)
+        if not text:
+            break
+        result = result.model_copy(update={name: text[: len(text) // 2], f"{name}_truncated": True})
+    return result
 
 
 def _case(result: ExecutionResult, graded: TestVerdict) -> TestResult:
@@ -106,8 +123,10 @@ def _case(result: ExecutionResult, graded: TestVerdict) -> TestResult:
         verdict=graded,
         exit_code=result.exit_code,
         reason=result.reason,
-        stdout=result.stdout,
-        stderr=result.stderr,
+        stdout=result.stdout[:CASE_OUTPUT_CHARS],
+        stderr=result.stderr[:CASE_OUTPUT_CHARS],
+        stdout_truncated=result.stdout_truncated or len(result.stdout) > CASE_OUTPUT_CHARS,
+        stderr_truncated=result.stderr_truncated or len(result.stderr) > CASE_OUTPUT_CHARS,
         wall_ms=result.wall_ms,
         cpu_ms=result.cpu_ms,
         max_rss_kb=result.max_rss_kb,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from chalicelib.config import Settings
 from chalicelib.services.ports import (
+    BlobStore,
     Clock,
     Counters,
     JobQueue,
@@ -43,6 +44,7 @@ class Deps:
     clock: Clock = field(default_factory=SystemClock)
     new_id: Callable[[], str] = new_job_id
     metrics: MetricsSink | None = None  # None records nothing
+    blobs: BlobStore | None = None  # large inputs and results; None keeps everything in the job's record
 
     def metric(self, name: str, value: float = 1, unit: str = "Count", **dims: str) -> None:
         """Record one metric point (EMF in the cloud); never lets a metrics failure break a job."""

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.domain.errors import Conflict, NotFound, StaleState
-from chalicelib.domain.exits import Cancelled, Exit, ExitPlan, RetryPolicy, plan_exit
+from chalicelib.domain.exits import Cancelled, Exit, ExitPlan, Finished, RetryPolicy, plan_exit
 from chalicelib.domain.jobs import Job, JobStatus
-from chalicelib.services import parking
+from chalicelib.services import parking, payloads
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey
 
@@ -76,6 +76,9 @@ def retry_policy(deps: Deps) -> RetryPolicy:
 
 def end_job(deps: Deps, job: Job, exit_: Exit) -> Ended | None:
     """Move `job` (as read by the caller) out of its state through `exit_`; None when it had moved on."""
+    if isinstance(exit_, Finished) and exit_.result_ref is None:
+        # A result too large for the job's record goes to the results bucket first; the record keeps a preview.
+        exit_ = Finished(*payloads.stash_result(deps, job.id, exit_.result))
     plan = plan_exit(job, exit_, retry_policy(deps), deps.clock.now())
     try:
         done = deps.jobs.transition(job, plan.status, plan.changes, expected_attempts=job.attempts)

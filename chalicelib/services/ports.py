@@ -185,6 +185,19 @@ class JobQueue(Protocol):
         """Make a received message visible again after `seconds` (retry backoff)."""
 
 
+class BlobStore(Protocol):
+    """Large job inputs and results, apart from the job's record (S3: the results bucket)."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key` (replacing what was there)."""
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes under `key`, or None if there are none (expired)."""
+
+    def url(self, key: str, ttl_s: int) -> str:
+        """A URL that serves `key` to whoever has it for `ttl_s` seconds (no credentials needed)."""
+
+
 class SyncSandbox(Protocol):
     """A sandbox that runs a job and answers with its result (local, Lambda). `interruptible`: setting the
     `cancel` event stops a run (local); a synchronous Lambda invoke cannot be stopped."""

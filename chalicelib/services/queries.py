@@ -12,10 +12,12 @@ from chalicelib.domain.views import (
     JobsPage,
     JobView,
     QueueView,
+    ResultView,
     TierQueueView,
     UsageView,
     UsageWindow,
 )
+from chalicelib.services import payloads
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import estimate_wait
 from chalicelib.services.lifecycle import owned_job
@@ -38,12 +40,27 @@ def parse_wait(raw: str | None) -> float:
 
 
 def job_view(deps: Deps, job: Job) -> JobView:
-    """The job with its live position and estimated wait while queued."""
+    """The job with its live position and estimated wait while queued, and its whole result once it ended."""
     if job.status is JobStatus.QUEUED:
         ahead = deps.jobs.count_queued_ahead(job.tier, job.seq)
         return JobView.of(job, ahead, estimate_wait(deps, job.tier, ahead))
     running = job.status is JobStatus.RUNNING
-    return JobView.of(job, 0 if running else None, 0.0 if running else None)
+    return JobView.of(job, 0 if running else None, 0.0 if running else None, result_view(deps, job))
+
+
+def result_view(deps: Deps, job: Job) -> ResultView | None:
+    """The whole result (read back from the bucket when stored apart) if an answer can hold it, else the
+    record's preview with a URL to the whole (services/payloads.py)."""
+    if job.result is None:
+        return None
+    encoding = job.spec.output_encoding
+    if job.result_ref is not None:
+        whole = payloads.whole_result(deps, job)
+        if whole is not None:
+            view = ResultView.of(whole, encoding)
+            if payloads.answer_size(view.model_dump(mode="json")) <= payloads.RESPONSE_RESULT_BYTES:
+                return view
+    return ResultView.of(job.result, encoding, payloads.full_result_url(deps, job))
 
 
 def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> JobView:
@@ -69,7 +86,15 @@ def list_jobs(deps: Deps, key: ApiKey, limit_raw: str | None, cursor: str | None
         page = deps.jobs.list_by_owner(key.owner, limit, cursor)
     except ValueError as exc:
         raise ValidationFailed("invalid cursor", [{"field": "cursor", "message": "not a cursor we issued"}]) from exc
-    return JobsPage(jobs=[JobView.of(j) for j in page.items], next_cursor=page.cursor)
+    # A list shows what each record keeps: a large result's preview, with the URL to the whole.
+    views = [JobView.of(j, result=_kept_result(deps, j)) for j in page.items]
+    return JobsPage(jobs=views, next_cursor=page.cursor)
+
+
+def _kept_result(deps: Deps, job: Job) -> ResultView | None:
+    if job.result is None:
+        return None
+    return ResultView.of(job.result, job.spec.output_encoding, payloads.full_result_url(deps, job))
 
 
 def usage(deps: Deps, key: ApiKey) -> UsageView:

@@ -19,7 +19,7 @@ from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
 from chalicelib.sandbox.runtimes import UnknownRuntime
 from chalicelib.sandbox.selection import pick_sandbox
-from chalicelib.services import parking
+from chalicelib.services import parking, payloads
 from chalicelib.services.deps import Deps
 from chalicelib.services.lifecycle import end_job, slot_holder
 from chalicelib.services.ports import SyncSandbox
@@ -49,7 +49,7 @@ def handle_message(deps: Deps, message: dict[str, Any], receives: int = 1) -> st
         return f"skipped:{job.status.value}"
     if job.parked:
         return "skipped:parked"  # a late duplicate of the message it had before it was parked
-    started = start(deps, job)
+    started = start(deps, payloads.with_whole_spec(deps, job))
     if isinstance(started, str):
         return started
     return run(deps, started, renew=receives >= deps.settings.max_receive_count - 1)
@@ -100,7 +100,7 @@ def start(deps: Deps, job: Job) -> Job | str:
         raise
     deps.counters.adjust_tier(job.tier, queued=-1, running=1)
     deps.metric("QueueWait", running.queue_wait_ms or 0, "Milliseconds", tier=job.tier)
-    return running
+    return running.model_copy(update={"spec": job.spec})  # the whole spec, read back when stored apart
 
 
 def run(deps: Deps, job: Job, renew: bool = False) -> str:
