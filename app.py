@@ -103,6 +103,21 @@ def api(handler: Callable[..., Any]) -> Callable[..., Any]:
             logger.exception("unhandled error")
             get_deps().metric("UnhandledErrors", route=handler.__name__)
             return internal_error_response(_request_id())
+        finally:
+            get_deps().flush_metrics()  # the request's metrics, as one EMF line
+
+    return wrapper
+
+
+def _flushing(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """An event handler whose metrics go out as one EMF line when it ends."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            get_deps().flush_metrics()
 
     return wrapper
 
@@ -234,10 +249,12 @@ def _worker_queue(tier: str, dead_letter: bool = False) -> str:
     return queue_name(STAGE, tier, dead_letter)
 
 
+@_flushing
 def _run_jobs(event: Any) -> dict[str, Any]:
     return batches.process_jobs(get_deps(), event.to_dict(), event.context)
 
 
+@_flushing
 def _run_dead_letters(event: Any) -> dict[str, Any]:
     return batches.process_dead_letters(get_deps(), event.to_dict(), event.context)
 
@@ -285,6 +302,7 @@ def dlq_enterprise(event: Any) -> dict[str, Any]:
 
 
 @app.schedule(Rate(2, unit=Rate.MINUTES), name="cleanup")
+@_flushing
 def cleanup(event: Any) -> dict[str, int]:
     """Reap stuck jobs, re-drive orphans, release leaked slots."""
     return reaper.reap(get_deps())
@@ -298,6 +316,7 @@ def cleanup(event: Any) -> dict[str, int]:
     },
     name="fargate_done",
 )
+@_flushing
 def fargate_done(event: Any) -> str:
     from chalicelib.services.fargate import complete_from_event
 

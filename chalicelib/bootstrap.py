@@ -56,7 +56,7 @@ def build(settings: Settings) -> Deps:
         blobs = S3Blobs(settings.results_bucket)
     return Deps(
         settings=settings,
-        jobs=DynamoJobStore(settings.table("jobs"), ttl_days=settings.job_ttl_days),
+        jobs=DynamoJobStore(settings.table("jobs"), list(settings.tiers), ttl_days=settings.job_ttl_days),
         keys=DynamoKeyStore(settings.table("keys"), settings.tiers),
         counters=DynamoCounters(settings.table("counters")),
         queue=SqsJobQueue(settings.queue),

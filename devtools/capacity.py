@@ -22,6 +22,7 @@ import base64
 import math
 import re
 import threading
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -146,6 +147,7 @@ class AwsMeter:
         self._tables: dict[str, Table] = {}
         self._lock = threading.Lock()
         self._by_thread: dict[int, Counter[str]] = {}
+        self._overhead: dict[int, float] = {}  # CPU seconds the meter itself spent in a thread (its own reads)
 
     def __enter__(self) -> AwsMeter:
         for client in self.clients.values():
@@ -164,19 +166,35 @@ class AwsMeter:
             usage, self.usage = self.usage, Usage()
         return usage
 
-    def take_thread_requests(self) -> Counter[str]:
-        """Requests this thread made since it last asked, by service (one Lambda invocation's round trips)."""
+    def take_thread_requests(self) -> tuple[Counter[str], float]:
+        """Requests this thread made since it last asked, by service (one Lambda invocation's round trips), and
+        the CPU time the meter's own work took in it (not the invocation's)."""
+        me = threading.get_ident()
         with self._lock:
-            return self._by_thread.pop(threading.get_ident(), Counter())
+            return self._by_thread.pop(me, Counter()), self._overhead.pop(me, 0.0)
+
+    def _spent(self, started: float) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            self._overhead[me] = self._overhead.get(me, 0.0) + time.thread_time() - started
 
     # -- hooks -----------------------------------------------------------------------------------------------
     def _params(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        started = time.thread_time()
         context["meter_params"] = dict(params)
         service = model.service_model.service_name
         if service == "dynamodb" and model.name in _WRITES:
             context["meter_before"] = self._image(params["TableName"], self._key_of(params))
+        self._spent(started)
 
     def _called(self, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        started = time.thread_time()
+        try:
+            self._count(parsed, model, context)
+        finally:
+            self._spent(started)
+
+    def _count(self, parsed: dict[str, Any], model: Any, context: dict[str, Any]) -> None:
         service, operation = model.service_model.service_name, model.name
         params = context.get("meter_params", {})
         with self._lock:

@@ -141,22 +141,30 @@ class LogMeter:
 
 
 class MetricMeter:
-    """Wraps the app's metrics sink: counts the EMF log lines the cloud sink would write, in bytes."""
+    """Stands in for the cloud's metrics sink: buffers each thread's points and, on `flush` (an invocation's
+    end, as app.py's handlers call it), counts the EMF lines `EmfMetrics` would write, in bytes."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.lines = self.bytes = 0
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def add(self, name: str, value: float, unit: str, dims: dict[str, str]) -> None:
+        if not hasattr(self._local, "points"):
+            self._local.points = []
+        self._local.points.append((name, value, unit, dims))
+        if self.inner is not None:
+            self.inner.add(name, value, unit, dims)
+
+    def flush(self) -> None:
         from chalicelib.adapters.metrics import emf_lines
 
-        lines = emf_lines([(name, value, unit, dims)])
+        points, self._local.points = getattr(self._local, "points", []), []
+        lines = emf_lines(points)
         with self._lock:
             self.lines += len(lines)
             self.bytes += sum(len(line.encode()) + 1 + LOG_EVENT_OVERHEAD for line in lines)
-        if self.inner is not None:
-            self.inner.add(name, value, unit, dims)
 
     def reset(self) -> tuple[int, int]:
         with self._lock:
@@ -175,7 +183,8 @@ class Recorder:
         self._handed: dict[int, float] = {}  # CPU time a thread spent inside the sandbox (not its own)
 
     def record(self, function: str, kind: str, wall_s: float, cpu_s: float) -> None:
-        requests = self.meter.take_thread_requests() if self.meter is not None else Counter[str]()
+        requests, overhead = self.meter.take_thread_requests() if self.meter is not None else (Counter[str](), 0.0)
+        cpu_s -= overhead  # the meter's own reads are no part of the invocation
         with self._lock:
             if kind != "sandbox":
                 cpu_s -= self._handed.pop(threading.get_ident(), 0.0)
@@ -193,7 +202,10 @@ class Recorder:
 
 class TimedSandbox:
     """The local sandbox, timed: each run is one invocation of the sandbox function its job would get. Its CPU
-    time is the supervisor's and the program's (children of this process, counted once reaped)."""
+    time is the supervisor's and the program's (children of this process, counted once reaped). Like the
+    Lambda sandbox it stands for, it cannot be interrupted: the worker runs it unwatched, as in the cloud."""
+
+    interruptible = False
 
     def __init__(self, inner: Any, recorder: Recorder) -> None:
         self.inner, self.recorder = inner, recorder
@@ -251,6 +263,7 @@ class WorkerLoop(threading.Thread):
         try:
             response = process_jobs(self.deps, event)
         finally:
+            self.deps.flush_metrics()  # as app.py's worker handler does when the invocation ends
             wall, cpu = time.perf_counter() - started, time.thread_time() - cpu
             self.recorder.record(f"worker_{self.tier}", "worker", wall, cpu)
         if message["MessageId"] not in {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}:

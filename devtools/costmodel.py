@@ -58,11 +58,11 @@ def sandbox_function(job_memory_mb: int) -> str:
 
 
 def platform_logs_dropped(function: str) -> bool:
-    """True when the packaged template sets the function's system log level above INFO (no START/END/REPORT)."""
+    """True when the packaged template sets the functions' system log level above INFO (no START/END/REPORT)."""
     from infra import wiring
 
-    dropped = getattr(wiring, "PLATFORM_LOGS_DROPPED", False)
-    return bool(dropped)
+    logging_config = getattr(wiring, "FUNCTION_LOGGING", {})
+    return logging_config.get("SystemLogLevel") in ("WARN", "ERROR", "FATAL")
 
 
 def cpu_in(memory: int, cpu_s: float) -> float:
@@ -138,9 +138,11 @@ def figures(m: Measurement) -> dict[str, Any]:
     total = sum(line.usd_per_million for line in items)
     durations: dict[str, list[float]] = defaultdict(list)
     billed: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
     for invocation, seconds in billed_durations(m):
         durations[f"{invocation.function}:{invocation.kind}"].append(invocation.wall_s)
         billed[f"{invocation.function}:{invocation.kind}"].append(seconds)
+        cpu[f"{invocation.function}:{invocation.kind}"].append(invocation.cpu_s)
     return {
         "jobs_measured": m.jobs,
         "tier": m.tier,
@@ -156,6 +158,7 @@ def figures(m: Measurement) -> dict[str, Any]:
         "metric_lines_per_job": m.metric_lines / m.jobs,
         "mean_local_wall_ms": {f: round(1000 * sum(v) / len(v), 1) for f, v in sorted(durations.items())},
         "mean_billed_ms": {f: round(1000 * sum(v) / len(v), 1) for f, v in sorted(billed.items())},
+        "mean_cpu_ms": {f: round(1000 * sum(v) / len(v), 1) for f, v in sorted(cpu.items())},
         "cost_per_million_usd": round(total, 2),
     }
 
@@ -178,6 +181,7 @@ def report(m: Measurement, as_json: bool = False) -> str:
     for name, units in data["per_job"]["dynamodb_rru"].items():
         rows.append(f"  {name:<40} {units:.2f}")
     rows.append(f"log lines per job: {data['log_lines_per_job']:.1f}, metric lines: {data['metric_lines_per_job']:.1f}")
+    rows.append(f"CPU time per invocation, measured (ms): {data['mean_cpu_ms']}")
     rows.append(f"billed duration per invocation, modelled (ms): {data['mean_billed_ms']}")
     rows.append(f"wall time per invocation on this machine, for reference (ms): {data['mean_local_wall_ms']}")
     rows.append(f"idle empty receives while measuring (not charged to jobs): {data['idle_empty_receives']}")

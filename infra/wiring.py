@@ -29,6 +29,11 @@ PLATFORM_ENVIRONMENT: dict[str, Any] = {
 }
 
 
+# Every function logs JSON, and Lambda's own START, END and REPORT lines (INFO) are dropped: three lines per
+# invocation that CloudWatch Logs would bill by the byte (the REPORT figures are in Lambda's metrics anyway).
+FUNCTION_LOGGING = {"LogFormat": "JSON", "ApplicationLogLevel": "INFO", "SystemLogLevel": "WARN"}
+
+
 def tier_id(tier: str) -> str:
     """The prefix of a tier's logical ids in infra/resources.json: "free" -> "Free"."""
     return tier.capitalize()
@@ -79,7 +84,7 @@ def function_patches(chalice: ChaliceTemplate, queues: dict[str, str]) -> dict[s
     out: dict[str, Any] = {}
     for function_id, name in chalice.function_names.items():
         function = chalice.template["Resources"][function_id]
-        properties: dict[str, Any] = {"FunctionName": function_name(name)}
+        properties: dict[str, Any] = {"FunctionName": function_name(name), "LoggingConfig": dict(FUNCTION_LOGGING)}
         if function_id not in SANDBOX_FUNCTIONS:
             properties["Environment"] = {"Variables": dict(PLATFORM_ENVIRONMENT)}
         events = _sqs_event_patches(function_id, function, queues)

@@ -186,11 +186,13 @@ class MemoryCounters:
             t["seq"] += 1
             return t["seq"], t["queued"] - 1
 
-    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0) -> None:
+    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0, run: tuple[int, float] | None = None) -> None:
         with self.lock:
             t = self._tier(tier)
             t["queued"] += queued
             t["running"] += running
+        if run is not None:
+            self.record_run(tier, *run)
 
     def tier_counts(self, tier: str) -> tuple[int, int]:
         t = self._tier(tier)
@@ -376,6 +378,9 @@ class ListMetrics:
 
     def add(self, name: str, value: float, unit: str, dims: dict[str, str]) -> None:
         self.points.append((name, value, dims))
+
+    def flush(self) -> None:
+        """Nothing to write: the points are the record."""
 
     def count(self, name: str, **dims: str) -> float:
         return sum(v for n, v, d in self.points if n == name and all(d.get(k) == x for k, x in dims.items()))

@@ -15,8 +15,10 @@ _STATS_BUCKET_S = 300  # run-time stats are kept per 5-minute bucket; "recent" =
 
 
 class DynamoCounters:
-    """Counters table: pk `pk`. Items: `tier#T` (queued, running, seq), `slots#OWNER` (holders: string set;
-    parked: how many of the owner's jobs wait for a slot), `stats#T#BUCKET` (sum_ms, n), `idem#SCOPE`
+    """Counters table: pk `pk`. Items: `tier#T` (queued, running, seq; and the run-time statistics of the
+    tier's last two 5-minute buckets, one slot per bucket parity: r0b/r1b the bucket, r0s/r1s the summed ms,
+    r0n/r1n the runs, so that a job's end updates the counters and the statistics in one write),
+    `slots#OWNER` (holders: string set; parked: how many of the owner's jobs wait for a slot), `idem#SCOPE`
     (body_hash, job_id)."""
 
     def __init__(self, table: str, client: Any = None) -> None:
@@ -51,16 +53,36 @@ class DynamoCounters:
             raise QueueFull(tier, cap) from exc
         return int(item["seq"]), int(item["queued"]) - 1
 
-    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0) -> None:
-        parts, values = [], {}
-        if queued:
-            parts.append("queued :q")
-            values[":q"] = queued
-        if running:
-            parts.append("running :r")
-            values[":r"] = running
-        if parts:
-            self._update(f"tier#{tier}", "ADD " + ", ".join(parts), values)
+    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0, run: tuple[int, float] | None = None) -> None:
+        adds = {name: delta for name, delta in (("queued", queued), ("running", running)) if delta}
+        if run is None:
+            if adds:
+                self._update(f"tier#{tier}", _add(adds), {f":{k}": v for k, v in adds.items()})
+            return
+        run_ms, now = run
+        bucket = int(now // _STATS_BUCKET_S)
+        slot = f"r{bucket % 2}"
+        counts = {f":{k}": v for k, v in adds.items()}
+        stats = {f"{slot}s": run_ms, f"{slot}n": 1}
+        values = {**counts, f":{slot}s": run_ms, f":{slot}n": 1, ":b": bucket}
+        this_bucket = f"{slot}b = :b"
+        tries = (
+            (_add({**adds, **stats}), this_bucket),  # the usual case: this bucket's slot is current
+            # the first run of a bucket takes over the slot of the bucket before last
+            (
+                f"SET {slot}b = :b, {slot}s = :{slot}s, {slot}n = :{slot}n" + (" " + _add(adds) if adds else ""),
+                f"attribute_not_exists({slot}b) OR {slot}b < :b",
+            ),
+            (_add({**adds, **stats}), this_bucket),  # another writer took it over first
+        )
+        for expr, condition in tries:
+            try:
+                self._update(f"tier#{tier}", expr, values, condition)
+                return
+            except ConditionFailed:
+                continue
+        if adds:  # a clock ahead of ours rolled the slot past this bucket: the run is not counted
+            self._update(f"tier#{tier}", _add(adds), counts)
 
     def tier_counts(self, tier: str) -> tuple[int, int]:
         item = self._get(f"tier#{tier}")
@@ -158,23 +180,17 @@ class DynamoCounters:
 
     # -- run-time statistics --------------------------------------------------------------------------------
     def record_run(self, tier: str, run_ms: int, now: float) -> None:
-        bucket = int(now // _STATS_BUCKET_S)
-        self.client.update_item(
-            TableName=self.table,
-            Key={"pk": {"S": f"stats#{tier}#{bucket}"}},
-            UpdateExpression="ADD sum_ms :ms, n :one SET #ttl = :ttl",
-            ExpressionAttributeNames={"#ttl": "ttl"},
-            ExpressionAttributeValues={":ms": value(run_ms), ":one": value(1), ":ttl": value(int(now) + 3600)},
-        )
+        self.adjust_tier(tier, run=(run_ms, now))
 
     def recent_run_ms(self, tier: str, now: float) -> float | None:
         bucket = int(now // _STATS_BUCKET_S)
-        resp = self.client.batch_get_item(
-            RequestItems={self.table: {"Keys": [{"pk": {"S": f"stats#{tier}#{b}"}} for b in (bucket, bucket - 1)]}}
-        )
-        items = [unmarshal(i) or {} for i in resp.get("Responses", {}).get(self.table, [])]
-        n = sum(int(i.get("n", 0)) for i in items)
-        return sum(float(i.get("sum_ms", 0)) for i in items) / n if n else None
+        item = self._get(f"tier#{tier}")
+        runs = total = 0
+        for slot in ("r0", "r1"):
+            if item.get(f"{slot}b") in (bucket, bucket - 1):
+                runs += int(item.get(f"{slot}n", 0))
+                total += int(item.get(f"{slot}s", 0))
+        return total / runs if runs else None
 
     # -- idempotency ----------------------------------------------------------------------------------------
     def claim_idempotency(self, scope: str, body_hash: str, job_id: str, now: float) -> tuple[str, str] | None:
@@ -194,3 +210,8 @@ class DynamoCounters:
 
 def _slots(item: dict[str, Any]) -> Slots:
     return Slots(frozenset(item.get("holders", set())), max(0, int(item.get("parked", 0))))
+
+
+def _add(deltas: dict[str, int]) -> str:
+    """`ADD a :a, b :b` for the attributes in `deltas` (their values named `:<attribute>`)."""
+    return "ADD " + ", ".join(f"{name} :{name}" for name in deltas)

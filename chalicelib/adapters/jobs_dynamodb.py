@@ -1,10 +1,18 @@
-"""JobStore on DynamoDB. Every status change is a conditional write on the expected current status."""
+"""JobStore on DynamoDB. Every status change is a conditional write on the expected current status.
+
+The indexes are kept small, since every write of a job also writes each index whose projected attributes it
+changes (one write unit per KB, per index): `by_owner` and `parked_jobs` hold keys only (the pages and the
+wake-ups read the items they need), and `active_by_tier` holds a job from its submission to its end with only
+its status and due time, so a job costs one index write when it is queued, one when it starts, one when it
+ends, and a job's record is written whole three times (submitted, started, ended).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from chalicelib.adapters.aws import ConditionFailed, LazyClient
@@ -17,10 +25,11 @@ from chalicelib.services.ports import Page
 # top-level attributes.
 _JSON_FIELDS = ("spec", "result")
 # Sparse index attributes, present only while the job is in the state the index is for:
-#   queue_tier: while queued (`queued_by_tier`: position = queued jobs of the tier with a smaller seq)
-#   active (+ the job's own due_at): while queued or running (`active_jobs`: the reaper's work list)
-#   parked_key (+ seq): while parked (`parked_jobs`: a key's parked jobs, oldest first)
-_INDEX_ONLY = ("queue_tier", "active", "parked_key", "ttl")
+#   active (+ seq; status and due_at projected): the job's tier while queued or running (`active_by_tier`:
+#     the position of a queued job, the reaper's work list, the tier counters' reconciliation)
+#   parked_key (+ seq): the owner's key while parked (`parked_jobs`: a key's parked jobs, oldest first)
+_INDEX_ONLY = ("active", "parked_key", "ttl")
+_BATCH_GET = 100  # BatchGetItem's most keys per request
 _JOB_FIELDS = frozenset(Job.model_fields)
 
 
@@ -36,11 +45,7 @@ def to_item(job: Job) -> dict[str, Any]:
 
 def index_fields(status: JobStatus, tier: str) -> dict[str, Any]:
     """Values of the sparse index attributes for a job in `status` (None means: remove)."""
-    if status is JobStatus.QUEUED:
-        return {"queue_tier": tier, "active": "queued"}
-    if status is JobStatus.RUNNING:
-        return {"queue_tier": None, "active": "running"}
-    return {"queue_tier": None, "active": None}
+    return {"active": None if status.terminal else tier}
 
 
 def from_item(item: dict[str, Any]) -> Job:
@@ -59,11 +64,13 @@ def _stored(name: str, val: Any) -> Any:
 
 
 class DynamoJobStore:
-    """Jobs table: pk `id`; GSIs `by_owner` (owner, created_at), `queued_by_tier` (queue_tier, seq),
-    `active_jobs` (active, due_at)."""
+    """Jobs table: pk `id`; GSIs `by_owner` (owner, created_at; keys only), `active_by_tier` (active, seq;
+    status and due_at), `parked_jobs` (parked_key, seq; keys only). `tiers`: the partitions of
+    `active_by_tier` the reaper walks."""
 
-    def __init__(self, table: str, client: Any = None, ttl_days: int = 7) -> None:
+    def __init__(self, table: str, tiers: Sequence[str], client: Any = None, ttl_days: int = 7) -> None:
         self.table = table
+        self.tiers = tuple(tiers)
         self._client = client
         self.ttl_days = ttl_days
 
@@ -218,35 +225,66 @@ class DynamoJobStore:
         if cursor:
             kwargs["ExclusiveStartKey"] = _decode_cursor(cursor)
         resp = self.client.query(**kwargs)
-        items = [from_item(unmarshal(i) or {}) for i in resp.get("Items", [])]
+        items = self._get_many(str(i["id"]["S"]) for i in resp.get("Items", []))
         last = resp.get("LastEvaluatedKey")
         next_cursor = base64.urlsafe_b64encode(json.dumps(last).encode()).decode() if last else None
         return Page(items, next_cursor)
 
+    def _get_many(self, ids: Iterable[str]) -> list[Job]:
+        """The jobs with these ids, in that order (those that vanished meanwhile left out)."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, Job] = {}
+        for start in range(0, len(wanted), _BATCH_GET):
+            keys = [{"id": {"S": job_id}} for job_id in wanted[start : start + _BATCH_GET]]
+            while keys:
+                resp = self.client.batch_get_item(RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}})
+                for raw in resp.get("Responses", {}).get(self.table, []):
+                    job = from_item(unmarshal(raw) or {})
+                    found[job.id] = job
+                keys = resp.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        return [found[job_id] for job_id in wanted if job_id in found]
+
     def count_queued_ahead(self, tier: str, seq: int) -> int:
         return self._count(
-            IndexName="queued_by_tier",
-            KeyConditionExpression="queue_tier = :t AND seq < :s",
-            ExpressionAttributeValues={":t": {"S": tier}, ":s": {"N": str(seq)}},
+            IndexName="active_by_tier",
+            KeyConditionExpression="active = :t AND seq < :s",
+            FilterExpression="#st = :queued",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={":t": {"S": tier}, ":s": {"N": str(seq)}, ":queued": {"S": "queued"}},
         )
 
     def due(self, status: JobStatus, now: float, limit: int = 100) -> list[Job]:
-        resp = self.client.query(
-            TableName=self.table,
-            IndexName="active_jobs",
-            KeyConditionExpression="active = :a AND due_at <= :now",
-            ExpressionAttributeValues={":a": {"S": status.value}, ":now": value(now)},
-            Limit=limit,
-        )
-        return [from_item(unmarshal(i) or {}) for i in resp.get("Items", [])]
+        ids: list[str] = []
+        for tier in self.tiers:
+            start = None
+            while len(ids) < limit:
+                kwargs: dict[str, Any] = {
+                    "TableName": self.table,
+                    "IndexName": "active_by_tier",
+                    "KeyConditionExpression": "active = :t",
+                    "FilterExpression": "#st = :s AND due_at <= :now",
+                    "ExpressionAttributeNames": {"#st": "status"},
+                    "ExpressionAttributeValues": {":t": {"S": tier}, ":s": value(status.value), ":now": value(now)},
+                }
+                if start:
+                    kwargs["ExclusiveStartKey"] = start
+                resp = self.client.query(**kwargs)
+                ids += [str(i["id"]["S"]) for i in resp.get("Items", [])]
+                start = resp.get("LastEvaluatedKey")
+                if not start:
+                    break
+        # The index lags the table by a moment: keep only what the items themselves say is due.
+        jobs = self._get_many(ids[:limit])
+        return [j for j in jobs if j.status is status and j.due_at is not None and j.due_at <= now]
 
     def count_active(self, status: JobStatus, tier: str) -> int:
         """Jobs of `tier` in `status` (the reaper reconciles the tier counters with this)."""
         return self._count(
-            IndexName="active_jobs",
-            KeyConditionExpression="active = :a",
-            FilterExpression="tier = :t",
-            ExpressionAttributeValues={":a": {"S": status.value}, ":t": {"S": tier}},
+            IndexName="active_by_tier",
+            KeyConditionExpression="active = :t",
+            FilterExpression="#st = :s",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={":t": {"S": tier}, ":s": value(status.value)},
         )
 
     def _count(self, **query: Any) -> int:

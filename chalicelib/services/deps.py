@@ -51,3 +51,9 @@ class Deps:
         if self.metrics is not None:
             with contextlib.suppress(Exception):  # metrics are best effort
                 self.metrics.add(name, value, unit, dims)
+
+    def flush_metrics(self) -> None:
+        """Write the points this thread recorded (app.py calls it when an invocation ends)."""
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):  # metrics are best effort
+                self.metrics.flush()

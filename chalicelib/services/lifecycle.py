@@ -21,7 +21,7 @@ only what the reaper repairs (services/reaper.py, one test per repair):
 5. the refund: the terminal write itself set `refunded`, so only the winner refunds, and never twice. A crash
    between that write and the refund loses the one refund (the owner is short one submit of quota): the one
    consequence the reaper does not repair, since finding such jobs would cost an index write on every job;
-6. run statistics and metrics: best effort.
+6. metrics: best effort (the run statistics go with the tier counters, in their write).
 Each consequence is tried even if an earlier one failed (the state already changed); failures are logged and
 counted (`ExitConsequenceFailed`).
 """
@@ -109,8 +109,11 @@ def end_current(deps: Deps, job_id: str, exit_: Exit, owner: str | None = None) 
 
 def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
     """The consequences of a committed exit, in the order the module docstring explains."""
-    if plan.queued_delta or plan.running_delta:
-        _attempt(deps, "tier_counters", deps.counters.adjust_tier, before.tier, plan.queued_delta, plan.running_delta)
+    run = (plan.run_ms, done.finished_at) if plan.run_ms is not None and done.finished_at is not None else None
+    if plan.queued_delta or plan.running_delta or run is not None:
+        # The tier's counters and its run-time statistics change in one write.
+        counts = (before.tier, plan.queued_delta, plan.running_delta, run)
+        _attempt(deps, "tier_counters", deps.counters.adjust_tier, *counts)
     if plan.stop_task is not None:
         _attempt(deps, "stop_task", _stop_task, deps, before, plan.stop_task)
     if plan.release_slot:
@@ -124,8 +127,6 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
         _attempt(deps, "dead_letter", deps.queue.send_to_dlq, before.tier, before.id, message.reason)
     if plan.refund:
         _attempt(deps, "refund", deps.keys.refund, before.key_hash, before.charged_minute, before.charged_day)
-    if plan.run_ms is not None and done.finished_at is not None:
-        _attempt(deps, "record_run", deps.counters.record_run, before.tier, plan.run_ms, done.finished_at)
     for name, value, unit, dims in plan.metrics:
         deps.metric(name, value, unit, **dims)
 

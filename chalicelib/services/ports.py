@@ -55,6 +55,9 @@ class MetricsSink(Protocol):
     def add(self, name: str, value: float, unit: str, dims: dict[str, str]) -> None:
         """Record one point (best effort)."""
 
+    def flush(self) -> None:
+        """Write what this thread recorded (an invocation's points go out together when it ends)."""
+
 
 class JobStore(Protocol):
     def create(self, job: Job) -> None:
@@ -126,8 +129,9 @@ class Counters(Protocol):
     def reserve_queue_place(self, tier: str, cap: int) -> tuple[int, int]:
         """Count one more queued job in `tier`: (sequence number, jobs queued before it). QueueFull at cap."""
 
-    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0) -> None:
-        """Add the deltas to the tier's (queued, running) counters."""
+    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0, run: tuple[int, float] | None = None) -> None:
+        """Add the deltas to the tier's (queued, running) counters and, with `run` (run_ms, when), one run to the
+        tier's recent run-time statistics, in the same write."""
 
     def tier_counts(self, tier: str) -> tuple[int, int]:
         """(queued, running) for the tier."""
@@ -163,7 +167,7 @@ class Counters(Protocol):
         """Every owner's slot holders (for the reaper: a scan)."""
 
     def record_run(self, tier: str, run_ms: int, now: float) -> None:
-        """Add one run to the tier's recent run-time statistics."""
+        """Add one run to the tier's recent run-time statistics (`adjust_tier` with no deltas)."""
 
     def recent_run_ms(self, tier: str, now: float) -> float | None:
         """Mean run time of the tier's runs in this 5-minute bucket and the previous one, or None."""
