@@ -183,7 +183,9 @@ class Recorder:
         self._handed: dict[int, float] = {}  # CPU time a thread spent inside the sandbox (not its own)
 
     def record(self, function: str, kind: str, wall_s: float, cpu_s: float) -> None:
-        requests, overhead = self.meter.take_thread_requests() if self.meter is not None else (Counter[str](), 0.0)
+        requests, overhead = Counter[str](), 0.0
+        if self.meter is not None and kind != "sandbox":  # the sandbox makes no request: its worker's stay its
+            requests, overhead = self.meter.take_thread_requests()
         cpu_s -= overhead  # the meter's own reads are no part of the invocation
         with self._lock:
             if kind != "sandbox":

@@ -74,13 +74,17 @@ def round_trips(invocation: Invocation) -> float:
     return sum(ROUND_TRIP_S.get(service, 0.01) * n for service, n in invocation.requests.items())
 
 
-def first_poll_after(ready_s: float, first: float = 0.1, factor: float = 1.5, most: float = 1.0) -> float:
-    """When a `GET ?wait` that started at 0 sees a job that became terminal at `ready_s`: its polls back off
-    as chalicelib/services/queries.py:get_job's do (0.1 s, then x1.5 up to 1 s)."""
-    at, step = 0.0, first
-    while at < ready_s:
-        at, step = at + step, min(step * factor, most)
-    return at
+def first_poll_after(ready_s: float) -> float:
+    """When a `GET ?wait` that started at 0 sees a job that became terminal at `ready_s`: at its first read
+    after then, on chalicelib/services/queries.py's schedule."""
+    from chalicelib.services.queries import poll_delays
+
+    at = 0.0
+    for delay in poll_delays():
+        if at >= ready_s:
+            return at
+        at += delay
+    raise AssertionError("unreachable")
 
 
 def billed_durations(m: Measurement) -> list[tuple[Invocation, float]]:

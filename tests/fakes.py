@@ -40,7 +40,7 @@ class MemoryJobStore:
                 raise AlreadyExists(job.id)
             self.jobs[job.id] = job
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, consistent: bool = True) -> Job | None:
         return self.jobs.get(job_id)
 
     def transition(

@@ -86,8 +86,8 @@ class DynamoJobStore:
         except ConditionFailed as exc:
             raise AlreadyExists(f"job {job.id} exists") from exc
 
-    def get(self, job_id: str) -> Job | None:
-        resp = self.client.get_item(TableName=self.table, Key={"id": {"S": job_id}}, ConsistentRead=True)
+    def get(self, job_id: str, consistent: bool = True) -> Job | None:
+        resp = self.client.get_item(TableName=self.table, Key={"id": {"S": job_id}}, ConsistentRead=consistent)
         item = unmarshal(resp.get("Item"))
         return from_item(item) if item else None
 

@@ -145,9 +145,9 @@ def _stop_task(deps: Deps, job: Job, reason: str) -> None:
         sandbox.stop(job.task_arn, reason)
 
 
-def owned_job(deps: Deps, key: ApiKey, job_id: str) -> Job:
+def owned_job(deps: Deps, key: ApiKey, job_id: str, consistent: bool = True) -> Job:
     """The caller's job; NotFound for an unknown id and for another caller's job alike."""
-    job = deps.jobs.get(job_id) if job_id else None
+    job = deps.jobs.get(job_id, consistent) if job_id else None
     if job is None or job.owner != key.owner:
         raise NotFound(f"no job '{job_id}'")
     return job

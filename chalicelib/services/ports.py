@@ -63,8 +63,9 @@ class JobStore(Protocol):
     def create(self, job: Job) -> None:
         """Store a new job; AlreadyExists if the id is taken."""
 
-    def get(self, job_id: str) -> Job | None:
-        """The job, read consistently, or None."""
+    def get(self, job_id: str, consistent: bool = True) -> Job | None:
+        """The job, or None; read consistently unless asked otherwise (a long-poll's repeated reads need not be:
+        a read that lags sees the change on the next one, for half the cost)."""
 
     def transition(
         self, job: Job, new: JobStatus, changes: dict[str, Any], *, expected_attempts: int | None = None

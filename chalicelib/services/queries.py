@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.jobs import Job, JobStatus
@@ -24,7 +25,12 @@ from chalicelib.services.lifecycle import owned_job
 from chalicelib.services.ports import ApiKey
 
 MAX_WAIT_S = 20.0
-_POLL_S = 0.1
+# A long-poll reads the job again after FIRST_POLL_S (no job ends sooner: it is picked up, started, run and
+# ended), then every POLL_S while most jobs end, then less and less often. Each read costs the API function CPU
+# and half a read unit; each moment a finished job waits for the next read costs the function's memory.
+FIRST_POLL_S = 0.25
+POLL_S = 0.1
+FAST_POLLS_FOR_S = 2.0
 
 
 def parse_wait(raw: str | None) -> float:
@@ -63,15 +69,25 @@ def result_view(deps: Deps, job: Job) -> ResultView | None:
     return ResultView.of(job.result, encoding, payloads.full_result_url(deps, job))
 
 
+def poll_delays() -> Iterator[float]:
+    """The pauses between a long-poll's reads (FIRST_POLL_S, POLL_S for FAST_POLLS_FOR_S, then x1.5 up to 1 s)."""
+    yield FIRST_POLL_S
+    waited, delay = FIRST_POLL_S, POLL_S
+    while True:
+        yield delay
+        waited += delay
+        if waited >= FAST_POLLS_FOR_S:
+            delay = min(delay * 1.5, 1.0)
+
+
 def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> JobView:
     """The job; with `wait_s`, poll until it is terminal or the wait runs out (long-poll)."""
     job = owned_job(deps, key, job_id)
     deadline = time.monotonic() + wait_s
-    poll = _POLL_S
+    delays = poll_delays()
     while not job.status.terminal and time.monotonic() < deadline:
-        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
-        poll = min(poll * 1.5, 1.0)  # fast at first (most jobs end in well under a second), then back off
-        job = owned_job(deps, key, job_id)
+        time.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
+        job = owned_job(deps, key, job_id, consistent=False)
     return job_view(deps, job)
 
 
