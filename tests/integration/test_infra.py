@@ -364,6 +364,14 @@ def test_functions_get_the_settings_the_app_reads(resources: dict[str, Any], tem
         assert spec["Properties"]["FunctionName"] == {"Fn::Sub": f"{APP_NAME}-${{Stage}}-" + function_name(function_id)}
 
 
+def test_functions_log_json_without_lambdas_start_end_and_report_lines(resources: dict[str, Any]) -> None:
+    """Three lines an invocation, billed by the byte: dropped (make cost counts what is left)."""
+    for function_id, spec in functions(resources).items():
+        logging_config = spec["Properties"]["LoggingConfig"]
+        assert logging_config["LogFormat"] == "JSON" and logging_config["SystemLogLevel"] == "WARN", function_id
+        assert logging_config["ApplicationLogLevel"] == "INFO", function_id  # the app's own lines stay
+
+
 def function_name(function_id: str) -> str:
     """app.py's name of a function ("WorkerFree" -> "worker_free"), as wiring.py names it."""
     return "api_handler" if function_id == "APIHandler" else re.sub(r"(?<!^)([A-Z])", r"_\1", function_id).lower()
