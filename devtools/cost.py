@@ -207,7 +207,7 @@ class TimedSandbox:
     time is the supervisor's and the program's (children of this process, counted once reaped). Like the
     Lambda sandbox it stands for, it cannot be interrupted: the worker runs it unwatched, as in the cloud."""
 
-    interruptible = False
+    cancellable = False
 
     def __init__(self, inner: Any, recorder: Recorder) -> None:
         self.inner, self.recorder = inner, recorder

@@ -1,18 +1,16 @@
-"""Create the queues and tables of `infra/resources.json` on a (moto) endpoint: one source of truth."""
+"""Create the platform's queues and tables on a (moto) endpoint from the definitions the template deploys
+(infra/state.py: infra/resources.json and one queue and DLQ per tier): one source of truth."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from chalicelib.adapters.aws import client as aws_client
+from infra.state import RESOURCES, state_template
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "infra" / "resources.json"
-
-
-def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    return dict(json.loads(path.read_text()))
+CHALICE_STAGE = "dev"  # whose function timeouts give the parameters' defaults (.chalice/config.json)
 
 
 def _resolve(value: Any, params: dict[str, Any], arns: dict[str, str]) -> Any:
@@ -90,13 +88,17 @@ def _lifecycle_rules(props: dict[str, Any]) -> list[dict[str, Any]]:
 
 def results_bucket(stage: str) -> str:
     """The results bucket's name on the local stack for `stage` (the template's, with moto's account)."""
-    spec = load_template()["Resources"]["ResultsBucket"]["Properties"]["BucketName"]["Fn::Sub"]
+    spec = json.loads(RESOURCES.read_text())["Resources"]["ResultsBucket"]["Properties"]["BucketName"]["Fn::Sub"]
     return str(spec.replace("${Stage}", stage).replace("${AWS::AccountId}", LOCAL_ACCOUNT))
 
 
-def create_resources(stage: str = "dev", overrides: dict[str, Any] | None = None) -> dict[str, str]:
-    """Create every queue, table and bucket of the template for `stage`; returns logical id -> physical name."""
-    template = load_template()
+def create_resources(
+    stage: str = "dev", overrides: dict[str, Any] | None = None, tiers: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Create every queue, table and bucket of the state template for `stage` (and `tiers`, default
+    TIER_NAMES); returns logical id -> physical name. `overrides` sets template parameters (e.g.
+    VisibilityTimeout)."""
+    template = state_template(CHALICE_STAGE, tiers)
     params = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
     params.update({"Stage": stage, "AWS::AccountId": LOCAL_ACCOUNT, **(overrides or {})})
     arns: dict[str, str] = {}

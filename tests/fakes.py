@@ -14,6 +14,8 @@ from chalicelib.domain.quotas import QuotaState, charged, refunded
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey, Page, Slots, TaskStopped
+from chalicelib.services.signals import InProcessSignals
+from tests.fakes_delivery import memory_delivery
 
 STATS_BUCKET_S = 300  # as the DynamoDB counters: recent = this 5-minute bucket and the previous one
 
@@ -310,7 +312,7 @@ class MemoryQueue:
 class FakeSandbox:
     """Returns a scripted result (or raises) and records what it was asked to run."""
 
-    interruptible = True
+    cancellable = True
 
     def __init__(self, result: ExecutionResult | None = None) -> None:
         self.result = result or ExecutionResult(exit_code=0, stdout="ok\n", wall_ms=5)
@@ -372,6 +374,18 @@ class MemoryBlobs:
         return f"https://blobs.invalid/{key}?ttl={ttl_s}"
 
 
+class MemorySignals(InProcessSignals):
+    """Job change announcements within the test process (the local stack's, minus the sockets), recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed: list[str] = []
+
+    def job_changed(self, job_id: str) -> None:
+        self.changed.append(job_id)
+        super().job_changed(job_id)
+
+
 class ListMetrics:
     def __init__(self) -> None:
         self.points: list[tuple[str, float, dict[str, str]]] = []
@@ -388,14 +402,17 @@ class ListMetrics:
 
 def make_deps(settings: Settings | None = None, clock: FakeClock | None = None) -> Deps:
     settings = settings or settings_from_env({})
+    jobs = MemoryJobStore()
     return Deps(
         settings=settings,
-        jobs=MemoryJobStore(),
+        jobs=jobs,
         keys=MemoryKeyStore(settings),
         counters=MemoryCounters(),
         queue=MemoryQueue(),
         sandboxes={"local": FakeSandbox()},
         clock=clock or FakeClock(),
         metrics=ListMetrics(),
+        delivery=memory_delivery(jobs),
+        signals=MemorySignals(),
         blobs=MemoryBlobs(),
     )

@@ -25,10 +25,12 @@ from chalicelib.services.ports import Page
 # top-level attributes.
 _JSON_FIELDS = ("spec", "result")
 # Sparse index attributes, present only while the job is in the state the index is for:
-#   active (+ seq; status and due_at projected): the job's tier while queued or running (`active_by_tier`:
-#     the position of a queued job, the reaper's work list, the tier counters' reconciliation)
+#   active (+ seq; status and due_at projected): the job's tier from its submission until its job.finished
+#     event is produced (`active_by_tier`: the position of a queued job, the reaper's work lists, the tier
+#     counters' reconciliation, and a terminal job still marked unpublished: adapters/job_events_dynamodb.py)
 #   parked_key (+ seq): the owner's key while parked (`parked_jobs`: a key's parked jobs, oldest first)
 _INDEX_ONLY = ("active", "parked_key", "ttl")
+ACTIVE_INDEX = "active_by_tier"
 _BATCH_GET = 100  # BatchGetItem's most keys per request
 _JOB_FIELDS = frozenset(Job.model_fields)
 
@@ -45,7 +47,9 @@ def to_item(job: Job) -> dict[str, Any]:
 
 def index_fields(status: JobStatus, tier: str) -> dict[str, Any]:
     """Values of the sparse index attributes for a job in `status` (None means: remove)."""
-    return {"active": None if status.terminal else tier}
+    # A terminal job stays in the index, marked unpublished, until its event is produced (JobEvents.published
+    # removes `active`): a job changes its index entry's projected status, never its key, until then.
+    return {"active": tier}
 
 
 def from_item(item: dict[str, Any]) -> Job:
@@ -231,22 +235,11 @@ class DynamoJobStore:
         return Page(items, next_cursor)
 
     def _get_many(self, ids: Iterable[str]) -> list[Job]:
-        """The jobs with these ids, in that order (those that vanished meanwhile left out)."""
-        wanted = list(dict.fromkeys(ids))
-        found: dict[str, Job] = {}
-        for start in range(0, len(wanted), _BATCH_GET):
-            keys = [{"id": {"S": job_id}} for job_id in wanted[start : start + _BATCH_GET]]
-            while keys:
-                resp = self.client.batch_get_item(RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}})
-                for raw in resp.get("Responses", {}).get(self.table, []):
-                    job = from_item(unmarshal(raw) or {})
-                    found[job.id] = job
-                keys = resp.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
-        return [found[job_id] for job_id in wanted if job_id in found]
+        return get_jobs(self.client, self.table, ids)
 
     def count_queued_ahead(self, tier: str, seq: int) -> int:
         return self._count(
-            IndexName="active_by_tier",
+            IndexName=ACTIVE_INDEX,
             KeyConditionExpression="active = :t AND seq < :s",
             FilterExpression="#st = :queued",
             ExpressionAttributeNames={"#st": "status"},
@@ -254,33 +247,16 @@ class DynamoJobStore:
         )
 
     def due(self, status: JobStatus, now: float, limit: int = 100) -> list[Job]:
-        ids: list[str] = []
-        for tier in self.tiers:
-            start = None
-            while len(ids) < limit:
-                kwargs: dict[str, Any] = {
-                    "TableName": self.table,
-                    "IndexName": "active_by_tier",
-                    "KeyConditionExpression": "active = :t",
-                    "FilterExpression": "#st = :s AND due_at <= :now",
-                    "ExpressionAttributeNames": {"#st": "status"},
-                    "ExpressionAttributeValues": {":t": {"S": tier}, ":s": value(status.value), ":now": value(now)},
-                }
-                if start:
-                    kwargs["ExclusiveStartKey"] = start
-                resp = self.client.query(**kwargs)
-                ids += [str(i["id"]["S"]) for i in resp.get("Items", [])]
-                start = resp.get("LastEvaluatedKey")
-                if not start:
-                    break
+        wanted = {":s": value(status.value), ":now": value(now)}
+        ids = active_ids(self.client, self.table, self.tiers, "#st = :s AND due_at <= :now", wanted, limit)
         # The index lags the table by a moment: keep only what the items themselves say is due.
-        jobs = self._get_many(ids[:limit])
+        jobs = self._get_many(ids)
         return [j for j in jobs if j.status is status and j.due_at is not None and j.due_at <= now]
 
     def count_active(self, status: JobStatus, tier: str) -> int:
         """Jobs of `tier` in `status` (the reaper reconciles the tier counters with this)."""
         return self._count(
-            IndexName="active_by_tier",
+            IndexName=ACTIVE_INDEX,
             KeyConditionExpression="active = :t",
             FilterExpression="#st = :s",
             ExpressionAttributeNames={"#st": "status"},
@@ -299,6 +275,48 @@ class DynamoJobStore:
             start = resp.get("LastEvaluatedKey")
             if not start:
                 return total
+
+
+def get_jobs(client: Any, table: str, ids: Iterable[str]) -> list[Job]:
+    """The jobs with these ids, in that order (those that vanished meanwhile left out), read consistently."""
+    wanted = list(dict.fromkeys(ids))
+    found: dict[str, Job] = {}
+    for start in range(0, len(wanted), _BATCH_GET):
+        keys = [{"id": {"S": job_id}} for job_id in wanted[start : start + _BATCH_GET]]
+        while keys:
+            resp = client.batch_get_item(RequestItems={table: {"Keys": keys, "ConsistentRead": True}})
+            for raw in resp.get("Responses", {}).get(table, []):
+                job = from_item(unmarshal(raw) or {})
+                found[job.id] = job
+            keys = resp.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+    return [found[job_id] for job_id in wanted if job_id in found]
+
+
+def active_ids(
+    client: Any, table: str, tiers: Sequence[str], condition: str, values: dict[str, Any], limit: int
+) -> list[str]:
+    """Ids of up to `limit` jobs in `active_by_tier` (every tier's partition) whose projected status and due
+    time meet `condition` (`#st` names the status)."""
+    ids: list[str] = []
+    for tier in tiers:
+        start = None
+        while len(ids) < limit:
+            kwargs: dict[str, Any] = {
+                "TableName": table,
+                "IndexName": ACTIVE_INDEX,
+                "KeyConditionExpression": "active = :t",
+                "FilterExpression": condition,
+                "ExpressionAttributeNames": {"#st": "status"},
+                "ExpressionAttributeValues": {":t": {"S": tier}, **values},
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            resp = client.query(**kwargs)
+            ids += [str(i["id"]["S"]) for i in resp.get("Items", [])]
+            start = resp.get("LastEvaluatedKey")
+            if not start:
+                break
+    return ids[:limit]
 
 
 def _decode_cursor(cursor: str) -> dict[str, Any]:

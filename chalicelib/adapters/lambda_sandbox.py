@@ -26,13 +26,14 @@ class LambdaSandbox:
     worker backs off without spending an attempt), a refused invoke or a crashed function as
     `SandboxUnavailable`: all retryable, never the user's fault."""
 
-    interruptible = False  # a synchronous invoke runs to its end: a cancelled job's result is discarded
+    cancellable = False  # a synchronous invoke runs to its end: a cancelled job's result is discarded
 
     def __init__(self, function_prefix: str, client: Any = None) -> None:
         self.function_prefix = function_prefix
         self._client = client
 
     client = LazyClient("lambda", long_call_client)
+    cancellable = False  # a synchronous invoke cannot be interrupted: the worker does not watch it
 
     def function_for(self, request: ExecutionRequest) -> str:
         """The sandbox function that holds the request's memory limit."""

@@ -8,7 +8,7 @@ from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
 
 
 class LocalSandbox:
-    interruptible = True  # the watcher's cancel kills the run
+    cancellable = True  # a cancel kills the run
 
     def run(self, request: ExecutionRequest, cancel: threading.Event | None = None) -> ExecutionResult:
         from chalicelib.sandbox.runner import execute

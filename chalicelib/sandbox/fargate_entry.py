@@ -18,7 +18,6 @@ from chalicelib.sandbox.runner import execute
 
 REQUEST_URL_ENV = "SANDBOX_REQUEST_URL"
 RESULT_URL_ENV = "SANDBOX_RESULT_URL"
-NETWORK_ISOLATED_ENV = "SANDBOX_NETWORK_ISOLATED"  # "1" when the task's subnet has no egress
 _TIMEOUT_S = 30
 
 logger = logging.getLogger(__name__)
@@ -41,8 +40,8 @@ def upload_result(url: str, result: ExecutionResult) -> None:
 def run(environ: dict[str, str] | None = None) -> int:
     """Do one job; the exit code tells the EventBridge rule whether a result was uploaded (0) or not."""
     env = os.environ if environ is None else environ
+    # The network is cut by bubblewrap or our seccomp filter, never taken on trust from the subnet.
     settings = IsolationSettings(
-        network_isolated_by_platform=env.get(NETWORK_ISOLATED_ENV) == "1",
         work_root=env.get("SANDBOX_WORK_ROOT", "/tmp/code-runner-work"),
         slots=1,
     )

@@ -1,26 +1,30 @@
 """Body of the dedicated sandbox Lambda function: one job per invocation, nothing left behind.
 
 Registered by app.py as `@app.lambda_function(name="sandbox")`, calling `handle`. The function's role has no
-permissions and it sits in a VPC without egress, so the network layer is the platform's; bubblewrap and
-cgroups are not available in Lambda, so the run uses rlimits, the env allow-list, seccomp and a fresh dir.
+permissions and it sits in a VPC without egress, but the network layer is our seccomp filter all the same:
+nothing is taken on trust. bubblewrap and cgroups are not available in Lambda, so the run uses rlimits, the
+env allow-list, seccomp and a fresh dir. Lambda's own seccomp policy refuses some prctl options (at least
+PR_SET_NAME, PR_SET_PDEATHSIG and PR_SET_CHILD_SUBREAPER, by other projects' reports): each refusal is
+logged once and reported by `handler_layers`, and the isolation refuses to run when a guarantee goes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
+import logging
 import os
 import signal
 from typing import Any
 
-from chalicelib.sandbox import hostclean
+from chalicelib.sandbox import hostclean, kernel
 from chalicelib.sandbox.local import Isolation, IsolationSettings
 from chalicelib.sandbox.models import ExecutionRequest
 from chalicelib.sandbox.runner import execute
 
 SCRATCH_ENV = "SANDBOX_SCRATCH_ROOT"
-_PR_SET_CHILD_SUBREAPER = 36
+
+logger = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -29,11 +33,15 @@ def lambda_isolation(scratch_root: str) -> Isolation:
     settings = IsolationSettings(
         use_bwrap=False,
         use_cgroups=False,
-        network_isolated_by_platform=True,
         slots=1,
         work_root=os.path.join(scratch_root, "work"),
     )
     return Isolation(settings)
+
+
+def handler_layers(scratch_root: str) -> dict[str, bool | str]:
+    """The isolation's layers plus whether this handler is the subreaper of what jobs leave behind."""
+    return {**lambda_isolation(scratch_root).layers(), "handler_subreaper": become_subreaper()}
 
 
 def wipe(root: str) -> None:
@@ -45,29 +53,37 @@ def wipe(root: str) -> None:
 
 
 def kill_leftovers() -> int:
-    """SIGKILL every descendant of this process (in Lambda we are a subreaper, so orphans stay ours)."""
+    """SIGKILL whatever jobs left running; returns how many descendants of this handler were found.
+
+    In Lambda we are normally a subreaper, so orphans stay in our tree. Where Lambda refuses that, orphans
+    re-parent to its init: then every process of our uid started after this handler is killed too (the
+    handler's uid runs nothing else in its execution environment).
+    """
     me = os.getpid()
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{entry}/stat") as handle:
-                parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
-    killed = 0
-    for pid in parents:
-        cursor, hops = parents[pid], 0
-        while cursor not in (0, 1, me) and hops < 64:
-            cursor, hops = parents.get(cursor, 0), hops + 1
-        if cursor == me:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-    return killed
+    pids = [pid for pid, fields in kernel.descendants(me) if fields[0] not in ("Z", "X")]
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if _in_lambda() and not become_subreaper():
+        spare, uid, since = kernel.self_and_ancestors(), os.getuid(), kernel.start_ticks(me)
+        kernel.kill_until_gone(lambda: kernel.started_since(uid, since, spare))
+    return len(pids)
 
 
-def _become_subreaper() -> None:
-    # Only inside Lambda: the handler process is ours alone there, unlike a test runner.
-    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+def _in_lambda() -> bool:
+    # Only inside Lambda is the handler's uid ours alone (not a test runner's, not a developer's).
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+@functools.cache
+def become_subreaper() -> bool:
+    """In Lambda, make this handler the reaper of every orphan a job leaves; False (logged once) if refused."""
+    if not _in_lambda():
+        return False
+    if kernel.allowed(kernel.PR_SET_CHILD_SUBREAPER, 1):
+        return True
+    logger.warning("prctl(PR_SET_CHILD_SUBREAPER) refused: leftovers are found by uid and start time instead")
+    return False
 
 
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -76,7 +92,7 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     Raises (so the invoker sees a FunctionError) on a bad request or a platform fault.
     """
     scratch = os.environ.get(SCRATCH_ENV, "/tmp")
-    _become_subreaper()
+    become_subreaper()
     request = ExecutionRequest.model_validate(event)
     kill_leftovers()
     wipe(scratch)

@@ -2,7 +2,13 @@
 
 Layers: a supervisor process per job (child subreaper), allow-listed environment, fresh work dir, non-root
 slot uid, rlimits, bubblewrap namespaces, seccomp deny-list, cgroup v1 memory + pids. A missing layer is
-logged and skipped, except the network: with no layer able to cut it, runs are refused.
+logged and skipped, except where a guarantee would go with it; runs are then refused, saying why:
+- the network: only bubblewrap's network namespace or our seccomp filter cut it, nothing is taken on trust;
+- root: user code never runs as root;
+- reaping: a job's detached processes must be found and killed (slot uid, pid namespace, subreaper, or,
+  with one job per uid, a scan of our uid's processes started after the job).
+The same isolation runs in Lambda and Fargate (no uid switch, no cgroups, no bubblewrap in Lambda), where
+the platform's own seccomp policy may refuse some prctl calls: the probe asks a throwaway supervisor.
 """
 
 from __future__ import annotations
@@ -16,11 +22,11 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from chalicelib.sandbox import bwrap, hostclean
+from chalicelib.sandbox import bwrap, hostclean, kernel
 from chalicelib.sandbox.cgroups import CgroupRoot, JobCgroup
 from chalicelib.sandbox.grading import RawOutcome
 from chalicelib.sandbox.models import SandboxLimits, SandboxUnavailable, SourceFile
-from chalicelib.sandbox.process import LaunchSpec, run_supervised
+from chalicelib.sandbox.process import LaunchSpec, probe_kernel, run_supervised
 from chalicelib.sandbox.seccomp_filter import compiled_filter
 
 logger = logging.getLogger(__name__)
@@ -36,10 +42,10 @@ class IsolationSettings(BaseModel):
     use_seccomp: bool = True
     use_cgroups: bool = True
     switch_uid: bool = True
-    network_isolated_by_platform: bool = False  # e.g. Lambda in a VPC without egress
     slots: int = 8
     slot_uid_base: int = 64000
     work_root: str = "/tmp/code-runner-work"
+    lock_dir: str = "/tmp/code-runner-slot-locks"  # host-wide slot locks
     cgroup_root: str = "/sys/fs/cgroup"
     cgroup_name: str = "code-runner"
     tmpfs_mb: int = 64  # size of the sandbox's /work and /tmp each (bubblewrap only)
@@ -61,9 +67,9 @@ class Isolation:
     """Runs prepared jobs under every available layer; one instance per worker process."""
 
     def __init__(self, settings: IsolationSettings | None = None) -> None:
-        self.settings = settings or IsolationSettings()
-        self._pool = hostclean.SlotPool(self.settings.slots, key_base=self.settings.slot_uid_base)
-        self._cgroups = CgroupRoot(self.settings.cgroup_root, self.settings.cgroup_name)
+        s = self.settings = settings or IsolationSettings()
+        self._pool = hostclean.SlotPool(s.slots, key_base=s.slot_uid_base, lock_dir=s.lock_dir)
+        self._cgroups = CgroupRoot(s.cgroup_root, s.cgroup_name)
         self._probe_lock = threading.Lock()
         self._layers: dict[str, bool | str] | None = None
 
@@ -79,21 +85,20 @@ class Isolation:
         s = self.settings
         root = os.geteuid() == 0
         switch = root and s.switch_uid
-        seccomp = s.use_seccomp and compiled_filter() is not None
-        # Never start bubblewrap as root: it would keep host uid 0 inside.
-        sandbox = s.use_bwrap and (switch or not root) and self._probe_bwrap(switch)
+        calls = probe_kernel(compiled_filter())
+        # Never start bubblewrap as root: it would keep host uid 0 inside. Nor where PR_SET_PDEATHSIG is
+        # refused: bubblewrap's own processes use it, and hang rather than fail without it.
+        sandbox = s.use_bwrap and (switch or not root) and calls["pdeathsig"] and self._probe_bwrap(switch)
+        # bubblewrap loads the filter with prctl(PR_SET_SECCOMP); our supervisor also knows seccomp().
+        seccomp = s.use_seccomp and (calls["seccomp_prctl"] or (not sandbox and calls["seccomp_syscall"]))
         cgroups = s.use_cgroups and root and self._cgroups.probe()
-        network: bool | str = (
-            "bwrap-netns"
-            if sandbox
-            else "seccomp"
-            if seccomp
-            else "platform"
-            if s.network_isolated_by_platform
-            else False
-        )
+        reaping = _reaping(switch, sandbox, calls["subreaper"], s.slots)
         return {
-            "supervisor_subreaper": True,
+            "subreaper": calls["subreaper"],
+            "pdeathsig": calls["pdeathsig"],
+            "no_new_privs": calls["no_new_privs"],
+            "dumpable": calls["dumpable"],
+            "seccomp_loadable": calls["seccomp_prctl"] or calls["seccomp_syscall"],
             "env_allowlist": True,
             "fresh_workdir": True,
             "non_root": switch or not root,
@@ -102,7 +107,8 @@ class Isolation:
             "bwrap": sandbox,
             "seccomp": seccomp,
             "cgroups": cgroups,
-            "network": network,
+            "network": "bwrap-netns" if sandbox else "seccomp" if seccomp else False,
+            "reaping": reaping,
         }
 
     def _probe_bwrap(self, switch: bool) -> bool:
@@ -125,12 +131,42 @@ class Isolation:
     def run(self, job: PreparedJob, stdin: bytes, cancel: threading.Event | None) -> RawOutcome:
         """Run `job` once with `stdin` in a free slot, then leave nothing of it behind."""
         layers = self.layers()
-        if not layers["network"]:
-            raise SandboxUnavailable("no isolation layer can cut the network (no bubblewrap, no seccomp)")
-        if not layers["non_root"]:
-            raise SandboxUnavailable("refusing to run user code as root: uid switching is disabled")
+        refusal = refusal_reason(layers)
+        if refusal is not None:
+            raise SandboxUnavailable(refusal)
         with self._pool.slot() as held:
             return _SlotRun(self, held, layers).run(job, stdin, cancel)
+
+
+def _reaping(switch: bool, sandbox: bool, subreaper: bool, slots: int) -> str | bool:
+    """How a job's detached processes (double-forked daemons) are found and killed, or False."""
+    if switch:
+        return "slot-uid"  # kill(-1) as the slot uid
+    if sandbox:
+        return "pid-namespace"  # they die with bubblewrap's pid namespace
+    if subreaper:
+        return "subreaper"  # they re-parent to the supervisor
+    # Every process of our uid started after the job is the job's, if no other job shares the uid.
+    return "uid-scan" if slots == 1 else False
+
+
+def refusal_reason(layers: dict[str, bool | str]) -> str | None:
+    """Why no run may start with these layers, or None when every guarantee holds."""
+    if not layers["network"]:
+        why = "it is disabled"
+        if not layers["no_new_privs"]:
+            why = "PR_SET_NO_NEW_PRIVS is refused"
+        elif not layers["seccomp_loadable"]:
+            why = "prctl(PR_SET_SECCOMP) and seccomp() are refused"
+        return f"no layer can cut the network: no bubblewrap network namespace, and no seccomp filter ({why})"
+    if not layers["non_root"]:
+        return "refusing to run user code as root: uid switching is disabled"
+    if not layers["reaping"]:
+        return (
+            "no way to end a job's detached processes: no uid of its own, no pid namespace, "
+            "PR_SET_CHILD_SUBREAPER refused, and other slots share the uid"
+        )
+    return None
 
 
 class _SlotRun:
@@ -147,6 +183,7 @@ class _SlotRun:
         # next run in the slot, so at most one group per slot can ever be left behind.
         self.cgroup_name = f"slot-{self.settings.slot_uid_base + held.number}"
         self.fds: list[int] = []
+        self.since = kernel.now_ticks()  # the job's processes, if they must be found by start time
 
     def run(self, job: PreparedJob, stdin: bytes, cancel: threading.Event | None) -> RawOutcome:
         cgroup = None
@@ -195,6 +232,8 @@ class _SlotRun:
             exit_over_128_is_signal=use_bwrap,
             pass_fds=tuple(self.fds),
             slot_lock_fd=self.lock_fd,
+            pid_namespace=use_bwrap,
+            scan_allowed=self.uid is None and self.settings.slots == 1,
         )
 
     def _rlimits(self, job: PreparedJob, use_bwrap: bool, tmpfs: int) -> dict[str, tuple[int, int]]:
@@ -241,6 +280,10 @@ class _SlotRun:
             os.close(fd)
         if self.uid is not None and hostclean.kill_uid(self.uid):
             logger.error("processes of uid %s survived cleanup", self.uid)
+        if self.layers["reaping"] == "uid-scan":  # e.g. the job killed its same-uid supervisor
+            spare, uid = kernel.self_and_ancestors(), os.getuid()
+            if kernel.kill_until_gone(lambda: kernel.started_since(uid, self.since, spare)):
+                logger.error("processes of the job survived cleanup")
         if cgroup is not None:
             cgroup.remove()
         hostclean.remove_tree(self.workdir)

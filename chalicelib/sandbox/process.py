@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import selectors
 import signal
@@ -20,6 +21,10 @@ from chalicelib.sandbox.models import SandboxUnavailable
 SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervisor.py")
 _POLL_S = 0.05
 _DRAIN_S = 1.0  # after the supervisor is done, output still in the pipes is read for at most this long
+_PROBE_KEYS = ("subreaper", "pdeathsig", "dumpable", "no_new_privs", "seccomp_prctl", "seccomp_syscall")
+
+logger = logging.getLogger(__name__)
+_reported_refusals: set[str] = set()  # each refused prctl is logged once per process, not once per job
 
 
 @dataclass
@@ -39,6 +44,8 @@ class LaunchSpec:
     exit_over_128_is_signal: bool = False
     pass_fds: tuple[int, ...] = ()
     slot_lock_fd: int | None = None  # the supervisor holds the slot until it exits
+    pid_namespace: bool = False  # bubblewrap: the job's processes die with its pid namespace
+    scan_allowed: bool = False  # no other job uses our uid: without a subreaper, kill by uid and start time
 
 
 class _Capture:
@@ -82,6 +89,8 @@ def run_supervised(spec: LaunchSpec, stdin: bytes, cancel: threading.Event | Non
         "status_fd": status_w,
         "slot_lock_fd": spec.slot_lock_fd,
         "parent_pid": os.getpid(),
+        "pid_namespace": spec.pid_namespace,
+        "scan_allowed": spec.scan_allowed,
     }
     try:
         proc = subprocess.Popen(
@@ -183,6 +192,7 @@ def _outcome(status: bytes, out: _Capture, err: _Capture) -> RawOutcome:
     if errors or not lines:
         raise SandboxUnavailable(errors[0] if errors else "sandbox supervisor died without a status")
     fields = json.loads(lines[-1])
+    _report_refusals(fields.get("refused", []))
     return RawOutcome(
         exit_code=fields["exit_code"],
         signal=fields["signal"],
@@ -195,3 +205,26 @@ def _outcome(status: bytes, out: _Capture, err: _Capture) -> RawOutcome:
         stdout_truncated=out.truncated,
         stderr_truncated=err.truncated,
     )
+
+
+def _report_refusals(refused: list[str]) -> None:
+    new = sorted(set(refused) - _reported_refusals)
+    if new:
+        _reported_refusals.update(new)
+        logger.warning("sandbox supervisor: the kernel refused prctl %s; running with what remains", new)
+
+
+def probe_kernel(program: bytes) -> dict[str, bool]:
+    """Which kernel calls the supervisor relies on are allowed here, asked of a throwaway supervisor.
+
+    Keys: subreaper, pdeathsig, dumpable, no_new_privs, seccomp_prctl and seccomp_syscall (the filter
+    `program` loaded through prctl, through seccomp()). Anything that goes wrong reads as "refused".
+    """
+    argv = [sys.executable, "-I", "-S", SUPERVISOR, "--probe", program.hex()]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=20, env={}, check=True)
+        answer = json.loads(done.stdout)
+        return {key: answer.get(key) is True for key in _PROBE_KEYS}
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        logger.warning("kernel probe failed, every call counts as refused: %s", exc)
+        return dict.fromkeys(_PROBE_KEYS, False)

@@ -1,54 +1,40 @@
-"""Per-job supervisor process: a child subreaper that starts the user's program and ends its whole tree.
+"""Per-job supervisor process: it starts the user's program and ends its whole tree.
 
 Run as `python -I -S supervisor.py CONFIG_JSON` with stdio wired to the job and the status pipe on
-`status_fd`. Standard library only, so it starts in milliseconds and never imports our venv's packages.
-It runs as the worker's user (root locally): the job runs as the slot uid, so user code cannot signal it.
-One JSON line goes to the status pipe at the end; a line starting with "error" means the platform failed.
+`status_fd`. Standard library and our own stdlib-only `kernel` module only, so it starts in milliseconds and
+never imports our venv's packages. It runs as the worker's user (root locally, where the job runs as the slot
+uid and cannot signal it; the same uid in Lambda and Fargate).
+One JSON line goes to the status pipe at the end, saying which prctl calls the kernel refused; a line
+starting with "error" means the platform failed. `supervisor.py --probe PROGRAM_HEX` instead reports which of
+the kernel calls the sandbox relies on this host allows.
+
+A refused prctl is not fatal where the guarantee holds without it. PR_SET_CHILD_SUBREAPER keeps a job's
+daemons in our tree; without it, the job runs in its own session and process group, and when it has no uid
+of its own the worker lets us (`scan_allowed`: one job per uid) kill every process of our uid started after
+us. PR_SET_PDEATHSIG only ends a job early when the worker dies (the wall time still ends it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import resource
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
-PR_SET_PDEATHSIG = 1
-PR_SET_SECCOMP = 22
-PR_SET_CHILD_SUBREAPER = 36
-PR_SET_NO_NEW_PRIVS = 38
-SECCOMP_MODE_FILTER = 2
+if __name__ == "__main__":  # run as a script under -I: the repo root is not on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-def _prctl(option: int, arg: int | ctypes.c_void_p) -> None:
-    if _libc.prctl(option, arg, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
-
-
-def _install_seccomp(program: bytes) -> None:
-    """Load a classic BPF program (8 bytes per instruction) for this process and what it execs."""
-    buffer = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-    _prctl(PR_SET_NO_NEW_PRIVS, 1)
-    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "seccomp filter refused")
+from chalicelib.sandbox import kernel  # noqa: E402
 
 
 def _exec_child(cfg: dict[str, Any]) -> None:
     """In the forked child: join cgroups, apply limits, drop to the slot uid, exec. Never returns."""
     try:
-        os.setsid()
+        os.setsid()  # its own session and process group, which kill_tree can signal in one call
         for procs in cfg["cgroup_procs"]:
             with open(procs, "w") as handle:
                 handle.write(str(os.getpid()))
@@ -58,9 +44,10 @@ def _exec_child(cfg: dict[str, Any]) -> None:
             os.setgroups([])
             os.setgid(cfg["gid"])
             os.setuid(cfg["uid"])
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if cfg["seccomp_hex"]:
-            _install_seccomp(bytes.fromhex(cfg["seccomp_hex"]))
+        # libc and ctypes were loaded before the fork (the slot uid may not be able to import them now).
+        kernel.allowed(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # refused: the supervisor reports it
+        if cfg["seccomp_hex"]:  # asked for, so required: never exec without it
+            kernel.install_filter(bytes.fromhex(cfg["seccomp_hex"]))
         os.chdir(cfg["cwd"])
         os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
     except BaseException as exc:  # noqa: BLE001 - anything here is a platform fault, reported then exit
@@ -69,11 +56,15 @@ def _exec_child(cfg: dict[str, Any]) -> None:
 
 
 class _Job:
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], subreaper: bool) -> None:
         self.cfg = cfg
         self.pid = 0
         self.killed_for: str | None = None
         self.cpu_ms_at_stop = 0
+        # Without a subreaper, daemons leave our tree: find them by uid and start time, if we may.
+        self.scan = not subreaper and cfg["uid"] is None and cfg["scan_allowed"]
+        self.spare = kernel.self_and_ancestors() if self.scan else set()
+        self.since = kernel.start_ticks(os.getpid())
 
     def stop(self, reason: str) -> None:
         if self.killed_for is None:
@@ -88,8 +79,17 @@ class _Job:
             return
         if self.cfg["uid"] is not None:
             self._kill_as_slot_uid()
+        _kill_quietly(-self.pid)  # the job's process group: atomic against forks inside it
         self._kill_cgroup_members()
-        self._kill_descendants()
+        for pid in self.strays():
+            _kill_quietly(pid)
+
+    def strays(self) -> list[int]:
+        """Live processes of the job that are not our children: descendants, or the uid scan's finds."""
+        found = [pid for pid, fields in kernel.descendants(os.getpid()) if fields[0] not in ("Z", "X")]
+        if self.scan:
+            found += kernel.started_since(os.getuid(), self.since, self.spare)
+        return found
 
     def _kill_as_slot_uid(self) -> None:
         # kill(-1) from a process of the slot uid reaches every process of that uid in one atomic sweep,
@@ -115,39 +115,10 @@ class _Job:
             for pid in members:
                 _kill_quietly(pid)
 
-    def _kill_descendants(self) -> None:
-        for pid, _ in _descendants():
-            _kill_quietly(pid)
-
-
-def _descendants() -> list[tuple[int, list[str]]]:
-    """(pid, /proc/pid/stat fields after the name) of every process that has us as an ancestor.
-
-    Without a uid of its own (Lambda) this is the job's tree; as a subreaper, orphans re-parent to us,
-    so double-forked daemons stay in it.
-    """
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    stats[int(entry)] = handle.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-    me = os.getpid()
-    found = []
-    for pid, fields in stats.items():
-        seen, cursor = 0, int(fields[1])
-        while cursor > 1 and cursor != me and seen < 64:
-            cursor, seen = (int(stats[cursor][1]) if cursor in stats else 0), seen + 1
-        if cursor == me:
-            found.append((pid, fields))
-    return found
-
 
 def _tree_cpu_ms() -> int:
     """utime + stime (+ their reaped children's) of our live descendants, from /proc, in milliseconds."""
-    ticks = sum(sum(int(value) for value in fields[11:15]) for _, fields in _descendants())
+    ticks = sum(sum(int(value) for value in fields[11:15]) for _, fields in kernel.descendants(os.getpid()))
     return int(ticks * 1000 / os.sysconf("SC_CLK_TCK"))
 
 
@@ -157,19 +128,27 @@ def _kill_quietly(pid: int) -> None:
 
 
 def _reap_all(job: _Job) -> None:
-    """Wait for every descendant (they re-parent to us), re-killing until none is left or 3 s pass."""
+    """Reap our children and re-kill the job's processes until none is left or 3 s pass."""
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
+        # Without children a subreaper has no descendants left; only the uid scan can find more.
+        if not _reap_children() and not (job.scan and job.strays()):
             return
-        if pid == 0:
-            job.kill_tree()
-            time.sleep(0.005)
+        job.kill_tree()
+        time.sleep(0.005)
 
 
-def _status(job: _Job, wait_status: int, wall_ms: int) -> dict[str, Any]:
+def _reap_children() -> bool:
+    """Reap every child that has exited; True while some child is still alive."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        return False
+    return True
+
+
+def _status(job: _Job, wait_status: int, wall_ms: int, refused: list[str]) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     exit_code: int | None = None
     sig: int | None = None
@@ -188,23 +167,67 @@ def _status(job: _Job, wait_status: int, wall_ms: int) -> dict[str, Any]:
         "cpu_ms": max(int((usage.ru_utime + usage.ru_stime) * 1000), job.cpu_ms_at_stop),
         "max_rss_kb": usage.ru_maxrss,
         "killed_for": job.killed_for,
+        "refused": refused,
     }
+
+
+def probe(program_hex: str) -> dict[str, bool]:
+    """Which kernel calls the sandbox relies on are allowed here (run in a throwaway process).
+
+    The same process shape as a supervisor, so it sees the same policy (e.g. Lambda's own seccomp filter).
+    Setting no_new_privs is what lets an unprivileged process load a filter, so seccomp is tried after it.
+    """
+    found = {
+        "subreaper": kernel.allowed(kernel.PR_SET_CHILD_SUBREAPER, 1),
+        "pdeathsig": kernel.allowed(kernel.PR_SET_PDEATHSIG, signal.SIGTERM),
+        "dumpable": kernel.allowed(kernel.PR_SET_DUMPABLE, 0),
+        "no_new_privs": kernel.allowed(kernel.PR_SET_NO_NEW_PRIVS, 1),
+    }
+    found["no_new_privs"] = found["no_new_privs"] or kernel.libc().prctl(kernel.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1
+    program = bytes.fromhex(program_hex)
+    found["seccomp_prctl"] = _loads(program, "prctl")
+    found["seccomp_syscall"] = _loads(program, "syscall")
+    return found
+
+
+def _loads(program: bytes, via: Literal["prctl", "syscall"]) -> bool:
+    try:
+        kernel.install_filter(program, via=via)
+    except OSError:
+        return False
+    return True
+
+
+def _start(cfg: dict[str, Any]) -> tuple[_Job, list[str]] | None:
+    """Become the job's reaper and the worker's dependant where the kernel allows; None if the worker died."""
+    subreaper = kernel.allowed(kernel.PR_SET_CHILD_SUBREAPER, 1)
+    job = _Job(cfg, subreaper)
+    if not subreaper and cfg["uid"] is None and not cfg["pid_namespace"] and not job.scan:
+        os.write(cfg["status_fd"], b"error PR_SET_CHILD_SUBREAPER refused and no other way to end the job\n")
+        return None
+    signal.signal(signal.SIGUSR1, lambda *_: job.stop("cancelled"))
+    signal.signal(signal.SIGTERM, lambda *_: job.stop("cancelled"))
+    # If the worker dies mid-run nobody wants the result: end the job now rather than at its wall time.
+    pdeathsig = kernel.allowed(kernel.PR_SET_PDEATHSIG, signal.SIGTERM)
+    if cfg.get("parent_pid") and os.getppid() != cfg["parent_pid"]:
+        return None  # the worker died before we could ask to be told
+    refused = [name for name, ok in (("subreaper", subreaper), ("pdeathsig", pdeathsig)) if not ok]
+    return job, refused
 
 
 def main() -> None:
     """Start the job, enforce wall time and stop requests, end the tree, report one status line."""
+    if sys.argv[1] == "--probe":
+        print(json.dumps(probe(sys.argv[2])))
+        return
     cfg = json.loads(sys.argv[1])
     os.set_inheritable(cfg["status_fd"], False)  # the user's program must never hold our status pipe
     if cfg.get("slot_lock_fd") is not None:
         os.set_inheritable(cfg["slot_lock_fd"], False)  # we hold the slot; the user's program must not
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    job = _Job(cfg)
-    signal.signal(signal.SIGUSR1, lambda *_: job.stop("cancelled"))
-    signal.signal(signal.SIGTERM, lambda *_: job.stop("cancelled"))
-    # If the worker dies mid-run nobody wants the result: end the job now rather than at its wall time.
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if cfg.get("parent_pid") and os.getppid() != cfg["parent_pid"]:
-        return  # the worker died before we could ask to be told
+    started_job = _start(cfg)
+    if started_job is None:
+        return
+    job, refused = started_job
     signal.signal(signal.SIGUSR2, lambda *_: job.stop("output_limit"))
     signal.signal(signal.SIGALRM, lambda *_: job.stop("wall_time"))
     os.write(cfg["status_fd"], b"ready\n")  # stop requests are safe from now on
@@ -226,7 +249,7 @@ def main() -> None:
     # The job ends when its main process ends; daemons it left behind go with it.
     job.kill_tree()
     _reap_all(job)
-    os.write(cfg["status_fd"], (json.dumps(_status(job, wait_status, wall_ms)) + "\n").encode())
+    os.write(cfg["status_fd"], (json.dumps(_status(job, wait_status, wall_ms, refused)) + "\n").encode())
 
 
 if __name__ == "__main__":

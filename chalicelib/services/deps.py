@@ -9,17 +9,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chalicelib.config import Settings
+from chalicelib.services.delivery_ports import DeliveryPorts
 from chalicelib.services.ports import (
     BlobStore,
     Clock,
     Counters,
     JobQueue,
+    JobSignals,
     JobStore,
     KeyStore,
     MetricsSink,
     SyncSandbox,
     TaskSandbox,
 )
+from chalicelib.services.signals import PolledJobSignals
 
 
 class SystemClock:
@@ -44,6 +47,8 @@ class Deps:
     clock: Clock = field(default_factory=SystemClock)
     new_id: Callable[[], str] = new_job_id
     metrics: MetricsSink | None = None  # None records nothing
+    signals: JobSignals = field(default_factory=PolledJobSignals)  # job change announcements (local stack)
+    delivery: DeliveryPorts | None = None  # results to their users (services/delivery.py); None delivers nothing
     blobs: BlobStore | None = None  # large inputs and results; None keeps everything in the job's record
 
     def metric(self, name: str, value: float = 1, unit: str = "Count", **dims: str) -> None:

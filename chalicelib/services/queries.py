@@ -25,12 +25,14 @@ from chalicelib.services.lifecycle import owned_job
 from chalicelib.services.ports import ApiKey
 
 MAX_WAIT_S = 20.0
-# A long-poll reads the job again after FIRST_POLL_S (no job ends sooner: it is picked up, started, run and
-# ended), then every POLL_S while most jobs end, then less and less often. Each read costs the API function CPU
-# and half a read unit; each moment a finished job waits for the next read costs the function's memory.
+# Where nothing announces a job's changes (AWS), a long-poll reads the job again after FIRST_POLL_S (no job
+# ends sooner: it is picked up, started, run and ended), then every POLL_S while most jobs end, then less and
+# less often. Each read costs the API function CPU and half a read unit; each moment a finished job waits for
+# the next read costs the function's memory.
 FIRST_POLL_S = 0.25
 POLL_S = 0.1
 FAST_POLLS_FOR_S = 2.0
+SAFETY_POLL_S = 5.0  # where changes are announced (local stack): re-read at least this often all the same
 
 
 def parse_wait(raw: str | None) -> float:
@@ -81,13 +83,17 @@ def poll_delays() -> Iterator[float]:
 
 
 def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> JobView:
-    """The job; with `wait_s`, poll until it is terminal or the wait runs out (long-poll)."""
-    job = owned_job(deps, key, job_id)
+    """The job; with `wait_s`, wait until it is terminal or the wait runs out (long-poll). Where job changes
+    are announced (the local stack) the job is re-read when it changed; elsewhere it is polled with a backoff."""
+    if wait_s <= 0:
+        return job_view(deps, owned_job(deps, key, job_id))
     deadline = time.monotonic() + wait_s
     delays = poll_delays()
-    while not job.status.terminal and time.monotonic() < deadline:
-        time.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
-        job = owned_job(deps, key, job_id, consistent=False)
+    with deps.signals.watch(job_id) as wait_changed:  # before the first read: no change slips in between
+        job = owned_job(deps, key, job_id)
+        while not job.status.terminal and (left := deadline - time.monotonic()) > 0:
+            wait_changed(min(left, SAFETY_POLL_S if deps.signals.notifies else next(delays)))
+            job = owned_job(deps, key, job_id, consistent=False)
     return job_view(deps, job)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,11 @@ pytestmark = pytest.mark.xdist_group("sandbox")
 
 
 @pytest.fixture
-def scratch(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = Path(os.path.realpath(tmp_path_factory.mktemp("lambda-tmp")))
-    for parent in (root, *root.parents):
-        if str(parent) in ("/", "/tmp"):
-            break
-        os.chmod(parent, 0o711)  # the slot uid traverses to its work dir
+def scratch(monkeypatch: pytest.MonkeyPatch, sandbox_root: str) -> Path:
+    # Under the session's sandbox root, not pytest's tmp_path: the slot uid traverses to its work dir, and
+    # any pytest session on the host resets /tmp/pytest-of-<user> to 0700.
+    root = Path(tempfile.mkdtemp(prefix="lambda-tmp-", dir=sandbox_root))
+    os.chmod(root, 0o711)
     monkeypatch.setenv(lambda_entry.SCRATCH_ENV, str(root))
     return root
 
@@ -109,3 +109,25 @@ def test_the_smallest_memory_class_that_holds_the_job_and_its_headroom() -> None
     assert memory_class(1641) == 1769 and memory_class(1642) == 3136
     assert sandbox_function_name(3008) == "sandbox_3136"
     assert memory_class(3009) is None and pick_sandbox("auto", HUGE, False) == "fargate"
+
+
+_REFUSED_SUBREAPER = """
+import logging, os, sys
+from chalicelib.sandbox import kernel, seccomp_filter
+kernel.install_filter(seccomp_filter.deny_prctl_filter(["PR_SET_CHILD_SUBREAPER"]))
+logging.basicConfig(format="%(message)s")
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "sandbox"
+from chalicelib.sandbox import lambda_entry
+print(lambda_entry.become_subreaper(), lambda_entry.become_subreaper())
+"""
+
+
+def test_handler_reports_a_refused_subreaper_once() -> None:
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", _REFUSED_SUBREAPER], capture_output=True, text=True, env=env)
+    assert done.stdout == "False False\n", done.stderr
+    assert done.stderr.count("PR_SET_CHILD_SUBREAPER) refused") == 1
