@@ -57,6 +57,7 @@ def _create_table(props: dict[str, Any]) -> None:
         ddb.update_time_to_live(TableName=props["TableName"], TimeToLiveSpecification=ttl)
 
 
+_CREATED = ("AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::S3::Bucket")
 LOCAL_ACCOUNT = "123456789012"  # moto's account: what ${AWS::AccountId} is locally
 
 
@@ -108,6 +109,8 @@ def create_resources(
     order = sorted(resources, key=lambda lid: "RedrivePolicy" in resources[lid].get("Properties", {}))
     for logical_id in order:
         spec = resources[logical_id]
+        if spec["Type"] not in _CREATED:
+            continue  # what moto needs no copy of (a bucket's policy)
         props = _resolve(spec["Properties"], params, arns)
         if spec["Type"] == "AWS::SQS::Queue":
             arns[logical_id] = _create_queue(props)

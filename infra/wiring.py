@@ -180,6 +180,15 @@ def queue_policy_patches(chalice: ChaliceTemplate, tiers: Sequence[str]) -> dict
     return out
 
 
+SANDBOX_ROLE_DESCRIPTION = (
+    "Lambda sandbox (user code runs with these credentials, and may read them): only what Lambda needs to attach "
+    "the function to the sandbox VPC (ENI actions scoped by ec2:Vpc/ec2:Subnet and resource ARNs to its subnets and "
+    "security group; the two Describe calls cannot be scoped and only read) and to write its own log streams. Code "
+    "running inside the function is denied the network actions (lambda:SourceFunctionArn); outside it, stolen "
+    "credentials can at most manage interfaces in a VPC with no route out. See infra/DEPLOY.md."
+)
+
+
 def sandbox_reservation_id(size: int) -> str:
     return f"Sandbox{size}ReservedConcurrency"
 
@@ -214,6 +223,7 @@ def sandbox_fragment(settings: Settings) -> dict[str, Any]:
                 "ReservedConcurrentExecutions": {"Fn::If": [condition, {"Ref": param}, {"Ref": "AWS::NoValue"}]},
             }
         }
+        resources[f"{function_id}Role"] = {"Properties": {"Description": SANDBOX_ROLE_DESCRIPTION}}
         resources.update(_sandbox_alarms(function_id, size, param, needed))
     return {"Parameters": parameters, "Conditions": conditions, "Resources": resources}
 
