@@ -10,7 +10,7 @@ STAGE ?= dev
 # image/deploy need only the standard library: the venv's Python when there is one.
 DEPLOY_PY := $(firstword $(wildcard $(BIN)/python) python3)
 
-.PHONY: dev test lint bench chaos fuzz fuzz-api fuzz-edge package image deploy clean install debs
+.PHONY: dev test lint bench chaos cost fuzz fuzz-api fuzz-edge package image deploy clean install debs
 
 # Python packages only; the targets that run the local sandbox also need `debs`.
 install: $(STAMP)
@@ -88,3 +88,6 @@ deploy:
 
 clean:
 	rm -rf $(VENV) .dev build .pytest_cache .mypy_cache .ruff_cache
+
+cost: install debs
+	PYTHONPATH=. $(BIN)/python -m devtools.cost

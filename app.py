@@ -121,6 +121,21 @@ def api(handler: Callable[..., Any]) -> Callable[..., Any]:
             logger.exception("unhandled error")
             get_deps().metric(UNHANDLED_ERRORS, route=handler.__name__)
             return internal_error_response(_request_id())
+        finally:
+            get_deps().flush_metrics()  # the request's metrics, as one EMF line
+
+    return wrapper
+
+
+def _flushing(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """An event handler whose metrics go out as one EMF line when it ends."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            get_deps().flush_metrics()
 
     return wrapper
 
@@ -334,6 +349,7 @@ def set_webhook() -> dict[str, Any]:
 # pushes go through the delivery ports' Connections adapter, whose boto3 client is built on first use from
 # the configured endpoint (the workers push too, outside any WebSocket event).
 @app.on_ws_connect()
+@_flushing
 def websocket_connect(event: Any) -> dict[str, Any]:
     raw = event.to_dict()
     try:
@@ -346,12 +362,14 @@ def websocket_connect(event: Any) -> dict[str, Any]:
 
 
 @app.on_ws_message()
+@_flushing
 def websocket_message(event: Any) -> dict[str, Any]:
     channel.message(get_deps(), event.connection_id, event.body)
     return {"statusCode": 200}
 
 
 @app.on_ws_disconnect()
+@_flushing
 def websocket_disconnect(event: Any) -> dict[str, Any]:
     channel.disconnect(get_deps(), event.connection_id)
     return {"statusCode": 200}
@@ -360,6 +378,7 @@ def websocket_disconnect(event: Any) -> dict[str, Any]:
 # Webhook attempts: a standard queue (per-message delays for the backoff) with its own DLQ. A batch of 5
 # attempts of at most ~5 s each fits well inside the function's 60 s.
 @app.on_sqs_message(queue=f"{APP_NAME}-{STAGE}-webhooks", batch_size=5, name="deliver_webhooks")
+@_flushing
 def deliver_webhooks(event: Any) -> dict[str, Any]:
     return webhooks.process_webhooks(get_deps(), event.to_dict(), event.context)
 
@@ -371,10 +390,12 @@ def _worker_queue(tier: str, dead_letter: bool = False) -> str:
     return queue_name(STAGE, tier, dead_letter)
 
 
+@_flushing
 def _run_jobs(event: Any) -> dict[str, Any]:
     return batches.process_jobs(get_deps(), event.to_dict(), event.context)
 
 
+@_flushing
 def _run_dead_letters(event: Any) -> dict[str, Any]:
     return batches.process_dead_letters(get_deps(), event.to_dict(), event.context)
 
@@ -422,6 +443,7 @@ def dlq_enterprise(event: Any) -> dict[str, Any]:
 
 
 @app.schedule(Rate(2, unit=Rate.MINUTES), name="cleanup")
+@_flushing
 def cleanup(event: Any) -> dict[str, int]:
     """Reap stuck jobs, re-drive orphans, release leaked slots."""
     return reaper.reap(get_deps())
@@ -435,18 +457,32 @@ def cleanup(event: Any) -> dict[str, int]:
     },
     name="fargate_done",
 )
+@_flushing
 def fargate_done(event: Any) -> str:
     from chalicelib.services.fargate import complete_from_event
 
     return complete_from_event(get_deps(), event.to_dict())
 
 
-@app.lambda_function(name="sandbox")
-def sandbox(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The dedicated sandbox function: no permissions, no egress, reserved concurrency (see infra/)."""
+# The dedicated sandbox functions, one per memory class (chalicelib/sandbox/selection.py SANDBOX_MEMORY_CLASSES;
+# .chalice/config.json sizes each): no permissions, no egress, reserved concurrency (see infra/). All run the same
+# handler; the Lambda adapter invokes the smallest that holds a job's memory limit.
+def _sandbox(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.sandbox.lambda_entry import handle
 
     return handle(event, context)
+
+
+@app.lambda_function(name="sandbox_1769")
+def sandbox_1769(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Jobs up to 1,641 MB (1,769 MB: one full vCPU)."""
+    return _sandbox(event, context)
+
+
+@app.lambda_function(name="sandbox_3136")
+def sandbox_3136(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Jobs up to 3,008 MB (the enterprise tier's largest)."""
+    return _sandbox(event, context)
 
 
 # Every deployed tier has its worker and dead-letter function above (refused at start otherwise).

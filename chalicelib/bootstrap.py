@@ -60,9 +60,14 @@ def _signals(settings: Settings) -> JobSignals:
 def build(settings: Settings) -> Deps:
     """Wire the DynamoDB/SQS adapters and the configured sandboxes for `settings`."""
     in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    blobs = None
+    if settings.results_bucket:
+        from chalicelib.adapters.blobs_s3 import S3Blobs
+
+        blobs = S3Blobs(settings.results_bucket)
     return Deps(
         settings=settings,
-        jobs=DynamoJobStore(settings.table("jobs"), ttl_days=settings.job_ttl_days),
+        jobs=DynamoJobStore(settings.table("jobs"), list(settings.tiers), ttl_days=settings.job_ttl_days),
         keys=DynamoKeyStore(settings.table("keys"), settings.tiers),
         counters=DynamoCounters(settings.table("counters")),
         queue=SqsJobQueue(settings.queue),
@@ -71,6 +76,7 @@ def build(settings: Settings) -> Deps:
         metrics=EmfMetrics() if in_lambda else InMemoryMetrics(),
         signals=_signals(settings),
         delivery=delivery_ports(settings),
+        blobs=blobs,
     )
 
 

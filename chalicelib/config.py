@@ -15,12 +15,20 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
+from chalicelib.sandbox.selection import SANDBOX_MEMORY_CLASSES, memory_class
+
 APP_NAME = "code-runner"
 ENV_PREFIX = "CODERUNNER_"
 # The tiers the platform is deployed with: each has its own queue and DLQ (infra/), its worker and DLQ
 # functions (app.py: worker_<tier>, dlq_<tier>), alarms and local worker loops. This tuple is the one list;
 # the settings refuse a tier that is not on it.
 TIER_NAMES = ("free", "pro", "enterprise")
+# SQS receives a job's message may use before SQS moves it to the tier's DLQ (the queues' maxReceiveCount):
+# each platform attempt uses one, a duplicate delivery or a worker lost before it started the job one more,
+# and nothing else does: a job waiting for its owner's slot is parked and its message deleted (services/
+# parking.py), and a throttled sandbox renews the message before it runs out (services/worker.py). So a message
+# received more often than this is a poison message, which the DLQ consumer ends `error` (refunded).
+RECEIVE_SLACK = 2
 
 
 class TierPolicy(BaseModel):
@@ -90,23 +98,27 @@ class Settings(BaseSettings):
     fargate_subnets: CommaList = Field(default_factory=list)
     fargate_security_groups: CommaList = Field(default_factory=list)
     artifacts_bucket: str = ""
+    # Large job inputs and results (infra: ResultsBucket); objects expire with the jobs (job_ttl_days).
+    results_bucket: str = ""
     # Worker behaviour
     # Worker concurrency of a tier = weight x this (Lambda maximum_concurrency). It must stay above every
     # tier's per-key cap, or one key's backlog takes all of its tier's workers (see DESIGN.md section 5).
     workers_per_weight: int = Field(default=4, gt=0)
     max_attempts: int = Field(default=3, gt=0)  # platform attempts before the job errors (and is dead-lettered)
     retry_base_s: int = Field(default=2, gt=0)  # exponential backoff base for platform retries (visibility)
-    slot_wait_s: int = Field(default=1, gt=0)  # how long a message waits before trying again for its owner's slot
+    throttle_cap_s: int = Field(default=60, gt=0)  # longest back-off after a throttled sandbox (never an attempt)
     lease_grace_s: int = Field(default=30, ge=0)  # a running job past wall time + grace is reaped
     orphan_after_s: int = Field(default=60, gt=0)  # a queued job not started this long after it was queued is re-sent
     job_ttl_days: int = Field(default=7, gt=0)
     # Per-IP guard (before auth): requests per minute; a failed auth costs double.
     ip_per_minute: int = Field(default=300, gt=0)
-    # Request size limits. A job is one DynamoDB item (at most 400 KB) holding its code and inputs (at most
-    # `max_job_bytes` as stored) and its result (outputs trimmed to fit: chalicelib/domain/records.py).
+    # Request size limits (README "Limits"): what a job may carry is what every sandbox can take in one request
+    # and answer in one response (a Lambda invoke carries at most 6 MB each way), and what the API can return.
     max_source_bytes: int = 64 * 1024
-    max_stdin_bytes: int = 192 * 1024
-    max_job_bytes: int = Field(default=192 * 1024, gt=0, le=200 * 1024)
+    max_stdin_bytes: int = 1024 * 1024  # stdin, and each test's stdin or expected output
+    max_input_bytes: int = 4 * 1024 * 1024  # stdin plus every test's stdin and expected output
+    max_args_bytes: int = 16 * 1024
+    max_request_bytes: int = 5 * 1024 * 1024  # the job as the sandbox receives it, JSON-encoded
     max_body_bytes: int = 6 * 1024 * 1024
     # HMAC key of the page cursors the API issues (chalicelib/edge/cursors.py); set it in the cloud.
     cursor_secret: SecretStr = SecretStr("")
@@ -159,8 +171,23 @@ class Settings(BaseSettings):
         return self.tiers[name]
 
     def capacity(self, tier: str) -> int:
-        """How many jobs of `tier` the workers run at once."""
+        """How many jobs of `tier` the workers run at once: the one number per tier that sizes the tier's workers
+        (Lambda maximum_concurrency, local worker threads) and, through `sandbox_concurrency`, the sandboxes."""
         return self.tiers[tier].weight * self.workers_per_weight
+
+    def sandbox_concurrency(self, size: int) -> int:
+        """Concurrent invocations the Lambda sandbox of memory class `size` must accept so that it never throttles
+        a worker: every worker of every tier whose largest job may need that class (a worker runs one job)."""
+        reach = {
+            name: memory_class(policy.max_memory_mb) or max(SANDBOX_MEMORY_CLASSES)
+            for name, policy in self.tiers.items()
+        }
+        return sum(self.capacity(name) for name, largest in reach.items() if largest >= size)
+
+    @property
+    def max_receive_count(self) -> int:
+        """The queues' maxReceiveCount: every attempt plus RECEIVE_SLACK (see there)."""
+        return self.max_attempts + RECEIVE_SLACK
 
     def table(self, name: str) -> str:
         """Physical name of one of the platform's DynamoDB tables ("jobs", "keys", "counters")."""

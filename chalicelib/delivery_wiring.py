@@ -20,7 +20,7 @@ def delivery_ports(settings: Settings) -> DeliveryPorts:
         ApiGatewayConnections(settings.ws_management_url) if settings.ws_management_url else NoConnections()
     )
     return DeliveryPorts(
-        job_events=DynamoJobEvents(settings.table("jobs"), table),
+        job_events=DynamoJobEvents(settings.table("jobs"), table, list(settings.tiers)),
         inbox=DynamoInbox(table),
         devices=DynamoDeviceRegistry(table),
         webhooks=DynamoWebhookStore(table),

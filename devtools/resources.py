@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chalicelib.adapters.aws import client as aws_client
-from infra.state import state_template
+from infra.state import RESOURCES, state_template
 
 CHALICE_STAGE = "dev"  # whose function timeouts give the parameters' defaults (.chalice/config.json)
 
@@ -57,14 +57,51 @@ def _create_table(props: dict[str, Any]) -> None:
         ddb.update_time_to_live(TableName=props["TableName"], TimeToLiveSpecification=ttl)
 
 
+_CREATED = ("AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::S3::Bucket")
+LOCAL_ACCOUNT = "123456789012"  # moto's account: what ${AWS::AccountId} is locally
+
+
+def _create_bucket(props: dict[str, Any]) -> None:
+    s3 = aws_client("s3")
+    try:
+        s3.create_bucket(Bucket=props["BucketName"])
+    except Exception as exc:  # noqa: BLE001 - created already by an earlier stack on this endpoint
+        if "BucketAlreadyOwnedByYou" not in str(exc):
+            raise
+    if "LifecycleConfiguration" in props:
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=props["BucketName"], LifecycleConfiguration={"Rules": _lifecycle_rules(props)}
+        )
+
+
+def _lifecycle_rules(props: dict[str, Any]) -> list[dict[str, Any]]:
+    """CloudFormation's lifecycle rules in the S3 API's shape."""
+    rules = []
+    for rule in props["LifecycleConfiguration"]["Rules"]:
+        api: dict[str, Any] = {"ID": rule["Id"], "Status": rule["Status"], "Filter": {"Prefix": ""}}
+        if "ExpirationInDays" in rule:
+            api["Expiration"] = {"Days": rule["ExpirationInDays"]}
+        if "AbortIncompleteMultipartUpload" in rule:
+            api["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
+        rules.append(api)
+    return rules
+
+
+def results_bucket(stage: str) -> str:
+    """The results bucket's name on the local stack for `stage` (the template's, with moto's account)."""
+    spec = json.loads(RESOURCES.read_text())["Resources"]["ResultsBucket"]["Properties"]["BucketName"]["Fn::Sub"]
+    return str(spec.replace("${Stage}", stage).replace("${AWS::AccountId}", LOCAL_ACCOUNT))
+
+
 def create_resources(
     stage: str = "dev", overrides: dict[str, Any] | None = None, tiers: Sequence[str] | None = None
 ) -> dict[str, str]:
-    """Create every queue and table of the state template for `stage` (and `tiers`, default TIER_NAMES);
-    returns logical id -> physical name. `overrides` sets template parameters (e.g. VisibilityTimeout)."""
+    """Create every queue, table and bucket of the state template for `stage` (and `tiers`, default
+    TIER_NAMES); returns logical id -> physical name. `overrides` sets template parameters (e.g.
+    VisibilityTimeout)."""
     template = state_template(CHALICE_STAGE, tiers)
     params = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
-    params.update({"Stage": stage, **(overrides or {})})
+    params.update({"Stage": stage, "AWS::AccountId": LOCAL_ACCOUNT, **(overrides or {})})
     arns: dict[str, str] = {}
     created: dict[str, str] = {}
     resources = template["Resources"]
@@ -72,6 +109,8 @@ def create_resources(
     order = sorted(resources, key=lambda lid: "RedrivePolicy" in resources[lid].get("Properties", {}))
     for logical_id in order:
         spec = resources[logical_id]
+        if spec["Type"] not in _CREATED:
+            continue  # what moto needs no copy of (a bucket's policy)
         props = _resolve(spec["Properties"], params, arns)
         if spec["Type"] == "AWS::SQS::Queue":
             arns[logical_id] = _create_queue(props)
@@ -79,4 +118,7 @@ def create_resources(
         elif spec["Type"] == "AWS::DynamoDB::Table":
             _create_table(props)
             created[logical_id] = props["TableName"]
+        elif spec["Type"] == "AWS::S3::Bucket":
+            _create_bucket(props)
+            created[logical_id] = props["BucketName"]
     return created

@@ -58,8 +58,10 @@ def dev_file(variable: str, default_name: str) -> Path:
 
 
 def local_environment(moto_port: int, service_ports: dict[str, int] | None = None) -> dict[str, str]:
-    """Fake credentials and the local endpoints (one per service given, the catch-all for any other):
-    nothing here can reach real AWS."""
+    """Fake credentials and the local endpoints (one per service given, the catch-all for any other, S3's
+    results bucket included): nothing here can reach real AWS."""
+    from devtools.resources import results_bucket
+
     endpoints = {f"AWS_ENDPOINT_URL_{s.upper()}": f"http://127.0.0.1:{p}" for s, p in (service_ports or {}).items()}
     return {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -72,6 +74,7 @@ def local_environment(moto_port: int, service_ports: dict[str, int] | None = Non
         "POWERTOOLS_SERVICE_NAME": "code-runner",
         "CODERUNNER_STAGE": os.environ.get("CODERUNNER_STAGE", "dev"),
         "CODERUNNER_SANDBOX_MODE": "local",
+        "CODERUNNER_RESULTS_BUCKET": results_bucket(os.environ.get("CODERUNNER_STAGE", "dev")),
         # Webhooks to this machine (http or https to loopback), so that tests and users can receive them.
         "CODERUNNER_WEBHOOK_ALLOW_LOOPBACK": os.environ.get("CODERUNNER_WEBHOOK_ALLOW_LOOPBACK", "true"),
         **endpoints,

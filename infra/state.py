@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chalicelib.config import TIER_NAMES
+from chalicelib.config import RECEIVE_SLACK, TIER_NAMES, settings_from_env
 from chalicelib.tier_resources import tier_resources
 
 INFRA = Path(__file__).resolve().parent
 RESOURCES = INFRA / "resources.json"
 CHALICE_CONFIG = INFRA.parent / ".chalice" / "config.json"
 EVENT_SOURCE_VISIBILITY_FACTOR = 6  # AWS's recommendation for SQS queues that feed a Lambda function
-DEFAULT_MAX_RECEIVE_COUNT = 1000  # see the MaxReceiveCount parameter
+SETTINGS = settings_from_env()  # max_attempts (CODERUNNER_MAX_ATTEMPTS at package time) sets MaxReceiveCount
 
 
 def tier_id(tier: str) -> str:
@@ -63,11 +63,14 @@ def _parameters(stage: str, tiers: Sequence[str]) -> dict[str, Any]:
         },
         "MaxReceiveCount": {
             "Type": "Number",
-            "Default": DEFAULT_MAX_RECEIVE_COUNT,
+            "Default": SETTINGS.max_receive_count,
             "MinValue": 1,
-            "Description": "Receives before SQS moves a job to its tier's DLQ. A job waiting for its owner's slot "
-            "uses receives too, so this must exceed the longest legal wait; platform retries are counted by "
-            "the job itself (max_attempts).",
+            "Description": f"Receives before SQS moves a job's message to its tier's DLQ (whose consumer ends the job "
+            f"error, refunded): the job's max_attempts ({SETTINGS.max_attempts}) plus {RECEIVE_SLACK} "
+            "(chalicelib/config.py RECEIVE_SLACK: a duplicate delivery, a worker lost before it started the job). "
+            "Nothing else spends receives: a job waiting for its owner's slot is parked and its message deleted "
+            "(chalicelib/services/parking.py), and a throttled sandbox renews the message before it runs out. A "
+            "message received more often is a poison message.",
         },
     }
 

@@ -11,13 +11,16 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from chalicelib.config import APP_NAME
+from chalicelib.config import APP_NAME, Settings, settings_from_env
+from chalicelib.sandbox.selection import SANDBOX_MEMORY_CLASSES
 from chalicelib.tier_resources import tier_resources
 from infra import alarms
 from infra.chalice_template import ChaliceTemplate
 from infra.state import queue_id
 
-SANDBOX_FUNCTION = "Sandbox"  # app.py `@app.lambda_function(name="sandbox")`
+# app.py's `sandbox_<mb>` functions, one per memory class: logical id -> memory (MB).
+SANDBOX_FUNCTIONS = {f"Sandbox{size}": size for size in SANDBOX_MEMORY_CLASSES}
+SANDBOX_FUNCTION_PREFIX = f"{APP_NAME}-${{Stage}}-sandbox"  # + "_<mb>": what the Lambda adapter invokes
 # The statement of .chalice/policy-worker.json whose Resource this module fills with every tier's queues.
 TIER_QUEUES_SID = "TierQueuesAndDeadLetterQueues"
 # The rest of the WebSocket API's URLs after its id (a Sub of the region and URL suffix inside every function's
@@ -28,7 +31,8 @@ WS_HOST_AND_STAGE = {"Fn::Sub": ".execute-api.${AWS::Region}.${AWS::URLSuffix}/a
 # none of it: user code runs there and has no business knowing the platform's resources.
 PLATFORM_ENVIRONMENT: dict[str, Any] = {
     "CODERUNNER_STAGE": {"Ref": "Stage"},
-    "CODERUNNER_SANDBOX_FUNCTION": {"Ref": SANDBOX_FUNCTION},
+    "CODERUNNER_SANDBOX_FUNCTION": {"Fn::Sub": SANDBOX_FUNCTION_PREFIX},
+    "CODERUNNER_RESULTS_BUCKET": {"Ref": "ResultsBucket"},
     "CODERUNNER_FARGATE_CLUSTER": {"Ref": "SandboxCluster"},
     "CODERUNNER_FARGATE_TASK_DEFINITION": {"Ref": "SandboxTaskDefinition"},
     "CODERUNNER_FARGATE_SUBNETS": {"Fn::Join": [",", [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}]]},
@@ -40,6 +44,11 @@ PLATFORM_ENVIRONMENT: dict[str, Any] = {
     "CODERUNNER_WS_URL": {"Fn::Join": ["", ["wss://", {"Ref": "WebsocketAPI"}, WS_HOST_AND_STAGE]]},
     "CODERUNNER_WS_MANAGEMENT_URL": {"Fn::Join": ["", ["https://", {"Ref": "WebsocketAPI"}, WS_HOST_AND_STAGE]]},
 }
+
+
+# Every function logs JSON, and Lambda's own START, END and REPORT lines (INFO) are dropped: three lines per
+# invocation that CloudWatch Logs would bill by the byte (the REPORT figures are in Lambda's metrics anyway).
+FUNCTION_LOGGING = {"LogFormat": "JSON", "ApplicationLogLevel": "INFO", "SystemLogLevel": "WARN"}
 
 
 class WiringError(ValueError):
@@ -93,8 +102,8 @@ def function_patches(chalice: ChaliceTemplate, queues: dict[str, str]) -> dict[s
     out: dict[str, Any] = {}
     problems = []
     for function_id, name in chalice.function_names.items():
-        properties: dict[str, Any] = {"FunctionName": function_name(name)}
-        if function_id != SANDBOX_FUNCTION:
+        properties: dict[str, Any] = {"FunctionName": function_name(name), "LoggingConfig": dict(FUNCTION_LOGGING)}
+        if function_id not in SANDBOX_FUNCTIONS:
             properties["Environment"] = {"Variables": dict(PLATFORM_ENVIRONMENT)}
         events = {}
         for event_id, queue_name in _sqs_events(chalice, function_id).items():
@@ -171,9 +180,92 @@ def queue_policy_patches(chalice: ChaliceTemplate, tiers: Sequence[str]) -> dict
     return out
 
 
+SANDBOX_ROLE_DESCRIPTION = (
+    "Lambda sandbox (user code runs with these credentials, and may read them): only what Lambda needs to attach "
+    "the function to the sandbox VPC (ENI actions scoped by ec2:Vpc/ec2:Subnet and resource ARNs to its subnets and "
+    "security group; the two Describe calls cannot be scoped and only read) and to write its own log streams. Code "
+    "running inside the function is denied the network actions (lambda:SourceFunctionArn); outside it, stolen "
+    "credentials can at most manage interfaces in a VPC with no route out. See infra/DEPLOY.md."
+)
+
+
+def sandbox_reservation_id(size: int) -> str:
+    return f"Sandbox{size}ReservedConcurrency"
+
+
+def sandbox_fragment(settings: Settings) -> dict[str, Any]:
+    """Each sandbox function's VPC placement, reserved concurrency (a parameter) and alarms.
+
+    The concurrency a class must have so that it never throttles a worker follows from the tiers' capacities
+    (chalicelib/config.py `Settings.sandbox_concurrency`); reserving it needs that much of the account's quota
+    beyond the 100 Lambda keeps unreserved, which a new account does not have, so the default reserves none and
+    says how much to reserve. A throttle is never a failed attempt (the job backs off), only a delay."""
+    parameters, conditions, resources = {}, {}, {}
+    for function_id, size in SANDBOX_FUNCTIONS.items():
+        param, condition = sandbox_reservation_id(size), f"Reserve{function_id}Concurrency"
+        needed = settings.sandbox_concurrency(size)
+        parameters[param] = {
+            "Type": "Number",
+            "Default": 0,
+            "MinValue": 0,
+            "Description": f"Concurrent executions reserved for the {size} MB sandbox; 0 reserves none (it then "
+            f"shares the account's unreserved pool). {needed} (every worker of the tiers whose jobs may need this "
+            "class) means it can never throttle a worker. Lambda keeps 100 of the account's quota unreserved and "
+            "new accounts start with a low quota: reserve once the quota allows it (infra/DEPLOY.md).",
+        }
+        conditions[condition] = {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, 0]}]}
+        resources[function_id] = {
+            "Properties": {
+                "VpcConfig": {
+                    "SubnetIds": [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}],
+                    "SecurityGroupIds": [{"Ref": "SandboxFunctionSecurityGroup"}],
+                },
+                "ReservedConcurrentExecutions": {"Fn::If": [condition, {"Ref": param}, {"Ref": "AWS::NoValue"}]},
+            }
+        }
+        resources[f"{function_id}Role"] = {"Properties": {"Description": SANDBOX_ROLE_DESCRIPTION}}
+        resources.update(_sandbox_alarms(function_id, size, param, needed))
+    return {"Parameters": parameters, "Conditions": conditions, "Resources": resources}
+
+
+def _sandbox_alarms(function_id: str, size: int, param: str, needed: int) -> dict[str, Any]:
+    dimensions = [{"Name": "FunctionName", "Value": {"Ref": function_id}}]
+    return {
+        f"{function_id}ThrottlesAlarm": alarms.alarm(
+            f"sandbox-{size}-throttles",
+            f"Lambda throttled the {size} MB sandbox: it reached {param} or, with no reservation, the account's "
+            f"concurrency ran out. Jobs wait (a throttle is never an attempt); reserve at least {needed} or raise "
+            "the account's quota.",
+            Namespace="AWS/Lambda",
+            MetricName="Throttles",
+            Dimensions=dimensions,
+            Statistic="Sum",
+            Period=300,
+            EvaluationPeriods=1,
+            Threshold=0,
+            ComparisonOperator="GreaterThanThreshold",
+        ),
+        f"{function_id}ErrorsAlarm": alarms.alarm(
+            f"sandbox-{size}-errors",
+            f"The {size} MB sandbox itself failed (crash, timeout, out of memory of the supervisor) in 2 of the "
+            "last 3 five-minute periods; user code failing is a result, not an error.",
+            Namespace="AWS/Lambda",
+            MetricName="Errors",
+            Dimensions=dimensions,
+            Statistic="Sum",
+            Period=300,
+            EvaluationPeriods=3,
+            DatapointsToAlarm=2,
+            Threshold=0,
+            ComparisonOperator="GreaterThanThreshold",
+        ),
+    }
+
+
 def generate(chalice: ChaliceTemplate, state: dict[str, Any], stage: str, tiers: Sequence[str]) -> dict[str, Any]:
-    """The generated fragment: function patches, log groups, queue permissions, and the generated alarms.
-    WiringError lists everything the app lacks for `tiers`."""
+    """The generated fragment: function patches, log groups, queue permissions, the generated alarms, and each
+    sandbox function's placement, reservation and alarms. WiringError lists everything the app lacks for
+    `tiers`."""
     problems = tier_problems(chalice, tiers, stage)
     if problems:
         raise WiringError(problems)
@@ -185,4 +277,14 @@ def generate(chalice: ChaliceTemplate, state: dict[str, Any], stage: str, tiers:
         out.update(alarms.tier_alarms(tier, workers[queue_id(tier)]))
     out.update(alarms.table_alarms(state["Resources"]))
     out.update(alarms.app_error_alarms())
-    return {"Resources": out}
+    sandboxes = sandbox_fragment(settings_from_env())
+    for logical_id, patch in sandboxes["Resources"].items():
+        out[logical_id] = _merged(out.get(logical_id, {}), patch)
+    return {"Parameters": sandboxes["Parameters"], "Conditions": sandboxes["Conditions"], "Resources": out}
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merged(merged[key], value) if isinstance(merged.get(key), dict) else value
+    return merged

@@ -193,7 +193,8 @@ def _moto_stack() -> Iterator[Any]:
 
     saved = dict(os.environ)
     port = free_port()
-    os.environ.update({**local_environment(port), "CODERUNNER_STAGE": "bench" + uuid.uuid4().hex[:8]})
+    os.environ["CODERUNNER_STAGE"] = "bench" + uuid.uuid4().hex[:8]  # first: the local names follow the stage
+    os.environ.update(local_environment(port))
     server = start_moto(port)
     try:
         bootstrap.reset()

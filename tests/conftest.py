@@ -48,5 +48,7 @@ def stack_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[d
     bootstrap.reset()
     estimates.clear_cache()
     names = create_resources(stage)
+    monkeypatch.setenv("CODERUNNER_RESULTS_BUCKET", names["ResultsBucket"])
+    bootstrap.reset()
     yield {"stage": stage, "names": names, "endpoint": moto_endpoint}
     bootstrap.reset()

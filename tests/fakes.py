@@ -13,7 +13,7 @@ from chalicelib.domain.jobs import Job, JobStatus, check_transition
 from chalicelib.domain.quotas import QuotaState, charged, refunded
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
 from chalicelib.services.deps import Deps
-from chalicelib.services.ports import ApiKey, KeyLoad, Page, TaskStopped
+from chalicelib.services.ports import ApiKey, KeyLoad, Page, Slots, TaskStopped
 from chalicelib.services.signals import InProcessSignals
 from tests.fakes_delivery import memory_delivery
 
@@ -42,7 +42,7 @@ class MemoryJobStore:
                 raise AlreadyExists(job.id)
             self.jobs[job.id] = job
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, consistent: bool = True) -> Job | None:
         return self.jobs.get(job_id)
 
     def transition(
@@ -58,7 +58,7 @@ class MemoryJobStore:
                 raise StaleState("status")
             if expected_attempts is not None and cur.attempts != expected_attempts:
                 raise StaleState("attempts")
-            updated = cur.model_copy(update={**changes, "status": new})
+            updated = cur.model_copy(update={**changes, "status": new, "parked": False})
             self.jobs[job.id] = updated
             return updated
 
@@ -82,6 +82,31 @@ class MemoryJobStore:
         return self._set_if(
             job_id, lambda j: j.status is JobStatus.QUEUED and not j.redriven_late, redriven_late=True, due_at=None
         )
+
+    def park(self, job: Job) -> Job | None:
+        with self.lock:
+            cur = self.jobs.get(job.id)
+            if cur is None or cur.status is not JobStatus.QUEUED or cur.attempts != job.attempts or cur.parked:
+                return None
+            parked = cur.model_copy(update={"parked": True, "parks": cur.parks + 1, "due_at": None})
+            self.jobs[job.id] = parked
+            return parked
+
+    def unpark(self, job_id: str, due_at: float) -> Job | None:
+        with self.lock:
+            cur = self.jobs.get(job_id)
+            if cur is None or cur.status is not JobStatus.QUEUED or not cur.parked:
+                return None
+            woken = cur.model_copy(update={"parked": False, "due_at": due_at})
+            self.jobs[job_id] = woken
+            return woken
+
+    def parked_of(self, key_id: str, limit: int) -> list[tuple[int, str]]:
+        parked = sorted((j.seq, j.id) for j in self.jobs.values() if j.parked and j.key_id == key_id)
+        return parked[:limit]
+
+    def parked_keys(self) -> set[str]:
+        return {j.key_id for j in self.jobs.values() if j.parked}
 
     def list_by_owner(self, owner: str, limit: int, cursor: str | None, status: JobStatus | None = None) -> Page:
         mine = sorted(
@@ -153,6 +178,7 @@ class MemoryCounters:
         self.tiers: dict[str, dict[str, int]] = {}
         self.slots: dict[str, set[str]] = {}
         self.active: dict[str, set[str]] = {}
+        self.parked: dict[str, int] = {}
         self.runs: dict[tuple[str, int], list[int]] = {}
         self.idem: dict[str, tuple[str, str]] = {}
         self.suspects: dict[str, object] = {}
@@ -169,11 +195,13 @@ class MemoryCounters:
             t["seq"] += 1
             return t["seq"], t["queued"] - 1
 
-    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0) -> None:
+    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0, run: tuple[int, float] | None = None) -> None:
         with self.lock:
             t = self._tier(tier)
             t["queued"] += queued
             t["running"] += running
+        if run is not None:
+            self.record_run(tier, *run)
 
     def tier_counts(self, tier: str) -> tuple[int, int]:
         t = self._tier(tier)
@@ -198,17 +226,33 @@ class MemoryCounters:
             self.suspects[tier] = sighting
             return False
 
-    def acquire_slot(self, owner: str, holder: str, cap: int) -> bool:
+    def _slots(self, owner: str) -> Slots:
+        return Slots(frozenset(self.slots.get(owner, set())), self.parked.get(owner, 0))
+
+    def acquire_slot(self, owner: str, holder: str, cap: int) -> Slots | None:
         with self.lock:
             holders = self.slots.setdefault(owner, set())
             if holder in holders or len(holders) < cap:
                 holders.add(holder)
-                return True
-            return False
+                return self._slots(owner)
+            return None
 
-    def release_slot(self, owner: str, holder: str) -> None:
+    def release_slot(self, owner: str, holder: str) -> Slots:
         with self.lock:
             self.slots.setdefault(owner, set()).discard(holder)
+            return self._slots(owner)
+
+    def count_parked(self, owner: str, delta: int) -> Slots:
+        with self.lock:
+            self.parked[owner] = max(0, self.parked.get(owner, 0) + delta)
+            return self._slots(owner)
+
+    def reset_parked(self, owner: str, seen: int) -> bool:
+        with self.lock:
+            if self.parked.get(owner, 0) != seen:
+                return False
+            self.parked[owner] = 0
+            return True
 
     def holders_of(self, owner: str) -> set[str]:
         return set(self.slots.get(owner, set()))
@@ -230,6 +274,9 @@ class MemoryCounters:
 
     def active_by_owner(self) -> dict[str, set[str]]:
         return {k: set(v) for k, v in self.active.items() if v}
+
+    def all_slots(self) -> dict[str, Slots]:
+        return {owner: self._slots(owner) for owner in set(self.slots) | set(self.parked)}
 
     def record_run(self, tier: str, run_ms: int, now: float) -> None:
         self.runs.setdefault((tier, int(now // STATS_BUCKET_S)), []).append(run_ms)
@@ -333,6 +380,22 @@ class FakeTaskSandbox:
         return {"type": "fake-task-stopped", "job_id": job_id, "task_arn": task_arn, "reason": reason}
 
 
+class MemoryBlobs:
+    """Blobs in a dict; `url` is a fake address naming the key."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def put(self, key: str, data: bytes) -> None:
+        self.blobs[key] = bytes(data)
+
+    def get(self, key: str) -> bytes | None:
+        return self.blobs.get(key)
+
+    def url(self, key: str, ttl_s: int) -> str:
+        return f"https://blobs.invalid/{key}?ttl={ttl_s}"
+
+
 class MemorySignals(InProcessSignals):
     """Job change announcements within the test process (the local stack's, minus the sockets), recorded."""
 
@@ -352,6 +415,9 @@ class ListMetrics:
     def add(self, name: str, value: float, unit: str, dims: dict[str, str]) -> None:
         self.points.append((name, value, dims))
 
+    def flush(self) -> None:
+        """Nothing to write: the points are the record."""
+
     def count(self, name: str, **dims: str) -> float:
         return sum(v for n, v, d in self.points if n == name and all(d.get(k) == x for k, x in dims.items()))
 
@@ -370,4 +436,5 @@ def make_deps(settings: Settings | None = None, clock: FakeClock | None = None) 
         metrics=ListMetrics(),
         delivery=memory_delivery(jobs),
         signals=MemorySignals(),
+        blobs=MemoryBlobs(),
     )

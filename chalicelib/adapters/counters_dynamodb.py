@@ -9,19 +9,18 @@ from typing import Any
 from chalicelib.adapters.aws import ConditionFailed, LazyClient
 from chalicelib.adapters.dynamo import marshal, unmarshal, value
 from chalicelib.domain.errors import QueueFull
-from chalicelib.services.ports import KeyLoad
+from chalicelib.services.ports import KeyLoad, Slots
 
 _STATS_BUCKET_S = 300  # run-time stats are kept per 5-minute bucket; "recent" = this bucket and the last
 
 
-def _load(item: dict[str, Any]) -> KeyLoad:
-    return KeyLoad(frozenset(item.get("active", set())), len(item.get("holders", set())))
-
-
 class DynamoCounters:
-    """Counters table: pk `pk`. Items: `tier#T` (queued, running, seq), `slots#OWNER` (holders: string set;
-    active: the owner's jobs in flight, string set),
-    `stats#T#BUCKET` (sum_ms, n), `idem#SCOPE` (body_hash, job_id)."""
+    """Counters table: pk `pk`. Items: `tier#T` (queued, running, seq; and the run-time statistics of the
+    tier's last two 5-minute buckets, one slot per bucket parity: r0b/r1b the bucket, r0s/r1s the summed ms,
+    r0n/r1n the runs, so that a job's end updates the counters and the statistics in one write),
+    `slots#OWNER` (holders: string set; parked: how many of the owner's jobs wait for a slot; active: the
+    owner's jobs in flight, string set), `idem#SCOPE` (body_hash, job_id). A key's own run-time statistics
+    are kept like a tier's, on `tier#<estimates.key_scope(key)>`."""
 
     def __init__(self, table: str, client: Any = None) -> None:
         self.table = table
@@ -55,16 +54,36 @@ class DynamoCounters:
             raise QueueFull(tier, cap) from exc
         return int(item["seq"]), int(item["queued"]) - 1
 
-    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0) -> None:
-        parts, values = [], {}
-        if queued:
-            parts.append("queued :q")
-            values[":q"] = queued
-        if running:
-            parts.append("running :r")
-            values[":r"] = running
-        if parts:
-            self._update(f"tier#{tier}", "ADD " + ", ".join(parts), values)
+    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0, run: tuple[int, float] | None = None) -> None:
+        adds = {name: delta for name, delta in (("queued", queued), ("running", running)) if delta}
+        if run is None:
+            if adds:
+                self._update(f"tier#{tier}", _add(adds), {f":{k}": v for k, v in adds.items()})
+            return
+        run_ms, now = run
+        bucket = int(now // _STATS_BUCKET_S)
+        slot = f"r{bucket % 2}"
+        counts = {f":{k}": v for k, v in adds.items()}
+        stats = {f"{slot}s": run_ms, f"{slot}n": 1}
+        values = {**counts, f":{slot}s": run_ms, f":{slot}n": 1, ":b": bucket}
+        this_bucket = f"{slot}b = :b"
+        tries = (
+            (_add({**adds, **stats}), this_bucket),  # the usual case: this bucket's slot is current
+            # the first run of a bucket takes over the slot of the bucket before last
+            (
+                f"SET {slot}b = :b, {slot}s = :{slot}s, {slot}n = :{slot}n" + (" " + _add(adds) if adds else ""),
+                f"attribute_not_exists({slot}b) OR {slot}b < :b",
+            ),
+            (_add({**adds, **stats}), this_bucket),  # another writer took it over first
+        )
+        for expr, condition in tries:
+            try:
+                self._update(f"tier#{tier}", expr, values, condition)
+                return
+            except ConditionFailed:
+                continue
+        if adds:  # a clock ahead of ours rolled the slot past this bucket: the run is not counted
+            self._update(f"tier#{tier}", _add(adds), counts)
 
     def tier_counts(self, tier: str) -> tuple[int, int]:
         item = self._get(f"tier#{tier}")
@@ -100,27 +119,48 @@ class DynamoCounters:
         return unmarshal(resp.get("Item")) or {}
 
     # -- per-owner running slots ---------------------------------------------------------------------------
-    def acquire_slot(self, owner: str, holder: str, cap: int) -> bool:
+    def acquire_slot(self, owner: str, holder: str, cap: int) -> Slots | None:
         try:
-            self._update(
+            item = self._update(
                 f"slots#{owner}",
                 "ADD holders :me",
                 {":me": {holder}, ":id": holder, ":cap": cap},
                 "attribute_not_exists(holders) OR size(holders) < :cap OR contains(holders, :id)",
             )
+        except ConditionFailed:
+            return None
+        return _slots(item)
+
+    def release_slot(self, owner: str, holder: str) -> Slots:
+        return _slots(self._update(f"slots#{owner}", "DELETE holders :me", {":me": {holder}}))
+
+    def count_parked(self, owner: str, delta: int) -> Slots:
+        condition = None if delta >= 0 else "parked >= :least"
+        values: dict[str, Any] = {":d": delta} if delta >= 0 else {":d": delta, ":least": -delta}
+        try:
+            return _slots(self._update(f"slots#{owner}", "ADD parked :d", values, condition))
+        except ConditionFailed:  # already at zero (a drift the reaper set right): leave it there
+            return self._slots_now(owner)
+
+    def _slots_now(self, owner: str) -> Slots:
+        return _slots(self._get(f"slots#{owner}"))
+
+    def reset_parked(self, owner: str, seen: int) -> bool:
+        try:
+            self._update(f"slots#{owner}", "SET parked = :zero", {":zero": 0, ":seen": seen}, "parked = :seen")
             return True
         except ConditionFailed:
             return False
 
-    def release_slot(self, owner: str, holder: str) -> None:
-        self._update(f"slots#{owner}", "DELETE holders :me", {":me": {holder}})
-
     def holders_of(self, owner: str) -> set[str]:
         """The slots one key holds now (one consistent GetItem)."""
-        return set(self._get(f"slots#{owner}").get("holders", set()))
+        return set(self._slots_now(owner).holders)
 
     def slot_holders(self) -> dict[str, set[str]]:
-        return {owner: set(item.get("holders", set())) for owner, item in self._slot_items()}
+        return {owner: set(slots.holders) for owner, slots in self.all_slots().items()}
+
+    def all_slots(self) -> dict[str, Slots]:
+        return {owner: _slots(item) for owner, item in self._slot_items()}
 
     def _slot_items(self) -> list[tuple[str, dict[str, Any]]]:
         """Every `slots#OWNER` item (a consistent scan)."""
@@ -143,6 +183,7 @@ class DynamoCounters:
             if not start:
                 return out
 
+    # -- run-time statistics --------------------------------------------------------------------------------
     # -- per-owner jobs in flight (on the slots item: one read gives the whole load) -------------------------
     def track_active(self, owner: str, job_id: str) -> KeyLoad:
         item = self._update(f"slots#{owner}", "ADD active :id", {":id": {job_id}})
@@ -157,25 +198,18 @@ class DynamoCounters:
     def active_by_owner(self) -> dict[str, set[str]]:
         return {owner: set(item["active"]) for owner, item in self._slot_items() if item.get("active")}
 
-    # -- run-time statistics --------------------------------------------------------------------------------
     def record_run(self, tier: str, run_ms: int, now: float) -> None:
-        bucket = int(now // _STATS_BUCKET_S)
-        self.client.update_item(
-            TableName=self.table,
-            Key={"pk": {"S": f"stats#{tier}#{bucket}"}},
-            UpdateExpression="ADD sum_ms :ms, n :one SET #ttl = :ttl",
-            ExpressionAttributeNames={"#ttl": "ttl"},
-            ExpressionAttributeValues={":ms": value(run_ms), ":one": value(1), ":ttl": value(int(now) + 3600)},
-        )
+        self.adjust_tier(tier, run=(run_ms, now))
 
     def recent_run_ms(self, tier: str, now: float) -> float | None:
         bucket = int(now // _STATS_BUCKET_S)
-        resp = self.client.batch_get_item(
-            RequestItems={self.table: {"Keys": [{"pk": {"S": f"stats#{tier}#{b}"}} for b in (bucket, bucket - 1)]}}
-        )
-        items = [unmarshal(i) or {} for i in resp.get("Responses", {}).get(self.table, [])]
-        n = sum(int(i.get("n", 0)) for i in items)
-        return sum(float(i.get("sum_ms", 0)) for i in items) / n if n else None
+        item = self._get(f"tier#{tier}")
+        runs = total = 0
+        for slot in ("r0", "r1"):
+            if item.get(f"{slot}b") in (bucket, bucket - 1):
+                runs += int(item.get(f"{slot}n", 0))
+                total += int(item.get(f"{slot}s", 0))
+        return total / runs if runs else None
 
     # -- idempotency ----------------------------------------------------------------------------------------
     def claim_idempotency(self, scope: str, body_hash: str, job_id: str, now: float) -> tuple[str, str] | None:
@@ -191,3 +225,16 @@ class DynamoCounters:
 
     def drop_idempotency(self, scope: str) -> None:
         self.client.delete_item(TableName=self.table, Key={"pk": {"S": f"idem#{scope}"}})
+
+
+def _load(item: dict[str, Any]) -> KeyLoad:
+    return KeyLoad(frozenset(item.get("active", set())), len(item.get("holders", set())))
+
+
+def _slots(item: dict[str, Any]) -> Slots:
+    return Slots(frozenset(item.get("holders", set())), max(0, int(item.get("parked", 0))))
+
+
+def _add(deltas: dict[str, int]) -> str:
+    """`ADD a :a, b :b` for the attributes in `deltas` (their values named `:<attribute>`)."""
+    return "ADD " + ", ".join(f"{name} :{name}" for name in deltas)

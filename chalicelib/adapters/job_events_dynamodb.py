@@ -1,22 +1,22 @@
 """JobEvents on DynamoDB: the delivery bookkeeping on the job records, and each key's event counter.
 
-The marker: a terminal job carries `active = "unpublished"` and `due_at = finished_at + PUBLISH_GRACE_S`
-(domain/events.py)
-(the jobs table's sparse `active_jobs` index, which the reaper already reads for running and queued jobs),
-written by the same conditional update that makes the job terminal (adapters/jobs_dynamodb.py). It is
-removed once the event reached its destinations. The cleanup queries the index for marked jobs past their
-grace, so a job whose worker died between the terminal write and the fan-out still gets its event.
+The marker: a terminal job keeps its place in the jobs table's sparse `active_by_tier` index (its `active`
+attribute), with `due_at = finished_at + PUBLISH_GRACE_S` (domain/events.py), written by the same conditional
+update that makes the job terminal (adapters/jobs_dynamodb.py). It is removed once the event reached its
+destinations. The cleanup queries the index for terminal jobs still in it past their grace, so a job whose
+worker died between the terminal write and the fan-out still gets its event.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from chalicelib.adapters.aws import ConditionFailed, LazyClient
 from chalicelib.adapters.dynamo import unmarshal, value
-from chalicelib.adapters.jobs_dynamodb import UNPUBLISHED, from_item
+from chalicelib.adapters.jobs_dynamodb import active_ids, get_jobs
 from chalicelib.domain.events import event_id
-from chalicelib.domain.jobs import Job
+from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.domain.webhooks import WebhookDelivery
 
 
@@ -26,8 +26,9 @@ def settings_key(key_id: str) -> dict[str, Any]:
 
 
 class DynamoJobEvents:
-    def __init__(self, jobs_table: str, delivery_table: str, client: Any = None) -> None:
+    def __init__(self, jobs_table: str, delivery_table: str, tiers: Sequence[str], client: Any = None) -> None:
         self.jobs_table, self.delivery_table = jobs_table, delivery_table
+        self.tiers = tuple(tiers)
         self._client = client
 
     client = LazyClient("dynamodb")
@@ -85,11 +86,9 @@ class DynamoJobEvents:
         )
 
     def unpublished(self, now: float, limit: int = 100) -> list[Job]:
-        resp = self.client.query(
-            TableName=self.jobs_table,
-            IndexName="active_jobs",
-            KeyConditionExpression="active = :a AND due_at <= :now",
-            ExpressionAttributeValues={":a": {"S": UNPUBLISHED}, ":now": value(now)},
-            Limit=limit,
-        )
-        return [from_item(unmarshal(i) or {}) for i in resp.get("Items", [])]
+        live = {":q": value(JobStatus.QUEUED.value), ":r": value(JobStatus.RUNNING.value), ":now": value(now)}
+        condition = "NOT (#st IN (:q, :r)) AND due_at <= :now"
+        ids = active_ids(self.client, self.jobs_table, self.tiers, condition, live, limit)
+        # The index lags the table by a moment: keep the jobs their records say are still unpublished.
+        jobs = get_jobs(self.client, self.jobs_table, ids)
+        return [j for j in jobs if j.status.terminal and j.due_at is not None and j.due_at <= now]

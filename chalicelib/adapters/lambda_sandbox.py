@@ -1,4 +1,8 @@
-"""The Lambda sandbox: invoke the dedicated sandbox function synchronously with one ExecutionRequest."""
+"""The Lambda sandbox: invoke a dedicated sandbox function synchronously with one ExecutionRequest.
+
+There is one sandbox function per memory class (chalicelib/sandbox/selection.py): a job goes to the smallest
+that holds its memory limit plus the function's own headroom, so a small job does not pay for a large one.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +14,34 @@ from chalicelib.adapters.aws import LazyClient, long_call_client
 from chalicelib.domain.errors import BackendRejected
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
 from chalicelib.sandbox.runtimes import UnknownRuntime
+from chalicelib.sandbox.selection import sandbox_function_name
 
 # Errors raised by the sandbox function for a request it refuses: not retryable, the request is wrong.
 _REQUEST_ERRORS = {"UnknownRuntime", "InvalidRequest", "ToolArgsRejected", "ValidationError"}
 
 
 class LambdaSandbox:
-    """Runs jobs in the sandbox Lambda. Throttling and unavailability arrive as the client's PlatformFaults, a
-    refused invoke or a crashed function as `SandboxUnavailable`: all retryable, never the user's fault."""
+    """Runs jobs in the sandbox functions named `<prefix>_<memory class>` (app.py's `sandbox_<mb>`, deployed as
+    `code-runner-<stage>-sandbox_<mb>`). A throttled invoke arrives as the client's `DependencyThrottled` (the
+    worker backs off without spending an attempt), a refused invoke or a crashed function as
+    `SandboxUnavailable`: all retryable, never the user's fault."""
 
-    def __init__(self, function_name: str, client: Any = None) -> None:
-        self.function_name = function_name
+    cancellable = False  # a synchronous invoke runs to its end: a cancelled job's result is discarded
+
+    def __init__(self, function_prefix: str, client: Any = None) -> None:
+        self.function_prefix = function_prefix
         self._client = client
 
     client = LazyClient("lambda", long_call_client)
     cancellable = False  # a synchronous invoke cannot be interrupted: the worker does not watch it
+
+    def function_for(self, request: ExecutionRequest) -> str:
+        """The sandbox function that holds the request's memory limit."""
+        try:
+            name = sandbox_function_name(request.limits.memory_mb)
+        except ValueError as exc:
+            raise SandboxUnavailable(str(exc)) from exc
+        return f"{self.function_prefix}{name.removeprefix('sandbox')}"
 
     def run(self, request: ExecutionRequest, cancel: threading.Event | None = None) -> ExecutionResult:
         """Invoke with `RequestResponse` and return the function's result.
@@ -34,7 +51,7 @@ class LambdaSandbox:
         """
         try:
             response = self.client.invoke(
-                FunctionName=self.function_name,
+                FunctionName=self.function_for(request),
                 InvocationType="RequestResponse",
                 Payload=request.model_dump_json().encode(),
             )

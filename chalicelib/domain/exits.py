@@ -14,15 +14,16 @@ from typing import Any, Literal
 
 from chalicelib.domain.events import PUBLISH_GRACE_S
 from chalicelib.domain.jobs import Job, JobStatus, status_for
-from chalicelib.domain.records import fit_result
 from chalicelib.sandbox.models import ExecutionResult
 
 
 @dataclass(frozen=True)
 class Finished:
-    """The sandbox ran the job and answered (the user's program succeeded or failed: a result either way)."""
+    """The sandbox ran the job and answered (the user's program succeeded or failed: a result either way).
+    `result_ref`: the whole result is stored apart and `result` is its preview (services/payloads.py)."""
 
     result: ExecutionResult
+    result_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,17 @@ class Faulted:
 
     reason: str
     message_held: bool = True
+
+
+@dataclass(frozen=True)
+class Throttled:
+    """The sandbox refused the run for want of capacity now (Lambda TooManyRequests, a dependency it needs
+    throttled): a platform back-off, never an attempt, and never a reason to end the job. The attempt is given
+    back and the held message comes back after a capped exponential delay; `renew`: the message has used up its
+    receives but one (the queues' maxReceiveCount), so a fresh message replaces it instead."""
+
+    reason: str
+    renew: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,7 @@ class GaveUp:
     reason: str
 
 
-Exit = Finished | Faulted | Cancelled | Lost | GaveUp
+Exit = Finished | Faulted | Throttled | Cancelled | Lost | GaveUp
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,11 @@ class RetryPolicy:
     max_attempts: int
     retry_base_s: int
     orphan_after_s: int  # a queued job whose message did not come back by then is re-sent by the reaper
+    throttle_cap_s: int = 60  # the longest back-off after a throttle
+
+    def throttle_delay(self, throttles: int) -> int:
+        """Seconds to hold a job back after its `throttles`-th throttle: base**n, capped."""
+        return int(min(self.throttle_cap_s, self.retry_base_s ** min(throttles, 16)))
 
 
 @dataclass(frozen=True)
@@ -99,9 +116,11 @@ class ExitPlan:
 def plan_exit(job: Job, exit_: Exit, policy: RetryPolicy, now: float) -> ExitPlan:
     """The plan for `job` (queued or running) leaving its state through `exit_` at `now`."""
     if isinstance(exit_, Finished):
-        return _finished(job, exit_.result, now)
+        return _finished(job, exit_.result, now, exit_.result_ref)
     if isinstance(exit_, Faulted):
         return _retry_or_error(job, exit_.reason, policy, now, held=exit_.message_held)
+    if isinstance(exit_, Throttled):
+        return _back_off(job, exit_, policy, now)
     if isinstance(exit_, Lost):
         return _retry_or_error(job, "worker lost past its deadline", policy, now, held=False)
     if isinstance(exit_, Cancelled):
@@ -132,13 +151,38 @@ def _terminal(
     )
 
 
-def _finished(job: Job, result: ExecutionResult, now: float) -> ExitPlan:
-    plan = _terminal(job, status_for(result), now, {"result": fit_result(result)})  # the record has room for so much
+def _finished(job: Job, result: ExecutionResult, now: float, result_ref: str | None = None) -> ExitPlan:
+    changes: dict[str, Any] = {"result": result, "result_ref": result_ref} if result_ref else {"result": result}
+    plan = _terminal(job, status_for(result), now, changes)
     metrics: list[Metric] = [*plan.metrics, ("RunTime", result.wall_ms, "Milliseconds", {"tier": job.tier})]
     if job.started_at is not None:
         overhead = max(0, int((now - job.started_at) * 1000) - result.wall_ms)
         metrics.append(("SandboxOverhead", overhead, "Milliseconds", {"tier": job.tier, "sandbox": result.sandbox}))
     return replace(plan, run_ms=result.wall_ms, metrics=metrics)
+
+
+def _back_off(job: Job, exit_: Throttled, policy: RetryPolicy, now: float) -> ExitPlan:
+    """Back to the queue with the attempt given back (a throttle is not the job's try) after a capped delay."""
+    throttles = job.throttles + 1
+    delay = policy.throttle_delay(throttles)
+    if exit_.renew:
+        message = NextMessage("resend", dedup_id=f"{job.id}#throttle{throttles}")
+    else:
+        message = NextMessage("delay", delay_s=delay)
+    return ExitPlan(
+        status=JobStatus.QUEUED,
+        changes={
+            "attempts": max(0, job.attempts - 1),
+            "throttles": throttles,
+            "lease_until": None,
+            "error": f"{exit_.reason}; waiting for sandbox capacity",
+            "due_at": now + delay + policy.orphan_after_s,
+        },
+        queued_delta=1,
+        message=message,
+        metrics=[("SandboxThrottled", 1, "Count", {"tier": job.tier})],
+        **_leaving(job, exit_.reason),
+    )
 
 
 def _retry_or_error(job: Job, reason: str, policy: RetryPolicy, now: float, *, held: bool) -> ExitPlan:

@@ -79,10 +79,12 @@ class Job(BaseModel):
     key_hash: str = ""  # the charged key, for refunds (never shown)
     tier: str
     status: JobStatus
-    spec: JobSpec
+    spec: JobSpec  # whole, or without its large parts (stdin, files, tests) when they are stored apart
+    spec_ref: str | None = None  # where the whole spec is stored when it is too large for the record
     seq: int = 0  # order of submission within the tier (position)
     group: str = ""  # SQS message group
     attempts: int = 0
+    throttles: int = 0  # runs the sandbox refused for want of capacity (never attempts)
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -95,7 +97,10 @@ class Job(BaseModel):
     charged_minute: int | None = None
     refunded: bool = False
     redriven_late: bool = False
-    result: ExecutionResult | None = None
+    parked: bool = False  # queued with no message, waiting for one of its owner's slots (services/parking.py)
+    parks: int = 0  # times it was parked (each wake sends a message with its own deduplication id)
+    result: ExecutionResult | None = None  # whole, or a preview when the whole result is stored apart
+    result_ref: str | None = None  # where the whole result is stored when it is too large for the record
     # Delivery of its job.finished event (services/delivery.py): set once the event is produced.
     event_id: str | None = None
     inbox_devices: list[str] | None = None

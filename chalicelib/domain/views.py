@@ -101,7 +101,10 @@ class TestSummaryView(BaseModel):
 class ResultView(BaseModel):
     """What the run did. `stdout`/`stderr` are UTF-8 text (invalid bytes replaced), or base64 of the exact
     bytes on request. With tests, the top-level fields describe the first failing case (or the last one),
-    `verdict` grades the job, and `reason` is set whenever a case failed (`wrong_answer` for a wrong output)."""
+    `verdict` grades the job, and `reason` is set whenever a case failed (`wrong_answer` for a wrong output).
+    `full_result_url`: this is a preview of a result too large to answer here (outputs cut, the test cases'
+    outputs dropped); the whole result, as JSON of the same shape with UTF-8 outputs, is at that URL for an
+    hour."""
 
     exit_code: int | None = None
     signal: str | None = None
@@ -116,10 +119,18 @@ class ResultView(BaseModel):
     tests: TestSummaryView | None = None
     verdict: TestVerdict | None = Field(None, description="with tests: the first failing case's, or accepted")
     encoding: Literal["utf-8", "base64"] = "utf-8"
+    full_result_url: str | None = None
 
     @classmethod
-    def of(cls, result: ExecutionResult, encoding: str, given: list[TestCase] | None = None) -> ResultView:
-        """The view of a stored result; `given` are the job's test cases (echoed next to each case's output)."""
+    def of(
+        cls,
+        result: ExecutionResult,
+        encoding: str,
+        given: list[TestCase] | None = None,
+        full_result_url: str | None = None,
+    ) -> ResultView:
+        """The view of a stored result; `given` are the job's test cases (echoed next to each case's output),
+        `full_result_url` where the whole of a result shown as a preview is."""
         encoding = "base64" if encoding == "base64" else "utf-8"
         tests, verdict, reason = None, result.verdict, result.reason
         if result.tests is not None:
@@ -146,6 +157,7 @@ class ResultView(BaseModel):
             tests=tests,
             verdict=verdict,
             encoding=encoding,
+            full_result_url=full_result_url,
         )
 
 
@@ -179,7 +191,16 @@ class JobView(BaseModel):
     delivery: DeliveryView | None = None
 
     @classmethod
-    def of(cls, job: Job, position: int | None = None, estimated_wait_s: float | None = None) -> JobView:
+    def of(
+        cls,
+        job: Job,
+        position: int | None = None,
+        estimated_wait_s: float | None = None,
+        result: ResultView | None = None,
+    ) -> JobView:
+        """The job as shown; `result` replaces the one its record keeps (the whole result, or a preview)."""
+        if result is None and job.result is not None:
+            result = ResultView.of(job.result, job.spec.output_encoding, job.spec.tests)
         return cls(
             id=job.id,
             status=job.status,
@@ -195,7 +216,7 @@ class JobView(BaseModel):
             queue_wait_ms=job.queue_wait_ms,
             sandbox=job.sandbox,
             error=job.error,
-            result=None if job.result is None else ResultView.of(job.result, job.spec.output_encoding, job.spec.tests),
+            result=result,
             delivery=_delivery(job),
         )
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from chalicelib.domain.errors import NotFound, ValidationFailed
 from chalicelib.domain.jobs import JobStatus
+from chalicelib.services.queries import MAX_WAIT_S
 
-MAX_WAIT_S = 20
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
 _JOB_ID = re.compile(r"[0-9a-f]{32}")  # services.deps.new_job_id: 12 hex digits of milliseconds + 20 random
@@ -51,7 +51,7 @@ def wait(query: Mapping[str, Any] | None) -> float:
     if raw is None:
         return 0.0
     if not _SECONDS.fullmatch(raw) or not 0 <= float(raw) <= MAX_WAIT_S:
-        raise invalid("wait", f"a number of seconds from 0 to {MAX_WAIT_S}")
+        raise invalid("wait", f"a number of seconds from 0 to {MAX_WAIT_S:g}")
     return float(raw)
 
 

@@ -90,10 +90,12 @@ class TestResult(BaseModel):
     verdict: TestVerdict
     exit_code: int | None = None
     reason: FailureReason | None = None
-    stdout: str = ""
+    stdout: str = ""  # the first CASE_OUTPUT_CHARS of it (the failing case's whole output is the result's own)
     stderr: str = ""
     stdout_raw: str | None = None
     stderr_raw: str | None = None
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
     wall_ms: int = 0
     cpu_ms: int = 0
     max_rss_kb: int = 0

@@ -2,11 +2,15 @@
 
 Shared by all three sandboxes; only the `Isolation` differs (full local layers, or Lambda's subset).
 With test cases, the top-level fields describe the first failing case, or the last case when all pass,
-so a failed submission shows the run that failed it.
+so a failed submission shows the run that failed it; each case keeps the first CASE_OUTPUT_CHARS of its
+output. A result always fits one sandbox response (MAX_RESULT_JSON_BYTES, under a Lambda response's 6 MB):
+output that only JSON's escaping would push past it is cut, with its `_truncated` flag set.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import posixpath
 import threading
 
@@ -23,10 +27,13 @@ from chalicelib.sandbox.models import (
     TestSummary,
     TestVerdict,
     first_failure,
+    raw_bytes,
 )
 from chalicelib.sandbox.runtimes import UnknownRuntime
 
 MAX_TEST_CASES = 20
+CASE_OUTPUT_CHARS = 4096
+MAX_RESULT_JSON_BYTES = 5 * 1024 * 1024
 
 
 class InvalidRequest(UnknownRuntime):
@@ -88,7 +95,7 @@ def execute(
     job = prepare(request)
     iso = isolation or default_isolation()
     if not request.tests:
-        return _result(iso.run(job, job.stdin, cancel), request.limits)
+        return fit(_result(iso.run(job, job.stdin, cancel), request.limits))
     cases: list[TestResult] = []
     shown: ExecutionResult | None = None
     for case in request.tests:
@@ -106,18 +113,47 @@ def execute(
     graded_as = first_failure(cases)
     reason = FailureReason.WRONG_ANSWER if graded_as is TestVerdict.WRONG_ANSWER else top.reason
     summary = TestSummary(total=len(request.tests), accepted=accepted, cases=cases)
-    return top.model_copy(update={"tests": summary, "verdict": graded_as, "reason": reason})
+    return fit(top.model_copy(update={"tests": summary, "verdict": graded_as, "reason": reason}))
+
+
+def fit(result: ExecutionResult, limit: int = MAX_RESULT_JSON_BYTES) -> ExecutionResult:
+    """The result cut to `limit` bytes of JSON (ASCII-escaped: the largest a runtime may send it), by halving
+    the longer output while it is over."""
+    while len(json.dumps(result.model_dump(mode="json"))) > limit:
+        name = "stdout" if len(result.stdout) >= len(result.stderr) else "stderr"
+        text = getattr(result, name)
+        if not text:
+            break
+        raw = getattr(result, f"{name}_raw")
+        halved = _cut(text, raw, len(text) // 2)
+        result = result.model_copy(update={name: halved[0], f"{name}_raw": halved[1], f"{name}_truncated": True})
+    return result
+
+
+def _cut(text: str, raw: str | None, chars: int) -> tuple[str, str | None]:
+    """The first `chars` characters of an output, and its exact bytes (base64) cut to match when kept."""
+    if len(text) <= chars:
+        return text, raw
+    kept = text[:chars]
+    if raw is None:
+        return kept, None
+    exact = raw_bytes(text, raw)[: len(kept.encode())]
+    return kept, base64.b64encode(exact).decode()
 
 
 def _case(result: ExecutionResult, graded: TestVerdict) -> TestResult:
+    stdout, stdout_raw = _cut(result.stdout, result.stdout_raw, CASE_OUTPUT_CHARS)
+    stderr, stderr_raw = _cut(result.stderr, result.stderr_raw, CASE_OUTPUT_CHARS)
     return TestResult(
         verdict=graded,
         exit_code=result.exit_code,
         reason=result.reason,
-        stdout=result.stdout,
-        stderr=result.stderr,
-        stdout_raw=result.stdout_raw,
-        stderr_raw=result.stderr_raw,
+        stdout=stdout,
+        stderr=stderr,
+        stdout_raw=stdout_raw,
+        stderr_raw=stderr_raw,
+        stdout_truncated=result.stdout_truncated or len(result.stdout) > CASE_OUTPUT_CHARS,
+        stderr_truncated=result.stderr_truncated or len(result.stderr) > CASE_OUTPUT_CHARS,
         wall_ms=result.wall_ms,
         cpu_ms=result.cpu_ms,
         max_rss_kb=result.max_rss_kb,

@@ -1,4 +1,5 @@
-"""Which sandbox runs a job: local in dev, Lambda when the job fits its limits, Fargate beyond."""
+"""Which sandbox runs a job: local in dev, Lambda when the whole job fits one invocation, Fargate beyond; and
+which of the Lambda sandbox functions (one per memory class) holds it."""
 
 from __future__ import annotations
 
@@ -8,19 +9,63 @@ from chalicelib.sandbox.models import SandboxLimits
 
 SandboxKind = Literal["local", "lambda", "fargate"]
 
-LAMBDA_TIMEOUT_S = 900
-# Cold start, /tmp wipe, supervisor start and result transfer all come out of Lambda's 15 minutes.
+LAMBDA_TIMEOUT_S = 900  # the sandbox functions' timeout (.chalice/config.json), also the workers' that wait on them
+# Cold start, /tmp wipe, supervisor start and result transfer come out of the 15 minutes, once per invocation;
+# each run of the program (one per test case) adds a process start and its output's collection.
 LAMBDA_OVERHEAD_S = 60
-LAMBDA_MAX_MEMORY_MB = 10_240
+LAMBDA_PER_RUN_OVERHEAD_S = 1
+
+# The Lambda sandbox functions, by the memory each is configured with (app.py declares `sandbox_<mb>` for each,
+# .chalice/config.json sizes them). Lambda gives a function CPU in proportion to its memory and one full vCPU
+# at 1,769 MB: a job's time limits assume a full core, and below it a CPU-bound run takes longer at the same
+# GB-seconds while its worker and the waiting API pay for the extra time. So the smallest class is one vCPU, and
+# the larger one holds the biggest tier's memory limit.
+SANDBOX_MEMORY_CLASSES = (1769, 3136)
+# What the sandbox function's own process needs beside the job: Python, the runner and the supervisor.
+SANDBOX_HEADROOM_MB = 128
 
 
-def fits_lambda(limits: SandboxLimits) -> bool:
-    """True when a run with `limits` can finish inside one Lambda invocation."""
-    return limits.wall_time_s <= LAMBDA_TIMEOUT_S - LAMBDA_OVERHEAD_S and limits.memory_mb <= LAMBDA_MAX_MEMORY_MB
+def memory_class(memory_mb: int) -> int | None:
+    """The smallest sandbox function that holds a job limited to `memory_mb` (None if none does)."""
+    for size in SANDBOX_MEMORY_CLASSES:
+        if memory_mb + SANDBOX_HEADROOM_MB <= size:
+            return size
+    return None
 
 
-def pick_sandbox(requested: str, limits: SandboxLimits, local_enabled: bool) -> SandboxKind:
-    """Resolve `requested` ("auto", "local", "lambda", "fargate") to a concrete sandbox.
+def sandbox_function_name(memory_mb: int) -> str:
+    """app.py's name of the sandbox function for a job limited to `memory_mb` (ValueError if none holds it)."""
+    size = memory_class(memory_mb)
+    if size is None:
+        raise ValueError(f"no Lambda sandbox holds {memory_mb} MB")
+    return f"sandbox_{size}"
+
+
+def lambda_seconds(limits: SandboxLimits, runs: int) -> float:
+    """How long a job with `limits` and `runs` runs of its program (one per test case, at least one) may take
+    in one Lambda invocation, at most."""
+    runs = max(1, runs)
+    return limits.wall_time_s * runs + LAMBDA_PER_RUN_OVERHEAD_S * runs + LAMBDA_OVERHEAD_S
+
+
+def fits_lambda(limits: SandboxLimits, runs: int = 1) -> bool:
+    """True when the whole job (every test case's run) can finish inside one sandbox invocation."""
+    return lambda_seconds(limits, runs) <= LAMBDA_TIMEOUT_S and memory_class(limits.memory_mb) is not None
+
+
+def why_not_lambda(limits: SandboxLimits, runs: int) -> str:
+    """Why a job cannot run in a Lambda sandbox (for a 422)."""
+    if memory_class(limits.memory_mb) is None:
+        return f"{limits.memory_mb} MB is more than a Lambda sandbox holds ({max(SANDBOX_MEMORY_CLASSES)} MB)"
+    return (
+        f"{max(1, runs)} run(s) of up to {limits.wall_time_s:g} s each may take {lambda_seconds(limits, runs):g} s, "
+        f"more than one Lambda invocation's {LAMBDA_TIMEOUT_S} s; use 'auto' or 'fargate'"
+    )
+
+
+def pick_sandbox(requested: str, limits: SandboxLimits, local_enabled: bool, runs: int = 1) -> SandboxKind:
+    """Resolve `requested` ("auto", "local", "lambda", "fargate") to a concrete sandbox for a job of `runs`
+    runs (its test cases, at least one).
 
     Raises ValueError for an unknown name, "local" where it is disabled, or "lambda" for a job Lambda
     cannot hold.
@@ -28,14 +73,14 @@ def pick_sandbox(requested: str, limits: SandboxLimits, local_enabled: bool) -> 
     if requested == "auto":
         if local_enabled:
             return "local"
-        return "lambda" if fits_lambda(limits) else "fargate"
+        return "lambda" if fits_lambda(limits, runs) else "fargate"
     if requested == "local":
         if not local_enabled:
             raise ValueError("the local sandbox is disabled on this stage")
         return "local"
     if requested == "lambda":
-        if not fits_lambda(limits):
-            raise ValueError("the job's limits exceed what a Lambda sandbox allows")
+        if not fits_lambda(limits, runs):
+            raise ValueError(f"the job cannot run in a Lambda sandbox: {why_not_lambda(limits, runs)}")
         return "lambda"
     if requested == "fargate":
         return "fargate"

@@ -35,12 +35,19 @@ def process_jobs(deps: Deps, event: dict[str, Any], context: Any = None) -> dict
             log.error("malformed message dropped", extra={"message_id": record.message_id})
             return "malformed"
         try:
-            return handle_message(deps, message)
+            return handle_message(deps, message, _receives(record))
         except RetryLater as exc:
             deps.queue.delay(record.receipt_handle, str(message.get("tier")), exc.delay_s)
             raise
 
     return _process(event, context, record_handler)
+
+
+def _receives(record: SQSRecord) -> int:
+    try:
+        return int(record.attributes.approximate_receive_count)
+    except (KeyError, TypeError, ValueError):
+        return 1
 
 
 def process_dead_letters(deps: Deps, event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from chalicelib.config import Settings
 from chalicelib.services.delivery_ports import DeliveryPorts
 from chalicelib.services.ports import (
+    BlobStore,
     Clock,
     Counters,
     JobQueue,
@@ -48,9 +49,16 @@ class Deps:
     metrics: MetricsSink | None = None  # None records nothing
     signals: JobSignals = field(default_factory=PolledJobSignals)  # job change announcements (local stack)
     delivery: DeliveryPorts | None = None  # results to their users (services/delivery.py); None delivers nothing
+    blobs: BlobStore | None = None  # large inputs and results; None keeps everything in the job's record
 
     def metric(self, name: str, value: float = 1, unit: str = "Count", **dims: str) -> None:
         """Record one metric point (EMF in the cloud); never lets a metrics failure break a job."""
         if self.metrics is not None:
             with contextlib.suppress(Exception):  # metrics are best effort
                 self.metrics.add(name, value, unit, dims)
+
+    def flush_metrics(self) -> None:
+        """Write the points this thread recorded (app.py calls it when an invocation ends)."""
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):  # metrics are best effort
+                self.metrics.flush()

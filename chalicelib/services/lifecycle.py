@@ -17,13 +17,15 @@ only what the reaper repairs (services/reaper.py, one test per repair):
 2. the task is stopped before the slot is freed, so the owner's next job never overlaps a task still running
    (a missed stop: the reaper stops tasks of jobs past their lease, and a stopped task's result is discarded);
 3. the slot: freed only once the job is no longer running, so the owner's cap holds (`release_leaked_slots`);
+   freeing it wakes the owner's oldest parked job (services/parking.py; the reaper's `wake_parked` otherwise);
 4. the next message (delay, resend, dead-letter): sent after the write, so a worker never receives a job that
    still looks running; a lost message leaves a queued job whose `due_at` passes (`_redrive_queued`);
 5. the refund: the terminal write itself set `refunded`, so only the winner refunds, and never twice. A crash
    between that write and the refund loses the one refund (the owner is short one submit of quota): the one
    consequence the reaper does not repair, since finding such jobs would cost an index write on every job;
-6. a terminal job leaves its key's jobs in flight (the wait estimate's key bound; `forget_stale_active`);
-7. run statistics (the tier's and the key's) and metrics: best effort;
+6. a terminal job leaves its key's jobs in flight (the wait estimate's key bound; `forget_stale_active`), and
+   its run joins the key's statistics (the tier's go with the tier counters, in their write);
+7. metrics: best effort;
 8. the job.finished event: the terminal write marked the job unpublished (`due_at` = finished + grace), so a
    crash before the event is produced leaves it to the reaper's `republish`.
 Each consequence is tried even if an earlier one failed (the state already changed); failures are logged and
@@ -38,8 +40,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.domain.errors import Conflict, NotFound, StaleState
-from chalicelib.domain.exits import Cancelled, Exit, ExitPlan, RetryPolicy, plan_exit
+from chalicelib.domain.exits import Cancelled, Exit, ExitPlan, Finished, RetryPolicy, plan_exit
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.services import parking, payloads
 from chalicelib.services.delivery import job_finished
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import key_scope
@@ -85,18 +88,26 @@ def slot_holder(job: Job) -> str:
 
 def retry_policy(deps: Deps) -> RetryPolicy:
     s = deps.settings
-    return RetryPolicy(max_attempts=s.max_attempts, retry_base_s=s.retry_base_s, orphan_after_s=s.orphan_after_s)
+    return RetryPolicy(
+        max_attempts=s.max_attempts,
+        retry_base_s=s.retry_base_s,
+        orphan_after_s=s.orphan_after_s,
+        throttle_cap_s=s.throttle_cap_s,
+    )
 
 
 def end_job(deps: Deps, job: Job, exit_: Exit) -> Ended | None:
     """Move `job` (as read by the caller) out of its state through `exit_`; None when it had moved on."""
+    if isinstance(exit_, Finished) and exit_.result_ref is None:
+        # A result too large for the job's record goes to the results bucket first; the record keeps a preview.
+        exit_ = Finished(*payloads.stash_result(deps, job.id, exit_.result))
     plan = plan_exit(job, exit_, retry_policy(deps), deps.clock.now())
     try:
         done = deps.jobs.transition(job, plan.status, plan.changes, expected_attempts=job.attempts)
     except StaleState:
         log.info("job %s: %s not applied, the job moved on", job.id, type(exit_).__name__, extra={"job_id": job.id})
         if job.status is JobStatus.RUNNING:
-            _attempt(deps, "release_slot", deps.counters.release_slot, job.key_id, slot_holder(job))
+            _attempt(deps, "release_slot", parking.release, deps, job.key_id, slot_holder(job))
         return None
     _apply(deps, job, done, plan)
     log_transition(done, exit=type(exit_).__name__, run_ms=plan.run_ms)
@@ -122,12 +133,17 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
     """The consequences of a committed exit, in the order the module docstring explains."""
     # First the announcement (local stack: a waiting GET returns, a cancelled run's watcher kills it).
     _attempt(deps, "signal", deps.signals.job_changed, done.id)
-    if plan.queued_delta or plan.running_delta:
-        _attempt(deps, "tier_counters", deps.counters.adjust_tier, before.tier, plan.queued_delta, plan.running_delta)
+    run = _held(before, done, plan)
+    if plan.queued_delta or plan.running_delta or run is not None:
+        # The tier's counters and its run-time statistics change in one write.
+        counts = (before.tier, plan.queued_delta, plan.running_delta, run)
+        _attempt(deps, "tier_counters", deps.counters.adjust_tier, *counts)
     if plan.stop_task is not None:
         _attempt(deps, "stop_task", _stop_task, deps, before, plan.stop_task)
     if plan.release_slot:
-        _attempt(deps, "release_slot", deps.counters.release_slot, before.key_id, slot_holder(before))
+        _attempt(deps, "release_slot", parking.release, deps, before.key_id, slot_holder(before))
+    if before.parked:  # a parked job cancelled (or given up): one fewer waits for the owner's slots
+        _attempt(deps, "unpark", deps.counters.count_parked, before.key_id, -1)
     message = plan.message
     if message is not None and message.kind == "resend":
         _attempt(deps, "resend", deps.queue.send, done, message.dedup_id)
@@ -144,18 +160,23 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
         job_finished(deps, done)
 
 
+def _held(before: Job, done: Job, plan: ExitPlan) -> tuple[int, float] | None:
+    """(ms, when) a run held its worker and slot, start to finish with the sandbox's setup (the program's own
+    wall time when the start is not known): what the wait estimate learns from; None without a run."""
+    if plan.run_ms is None or done.finished_at is None:
+        return None
+    finished = done.finished_at
+    return (plan.run_ms if before.started_at is None else int((finished - before.started_at) * 1000)), finished
+
+
 def _for_estimates(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
-    """What the wait estimate learns from an exit: a terminal job leaves its key's jobs in flight, and a run
-    joins the tier's and the key's statistics. The estimate needs how long a run holds its worker and slot:
-    start to finish, the sandbox's setup included (the program's own wall time when the start is not known)."""
+    """What the key's part of the wait estimate learns from an exit: a terminal job leaves the key's jobs in
+    flight, and a run joins the key's statistics (the tier's went with its counters)."""
     if done.status.terminal:
         _attempt(deps, "forget_active", deps.counters.forget_active, before.key_id, before.id)
-    if plan.run_ms is None or done.finished_at is None:
-        return
-    finished = done.finished_at
-    held_ms = plan.run_ms if before.started_at is None else int((finished - before.started_at) * 1000)
-    _attempt(deps, "record_run", deps.counters.record_run, before.tier, held_ms, finished)
-    _attempt(deps, "record_run", deps.counters.record_run, key_scope(before.key_id), held_ms, finished)
+    run = _held(before, done, plan)
+    if run is not None:
+        _attempt(deps, "record_run", deps.counters.record_run, key_scope(before.key_id), *run)
 
 
 def _attempt(deps: Deps, what: str, action: Callable[..., Any], *args: Any) -> None:
@@ -172,9 +193,9 @@ def _stop_task(deps: Deps, job: Job, reason: str) -> None:
         sandbox.stop(job.task_arn, reason)
 
 
-def owned_job(deps: Deps, key: ApiKey, job_id: str) -> Job:
+def owned_job(deps: Deps, key: ApiKey, job_id: str, consistent: bool = True) -> Job:
     """The caller's job; NotFound for an unknown id and for another caller's job alike."""
-    job = deps.jobs.get(job_id) if job_id else None
+    job = deps.jobs.get(job_id, consistent) if job_id else None
     if job is None or job.owner != key.owner:
         raise NotFound(f"no job '{job_id}'")
     return job

@@ -48,6 +48,15 @@ class KeyLoad:
 
 
 @dataclass(frozen=True)
+class Slots:
+    """One key's running slots as a write left them: who holds them, and how many of its jobs are parked
+    waiting for one (a count kept beside the slots, so a release learns in the same write whom to wake)."""
+
+    holders: frozenset[str] = frozenset()
+    parked: int = 0
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Job]
     cursor: str | None
@@ -85,13 +94,17 @@ class MetricsSink(Protocol):
     def add(self, name: str, value: float, unit: str, dims: dict[str, str]) -> None:
         """Record one point (best effort)."""
 
+    def flush(self) -> None:
+        """Write what this thread recorded (an invocation's points go out together when it ends)."""
+
 
 class JobStore(Protocol):
     def create(self, job: Job) -> None:
         """Store a new job; AlreadyExists if the id is taken."""
 
-    def get(self, job_id: str) -> Job | None:
-        """The job, read consistently, or None."""
+    def get(self, job_id: str, consistent: bool = True) -> Job | None:
+        """The job, or None; read consistently unless asked otherwise (a long-poll's repeated reads need not be:
+        a read that lags sees the change on the next one, for half the cost)."""
 
     def transition(
         self, job: Job, new: JobStatus, changes: dict[str, Any], *, expected_attempts: int | None = None
@@ -107,6 +120,21 @@ class JobStore(Protocol):
 
     def mark_redriven_late(self, job_id: str) -> bool:
         """Flag a queued job as re-driven after the deduplication window (once); False if done or not queued."""
+
+    def park(self, job: Job) -> Job | None:
+        """Mark a queued job as parked (waiting for one of its owner's slots, with no message and no orphan
+        check: `due_at` cleared), counting the park in `parks`; None if it is not queued at that attempt any
+        more, or is parked already."""
+
+    def unpark(self, job_id: str, due_at: float) -> Job | None:
+        """Take the parked mark off a job that is still queued and parked (conditional: of two wakers, one
+        wins), due for the orphan check at `due_at` again; the job as it is now, or None if it was not parked."""
+
+    def parked_of(self, key_id: str, limit: int) -> list[tuple[int, str]]:
+        """(seq, job id) of the key's parked jobs, oldest first (an index: may lag a park by a moment)."""
+
+    def parked_keys(self) -> set[str]:
+        """Every key with a parked job (the reaper's safety net)."""
 
     def list_by_owner(self, owner: str, limit: int, cursor: str | None, status: JobStatus | None = None) -> Page:
         """The owner's jobs (only those in `status`, if given), newest first, at most `limit`.
@@ -142,8 +170,9 @@ class Counters(Protocol):
     def reserve_queue_place(self, tier: str, cap: int) -> tuple[int, int]:
         """Count one more queued job in `tier`: (sequence number, jobs queued before it). QueueFull at cap."""
 
-    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0) -> None:
-        """Add the deltas to the tier's (queued, running) counters."""
+    def adjust_tier(self, tier: str, queued: int = 0, running: int = 0, run: tuple[int, float] | None = None) -> None:
+        """Add the deltas to the tier's (queued, running) counters and, with `run` (run_ms, when), one run to the
+        tier's recent run-time statistics, in the same write."""
 
     def tier_counts(self, tier: str) -> tuple[int, int]:
         """(queued, running) for the tier."""
@@ -155,11 +184,22 @@ class Counters(Protocol):
         """Set the tier's (queued, running) to `counted` once the same drift was seen on two passes in a row
         and the counters did not move in between (so a lagging index or a racing submit is never "fixed")."""
 
-    def acquire_slot(self, owner: str, holder: str, cap: int) -> bool:
-        """Take one of the owner's running slots for `holder` (idempotent); False when all are taken."""
+    def acquire_slot(self, owner: str, holder: str, cap: int) -> Slots | None:
+        """Take one of the owner's running slots for `holder` (idempotent): the slots after, or None when all
+        `cap` are taken."""
 
-    def release_slot(self, owner: str, holder: str) -> None:
-        """Give a slot back (idempotent)."""
+    def release_slot(self, owner: str, holder: str) -> Slots:
+        """Give a slot back (idempotent); the slots after."""
+
+    def count_parked(self, owner: str, delta: int) -> Slots:
+        """Add `delta` (+1 on a park, -1 on a wake) to the owner's parked count (never below zero), in the same
+        item as the slots, so that a park and a release cannot miss each other; the slots after."""
+
+    def all_slots(self) -> dict[str, Slots]:
+        """Every owner's slots and parked count (for the reaper: a scan)."""
+
+    def reset_parked(self, owner: str, seen: int) -> bool:
+        """Set the owner's parked count to 0 if it is still `seen` (the reaper found nothing parked)."""
 
     def holders_of(self, owner: str) -> set[str]:
         """The slot holders of one owner (one read)."""
@@ -200,6 +240,19 @@ class JobQueue(Protocol):
 
     def delay(self, receipt_handle: str, tier: str, seconds: int) -> None:
         """Make a received message visible again after `seconds` (retry backoff)."""
+
+
+class BlobStore(Protocol):
+    """Large job inputs and results, apart from the job's record (S3: the results bucket)."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key` (replacing what was there)."""
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes under `key`, or None if there are none (expired)."""
+
+    def url(self, key: str, ttl_s: int) -> str:
+        """A URL that serves `key` to whoever has it for `ttl_s` seconds (no credentials needed)."""
 
 
 class SyncSandbox(Protocol):

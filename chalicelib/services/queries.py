@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.jobs import Job, JobStatus
@@ -12,27 +13,62 @@ from chalicelib.domain.views import (
     JobsPage,
     JobView,
     QueueView,
+    ResultView,
     TierQueueView,
     UsageView,
     UsageWindow,
 )
+from chalicelib.services import payloads
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import estimate_wait
 from chalicelib.services.lifecycle import owned_job
 from chalicelib.services.ports import ApiKey
 
-_POLL_S = 0.1
+MAX_WAIT_S = 20.0
+# Where nothing announces a job's changes (AWS), a long-poll reads the job again after FIRST_POLL_S (no job
+# ends sooner: it is picked up, started, run and ended), then every POLL_S while most jobs end, then less and
+# less often. Each read costs the API function CPU and half a read unit; each moment a finished job waits for
+# the next read costs the function's memory.
+FIRST_POLL_S = 0.25
+POLL_S = 0.1
+FAST_POLLS_FOR_S = 2.0
 SAFETY_POLL_S = 5.0  # where changes are announced (local stack): re-read at least this often all the same
 
 
 def job_view(deps: Deps, job: Job) -> JobView:
-    """The job with its live position and estimated wait while queued."""
+    """The job with its live position and estimated wait while queued, and its whole result once it ended."""
     if job.status is JobStatus.QUEUED:
         ahead = deps.jobs.count_queued_ahead(job.tier, job.seq)
         key_ahead = deps.counters.key_load(job.key_id).ahead_of(job.id)
         return JobView.of(job, ahead, estimate_wait(deps, job.tier, ahead, job.key_id, key_ahead))
     running = job.status is JobStatus.RUNNING
-    return JobView.of(job, 0 if running else None, 0.0 if running else None)
+    return JobView.of(job, 0 if running else None, 0.0 if running else None, result_view(deps, job))
+
+
+def result_view(deps: Deps, job: Job) -> ResultView | None:
+    """The whole result (read back from the bucket when stored apart) if an answer can hold it, else the
+    record's preview with a URL to the whole (services/payloads.py)."""
+    if job.result is None:
+        return None
+    encoding = job.spec.output_encoding
+    if job.result_ref is not None:
+        whole = payloads.whole_result(deps, job)
+        if whole is not None:
+            view = ResultView.of(whole, encoding, job.spec.tests)
+            if payloads.answer_size(view.model_dump(mode="json")) <= payloads.RESPONSE_RESULT_BYTES:
+                return view
+    return ResultView.of(job.result, encoding, job.spec.tests, payloads.full_result_url(deps, job))
+
+
+def poll_delays() -> Iterator[float]:
+    """The pauses between a long-poll's reads (FIRST_POLL_S, POLL_S for FAST_POLLS_FOR_S, then x1.5 up to 1 s)."""
+    yield FIRST_POLL_S
+    waited, delay = FIRST_POLL_S, POLL_S
+    while True:
+        yield delay
+        waited += delay
+        if waited >= FAST_POLLS_FOR_S:
+            delay = min(delay * 1.5, 1.0)
 
 
 def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> JobView:
@@ -41,13 +77,12 @@ def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> JobVie
     if wait_s <= 0:
         return job_view(deps, owned_job(deps, key, job_id))
     deadline = time.monotonic() + wait_s
-    poll = _POLL_S
+    delays = poll_delays()
     with deps.signals.watch(job_id) as wait_changed:  # before the first read: no change slips in between
         job = owned_job(deps, key, job_id)
         while not job.status.terminal and (left := deadline - time.monotonic()) > 0:
-            wait_changed(min(left, SAFETY_POLL_S if deps.signals.notifies else poll))
-            poll = min(poll * 1.5, 1.0)  # fast at first (most jobs end in well under a second), then back off
-            job = owned_job(deps, key, job_id)
+            wait_changed(min(left, SAFETY_POLL_S if deps.signals.notifies else next(delays)))
+            job = owned_job(deps, key, job_id, consistent=False)
     return job_view(deps, job)
 
 
@@ -60,7 +95,15 @@ def list_jobs(deps: Deps, key: ApiKey, limit: int, cursor: str | None, status: J
         raise ValidationFailed(
             "invalid cursor", [{"field": "cursor", "in": "query", "message": "not a cursor we issued"}]
         ) from exc
-    return JobsPage(jobs=[JobView.of(j) for j in page.items], next_cursor=page.cursor)
+    # A list shows what each record keeps: a large result's preview, with the URL to the whole.
+    views = [JobView.of(j, result=_kept_result(deps, j)) for j in page.items]
+    return JobsPage(jobs=views, next_cursor=page.cursor)
+
+
+def _kept_result(deps: Deps, job: Job) -> ResultView | None:
+    if job.result is None:
+        return None
+    return ResultView.of(job.result, job.spec.output_encoding, job.spec.tests, payloads.full_result_url(deps, job))
 
 
 def usage(deps: Deps, key: ApiKey) -> UsageView:

@@ -6,6 +6,7 @@ Each pass repairs, and each repair has its own test (tests/unit/test_reaper.py):
 - a queued job whose message never went, or went with a worker that died: sent again;
 - a slot held by a job that is not running it any more: released;
 - a job counted among its key's jobs in flight after it ended: forgotten;
+- a parked job whose owner has a free slot (a wake-up that did not happen): woken;
 - tier counters that drifted from the job records: corrected (on a repeated sighting only);
 - a terminal job whose job.finished event was never produced: produced now (services/delivery.py);
 - WebSocket connections that went away without saying so: removed.
@@ -21,6 +22,7 @@ from typing import Any
 from chalicelib.domain.errors import NotFound
 from chalicelib.domain.exits import GaveUp, Lost
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.services import parking
 from chalicelib.services.channel import sweep
 from chalicelib.services.delivery import republish
 from chalicelib.services.deps import Deps
@@ -44,6 +46,7 @@ def reap(deps: Deps) -> dict[str, int]:
         actions[_redrive_queued(deps, job, now)] += 1
     actions["slots_released"] += release_leaked_slots(deps)
     actions["active_forgotten"] += forget_stale_active(deps, now)
+    actions["parked_woken"] += parking.wake_parked(deps)
     actions["counters_reconciled"] += reconcile_counters(deps)
     actions["events_republished"] += republish(deps)
     actions["connections_swept"] += sweep(deps)
@@ -68,13 +71,18 @@ def _redrive_queued(deps: Deps, job: Job, now: float) -> str:
     window the same deduplication id makes this a no-op if the first send did get through; later, a
     duplicate message is harmless (the job starts once) but costs, so each job is re-driven late only once."""
     if now - job.created_at < DEDUP_WINDOW_S - 30:
-        deps.queue.send(job)
+        deps.queue.send(job, last_dedup_id(job))
         deps.jobs.set_due(job.id, JobStatus.QUEUED, now + REDRIVE_EVERY_S)
         return "queued_redriven"
     if deps.jobs.mark_redriven_late(job.id):
         deps.queue.send(job, dedup_id=f"{job.id}#late")
         return "queued_redriven_late"
     return "none"
+
+
+def last_dedup_id(job: Job) -> str:
+    """The deduplication id of the job's latest message: its first, or the one that woke it last."""
+    return parking.wake_dedup_id(job) if job.parks else job.id
 
 
 def release_leaked_slots(deps: Deps) -> int:
@@ -87,7 +95,7 @@ def release_leaked_slots(deps: Deps) -> int:
             if job is None or job.status is not JobStatus.RUNNING or str(job.attempts) != attempt:
                 if job is not None and job.status is JobStatus.QUEUED and str(job.attempts + 1) == attempt:
                     continue  # taken a moment ago by a worker that is starting this job
-                deps.counters.release_slot(key_id, holder)
+                parking.release(deps, key_id, holder)
                 released += 1
     return released
 

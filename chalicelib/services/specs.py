@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chalicelib.config import Settings, TierPolicy
-from chalicelib.domain.errors import PayloadTooLarge, ValidationFailed
+from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.jobs import JobSpec
 from chalicelib.domain.requests import SubmitRequest
 from chalicelib.sandbox import tools
@@ -40,14 +40,40 @@ def _invalid(field: str, message: str, **extra: Any) -> ValidationFailed:
 
 
 def _check_sizes(req: SubmitRequest, settings: Settings) -> None:
+    """Each input and their totals within what every sandbox can take in one request (README "Limits")."""
     source_bytes = len((req.source or "").encode()) + sum(len(f.content.encode()) for f in req.files or [])
     if source_bytes > settings.max_source_bytes:
         field = "source" if req.source is not None else "files"
         raise _invalid(field, f"source is {source_bytes} bytes; the limit is {settings.max_source_bytes}")
-    stdins = [("stdin", req.stdin)] + [(f"tests.{i}.stdin", t.stdin) for i, t in enumerate(req.tests)]
-    for field, text in stdins:
-        if len(text.encode()) > settings.max_stdin_bytes:
-            raise _invalid(field, f"stdin is larger than {settings.max_stdin_bytes} bytes")
+    inputs = [("stdin", req.stdin)]
+    for i, test in enumerate(req.tests):
+        inputs += [(f"tests.{i}.stdin", test.stdin), (f"tests.{i}.expected_stdout", test.expected_stdout)]
+    total = 0
+    for field, text in inputs:
+        size = len(text.encode())
+        if size > settings.max_stdin_bytes:
+            raise _invalid(field, f"{field} is {size} bytes; the limit is {settings.max_stdin_bytes}")
+        total += size
+    if total > settings.max_input_bytes:
+        field = "tests" if req.tests else "stdin"
+        limit = settings.max_input_bytes
+        message = f"stdin and the tests' stdin and expected_stdout total {total} bytes; the limit is {limit}"
+        raise _invalid(field, message, limit=limit)
+    args_bytes = sum(len(a.encode()) for a in req.args)
+    if args_bytes > settings.max_args_bytes:
+        raise _invalid("args", f"args total {args_bytes} bytes; the limit is {settings.max_args_bytes}")
+
+
+def _check_encoded_size(spec: JobSpec, settings: Settings) -> None:
+    """The job as a sandbox receives it (JSON) must fit one Lambda request: control characters, which JSON
+    writes as six bytes each, can make a job within every byte limit too large to send."""
+    size = len(spec.model_dump_json().encode())
+    if size > settings.max_request_bytes:
+        sizes = {"stdin": len(spec.stdin), "tests": sum(len(t.stdin) + len(t.expected_stdout) for t in spec.tests)}
+        field = max(sizes, key=lambda name: sizes[name])
+        limit = settings.max_request_bytes
+        message = f"the job takes {size} bytes JSON-encoded (a control character takes 6); the limit is {limit}"
+        raise _invalid(field, message, limit=limit)
 
 
 def _limits(req: SubmitRequest, defaults: SandboxLimits, tier: TierPolicy) -> SandboxLimits:
@@ -78,12 +104,13 @@ def _limits(req: SubmitRequest, defaults: SandboxLimits, tier: TierPolicy) -> Sa
     )
 
 
-def _check_sandbox(requested: str, limits: SandboxLimits, settings: Settings) -> None:
-    """Refuse now a sandbox this stage cannot give, rather than failing the job after it was queued."""
+def _check_sandbox(requested: str, limits: SandboxLimits, runs: int, settings: Settings) -> None:
+    """Refuse now a sandbox this stage cannot give, rather than failing the job after it was queued (a job for
+    the Lambda sandbox must fit one invocation with every test case's run)."""
     if settings.sandbox_mode == "local" and requested not in ("auto", "local"):
         raise _invalid("sandbox", f"this stage runs jobs in the local sandbox only, not '{requested}'")
     try:
-        pick_sandbox(requested, limits, settings.sandbox_mode == "local")
+        pick_sandbox(requested, limits, settings.sandbox_mode == "local", runs)
     except ValueError as exc:
         raise _invalid("sandbox", str(exc)) from exc
 
@@ -118,7 +145,7 @@ def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobS
     else:
         files = [SourceFile(path=f.path, content=f.content) for f in req.files or []]
     limits = _limits(req, entry.default_limits, tier)
-    _check_sandbox(req.sandbox, limits, settings)
+    _check_sandbox(req.sandbox, limits, len(req.tests), settings)
     spec = JobSpec(
         runtime=catalog.canonical(req.runtime) if req.runtime else None,
         tool=req.tool,
@@ -132,23 +159,5 @@ def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobS
         device=req.device,
         output_encoding=req.output_encoding,
     )
-    _check_stored_size(req, spec, settings.max_job_bytes)
+    _check_encoded_size(spec, settings)
     return spec
-
-
-def _check_stored_size(req: SubmitRequest, spec: JobSpec, limit: int) -> None:
-    """A job is stored as one DynamoDB item: its code and inputs together must fit their share of it (413)."""
-    stored = len(spec.model_dump_json().encode())
-    if stored <= limit:
-        return
-    parts = {
-        "source" if req.source is not None else "files": sum(len(f.content.encode()) for f in spec.files),
-        "stdin": len(spec.stdin.encode()),
-        "tests": sum(len(t.stdin.encode()) + len(t.expected_stdout.encode()) for t in spec.tests),
-        "args": sum(len(a.encode()) for a in spec.args),
-    }
-    fields = [{"field": name, "bytes": size} for name, size in sorted(parts.items(), key=lambda p: -p[1]) if size]
-    raise PayloadTooLarge(
-        f"the job's source, files, stdin, tests and args take {stored} bytes once stored; the limit is {limit}",
-        fields,
-    )

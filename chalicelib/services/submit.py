@@ -19,6 +19,7 @@ from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.domain.quotas import QuotaState, day_window, minute_window, refunded, usage
 from chalicelib.domain.requests import BatchRequest, SubmitRequest
 from chalicelib.domain.views import JobView
+from chalicelib.services import payloads
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import estimate_wait
 from chalicelib.services.keys import authenticate, check_scope, hash_key
@@ -90,6 +91,13 @@ def _submit(deps: Deps, plain_key: str, request: SubmitRequest, job_id: str) -> 
     except Exception:
         _undo(deps.keys.refund, key.key_hash, minute_window(now), day_window(now))
         raise
+    try:
+        # A large input goes to the results bucket; the job's record keeps the rest of the spec and a reference.
+        spec, spec_ref = payloads.stash_spec(deps, job_id, spec)
+    except Exception:
+        _undo(deps.counters.adjust_tier, key.tier, -1, 0)
+        _undo(deps.keys.refund, key.key_hash, minute_window(now), day_window(now))
+        raise
     job = Job(
         id=job_id,
         owner=key.owner,
@@ -97,6 +105,7 @@ def _submit(deps: Deps, plain_key: str, request: SubmitRequest, job_id: str) -> 
         tier=key.tier,
         status=JobStatus.QUEUED,
         spec=spec,
+        spec_ref=spec_ref,
         seq=seq,
         group=f"{key.key_id}.{key.total % policy.concurrency}",
         created_at=now,

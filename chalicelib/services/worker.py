@@ -2,7 +2,8 @@
 
 Duplicate deliveries are harmless because a job starts only through the conditional `queued -> running`
 write (with the attempt number it expects): the second delivery finds the job running or done and is
-acknowledged without running anything.
+acknowledged without running anything. A job whose owner has every slot taken is parked (services/parking.py)
+and its message deleted; a throttled sandbox hands the job back without spending an attempt.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import os
 import threading
 from typing import Any
 
-from chalicelib.domain.errors import PlatformFault, StaleState
-from chalicelib.domain.exits import Faulted, Finished, GaveUp
+from chalicelib.domain.errors import DependencyThrottled, PlatformFault, StaleState
+from chalicelib.domain.exits import Faulted, Finished, GaveUp, Throttled
 from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, TIER_DIMENSION
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
 from chalicelib.sandbox.runtimes import UnknownRuntime
 from chalicelib.sandbox.selection import pick_sandbox
+from chalicelib.services import parking, payloads
 from chalicelib.services.deps import Deps
 from chalicelib.services.lifecycle import end_job, log_transition, slot_holder
 from chalicelib.services.ports import SyncSandbox, TaskSandbox, WaitChanged
@@ -37,8 +39,9 @@ class RetryLater(Exception):
         self.delay_s = delay_s
 
 
-def handle_message(deps: Deps, message: dict[str, Any]) -> str:
-    """Process one queue message; returns what happened. Raises RetryLater to keep the message."""
+def handle_message(deps: Deps, message: dict[str, Any], receives: int = 1) -> str:
+    """Process one queue message; returns what happened. Raises RetryLater to keep the message. `receives`:
+    how often SQS has delivered this message (a throttled job renews a message about to be dead-lettered)."""
     job = deps.jobs.get(str(message.get("job_id", "")))
     if job is None:
         log.warning("message for an unknown job dropped", extra={"job_id": message.get("job_id")})
@@ -46,23 +49,32 @@ def handle_message(deps: Deps, message: dict[str, Any]) -> str:
     if job.status is not JobStatus.QUEUED:
         # terminal (cancelled while queued, or a duplicate), or running under another worker's lease
         return f"skipped:{job.status.value}"
-    started = start(deps, job)
-    if started is None:
-        return "lost-race"
-    return run(deps, started)
+    if job.parked:
+        return "skipped:parked"  # a late duplicate of the message it had before it was parked
+    started = start(deps, payloads.with_whole_spec(deps, job))
+    if isinstance(started, str):
+        return started
+    return run(deps, started, renew=receives >= deps.settings.max_receive_count - 1)
 
 
-def start(deps: Deps, job: Job) -> Job | None:
-    """Take one of the owner's slots and move the job to running; None if another worker won the race.
-    RetryLater when every slot of the owner is taken."""
+def start(deps: Deps, job: Job) -> Job | str:
+    """Take one of the owner's slots and move the job to running. Otherwise what happened instead: "parked"
+    (every slot taken), "yielded" (an older job of the owner was parked: it gets the slot), "lost-race"."""
     policy = deps.settings.tier(job.tier)
     next_attempt = job.model_copy(update={"attempts": job.attempts + 1})
     holder = slot_holder(next_attempt)
-    if not deps.counters.acquire_slot(job.key_id, holder, policy.concurrency):
-        raise RetryLater(deps.settings.slot_wait_s, "all of the key's running slots are taken")
+    slots = deps.counters.acquire_slot(job.key_id, holder, policy.concurrency)
+    if slots is None:
+        return parking.park(deps, job, policy.concurrency)
+    if parking.yields_to_parked(deps, job, slots):
+        # Park first, then free the slot: the release wakes the oldest parked job, which is older than this one.
+        outcome = parking.park(deps, job, policy.concurrency)
+        parking.release(deps, job.key_id, holder)
+        return "yielded" if outcome == "parked" else outcome
     now = deps.clock.now()
-    kind = pick_sandbox(job.spec.sandbox, job.spec.limits, deps.settings.sandbox_mode == "local")
-    lease_until = now + job.spec.limits.wall_time_s * max(1, len(job.spec.tests)) + deps.settings.lease_grace_s
+    runs = len(job.spec.tests)
+    kind = pick_sandbox(job.spec.sandbox, job.spec.limits, deps.settings.sandbox_mode == "local", runs)
+    lease_until = now + job.spec.limits.wall_time_s * max(1, runs) + deps.settings.lease_grace_s
     try:
         running = deps.jobs.transition(
             job,
@@ -78,13 +90,13 @@ def start(deps: Deps, job: Job) -> Job | None:
             expected_attempts=job.attempts,
         )
     except StaleState:
-        deps.counters.release_slot(job.key_id, holder)
-        return None
+        parking.release(deps, job.key_id, holder)
+        return "lost-race"
     except PlatformFault:
         # Throttled or unreachable: nothing started. Give the slot back now (the reaper would, later) and let
         # the message come back after its visibility timeout.
         try:
-            deps.counters.release_slot(job.key_id, holder)
+            parking.release(deps, job.key_id, holder)
         except PlatformFault:
             log.warning("slot release failed; the reaper frees it", extra={"job_id": job.id})
         raise
@@ -96,11 +108,12 @@ def start(deps: Deps, job: Job) -> Job | None:
     deps.signals.job_changed(job.id)  # a waiting GET shows it running
     deps.metric("QueueWait", running.queue_wait_ms or 0, "Milliseconds", tier=job.tier)
     log_transition(running, sandbox=kind)
-    return running
+    return running.model_copy(update={"spec": job.spec})  # the whole spec, read back when stored apart
 
 
-def run(deps: Deps, job: Job) -> str:
-    """Run a started job in its sandbox and end it with the outcome; platform faults retry with backoff."""
+def run(deps: Deps, job: Job, renew: bool = False) -> str:
+    """Run a started job in its sandbox and end it with the outcome; platform faults retry with backoff, a
+    throttle backs off without spending the attempt (`renew`: with a fresh message)."""
     _append_run_log(deps, job)
     request = ExecutionRequest(
         job_id=job.id,
@@ -123,6 +136,12 @@ def run(deps: Deps, job: Job) -> str:
         if sandbox is None:
             raise SandboxUnavailable(f"no '{kind}' sandbox is configured")
         result = _run_watched(deps, job, sandbox, request)
+    except DependencyThrottled as exc:
+        log.warning("sandbox throttled", extra={"job_id": job.id, "error": str(exc)})
+        ended = end_job(deps, job, Throttled(f"sandbox throttled: {exc}", renew=renew))
+        if ended is not None and ended.retry_in_s is not None:
+            raise RetryLater(ended.retry_in_s, str(exc)) from exc
+        return ended.job.status.value if ended is not None else "discarded"
     except PlatformFault as exc:
         log.warning("platform fault", extra={"job_id": job.id, "error": str(exc)})
         ended = end_job(deps, job, Faulted(f"platform fault: {exc}"))

@@ -190,3 +190,17 @@ def test_brute_forcing_keys_from_one_ip_ends_in_429(guarded_stack: StackProcess)
     # the guard stands before authentication: a valid key from the same address is refused too
     valid = api.with_key(guarded_stack.keys["free"]).call("GET", "/v1/usage")
     assert valid.status == 429 and valid.error_code == "ip_rate_limited"
+
+
+def test_a_megabyte_of_stdin_echoed_to_stdout_comes_back_intact(stack: StackProcess) -> None:
+    """The largest stdin and output a user may ask for, end to end: the input and the result are too large for
+    the job's record (they go through the results bucket), and the answer carries the whole output."""
+    user = stack.api(stack.make_key("pro"))
+    line = "".join(chr(ord("a") + i % 26) for i in range(63)) + "\n"
+    data = line * (1024 * 1024 // len(line))
+    assert len(data.encode()) == 1024 * 1024
+    echo = {"runtime": "python", "source": "import sys\nsys.stdout.write(sys.stdin.read())", "stdin": data}
+    job = user.wait(user.submit_ok({**echo, "limits": {"output_kb": 1024}}))
+    assert job["status"] == "succeeded", job.get("error")
+    result = job["result"]
+    assert result["stdout"] == data and not result["stdout_truncated"] and result["full_result_url"] is None

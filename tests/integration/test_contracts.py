@@ -256,3 +256,44 @@ def test_tier_counters_are_corrected_only_on_a_repeated_sighting(stores: Any) ->
     counters.adjust_tier("pro", queued=-1)  # the counters moved since the sighting: not touched
     assert not counters.correct_tier_counts("pro", (1, 0))
     assert counters.tier_counts("pro") == (4, 0)
+
+
+def test_parking_is_conditional_and_ordered_by_submission(stores: Any) -> None:
+    jobs, _, _ = stores
+    for job_id, seq in (("p3", 3), ("p1", 1), ("p2", 2)):
+        jobs.create(make_job(job_id, seq=seq))
+    parked = jobs.park(jobs.get("p3"))
+    assert parked is not None and parked.parked and parked.parks == 1 and parked.due_at is None
+    assert jobs.park(jobs.get("p3")) is None  # parked already
+    jobs.park(jobs.get("p1"))
+    jobs.park(jobs.get("p2"))
+    assert jobs.parked_of("key_1", 5) == [(1, "p1"), (2, "p2"), (3, "p3")]
+    assert jobs.parked_of("key_2", 5) == [] and jobs.parked_keys() == {"key_1"}
+    woken = jobs.unpark("p1", 123.0)
+    assert woken is not None and not woken.parked and woken.due_at == 123.0 and woken.parks == 1
+    assert jobs.unpark("p1", 123.0) is None  # of two wakers, one wins
+    assert not jobs.get("p1").parked and jobs.get("p2").parked
+    # A state change ends the wait: a cancelled parked job leaves the index.
+    cancelled = jobs.transition(jobs.get("p2"), JobStatus.CANCELLED, {"finished_at": 1.0})
+    assert not cancelled.parked and not jobs.get("p2").parked
+    assert jobs.parked_of("key_1", 5) == [(3, "p3")]
+    started = jobs.transition(jobs.get("p1"), JobStatus.RUNNING, {"attempts": 1}, expected_attempts=0)
+    assert jobs.park(started) is None  # not queued
+
+
+def test_slots_carry_the_parked_count(stores: Any) -> None:
+    _, _, counters = stores
+    first = counters.acquire_slot("key_9", "a#1", 2)
+    assert first is not None and first.holders == {"a#1"} and first.parked == 0
+    assert counters.count_parked("key_9", +1).parked == 1
+    taken = counters.acquire_slot("key_9", "b#1", 2)
+    assert taken is not None and taken.holders == {"a#1", "b#1"} and taken.parked == 1
+    assert counters.acquire_slot("key_9", "c#1", 2) is None
+    after = counters.release_slot("key_9", "a#1")
+    assert after.holders == {"b#1"} and after.parked == 1  # the release tells whom to wake
+    assert counters.count_parked("key_9", -1).parked == 0
+    assert counters.count_parked("key_9", -1).parked == 0  # never below zero
+    counters.count_parked("key_9", +2)
+    assert not counters.reset_parked("key_9", 1) and counters.reset_parked("key_9", 2)
+    assert counters.all_slots()["key_9"].parked == 0
+    assert counters.release_slot("key_9", "b#1").holders == frozenset()

@@ -77,13 +77,8 @@ def test_a_tool_argument_that_runs_a_program_is_a_422_naming_it(client: Any) -> 
         ('{"runtime": "python", "source": "x", "limits": {"wall_time_s": 1e400}}', 422, "limits.wall_time_s"),
         ('{"runtime": "python", "source": "x", "args": ["a\\u0000b"]}', 422, "args.0"),
         ('{"runtime": "python", "source": "x", "source": "y"}', 422, "source"),
-        (
-            json.dumps({**JOB, "stdin": "x" * 150_000, "tests": [{"stdin": "y" * 60_000, "expected_stdout": ""}]}),
-            413,
-            "stdin",
-        ),
     ],
-    ids=["surrogate", "huge-int", "1e400", "nul-arg", "duplicate", "record-too-large"],
+    ids=["surrogate", "huge-int", "1e400", "nul-arg", "duplicate"],
 )
 def test_values_no_backend_can_take_are_4xx_naming_the_field(client: Any, raw: str, status: int, field: str) -> None:
     for path, payload in (("/v1/jobs", raw), ("/v1/jobs/batch", '{"jobs": [' + raw + "]}")):
@@ -170,7 +165,8 @@ def test_a_tool_only_key_gets_403_naming_the_scope_and_sees_its_scopes(client: A
 
 
 def test_output_larger_than_a_record_holds_ends_the_job_with_its_output_cut(client: Any) -> None:
-    """It used to fail the final write of every attempt (DynamoDB's 400 KB item limit), then error the job."""
+    """It used to fail the final write of every attempt (DynamoDB's 400 KB item limit), then error the job;
+    large results now go to the results bucket (services/payloads.py)."""
     key = new_key()
     source = "import sys\nsys.stdout.write('a' * 2_000_000)\nsys.stderr.write('b' * 2_000_000)"
     job = {"runtime": "python", "source": source, "limits": {"output_kb": 1024, "wall_time_s": 10}}
@@ -179,8 +175,7 @@ def test_output_larger_than_a_record_holds_ends_the_job_with_its_output_cut(clie
     got = body(client.http.get(f"/v1/jobs/{job_id}", headers=auth(key)))
     # The program's own end (over its output limit; on a starved machine perhaps its time), never `error`.
     assert got["status"] in ("failed", "timed_out") and got["attempts"] == 1, {k: got[k] for k in ("status", "error")}
-    result = got["result"]
-    assert result["stdout_truncated"] and len(result["stdout"]) + len(result["stderr"]) <= 160 * 1024
+    assert got["result"]["stdout_truncated"]
 
 
 def test_answers_chalice_gives_itself_are_in_the_house_shape_without_echo(client: Any) -> None:

@@ -20,10 +20,11 @@ from chalicelib.adapters.fargate_sandbox import CONTAINER_NAME
 from chalicelib.adapters.metrics import NAMESPACE
 from chalicelib.config import APP_NAME, TIER_NAMES, Settings, settings_from_env
 from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, TIER_DIMENSION
+from chalicelib.sandbox.selection import LAMBDA_TIMEOUT_S, SANDBOX_HEADROOM_MB, SANDBOX_MEMORY_CLASSES
 from infra import build_template, chalice_template, checks, state
 from infra.chalice_template import ChaliceTemplate
 from infra.state import queue_id, tier_id
-from infra.wiring import PLATFORM_ENVIRONMENT, SANDBOX_FUNCTION
+from infra.wiring import PLATFORM_ENVIRONMENT, SANDBOX_FUNCTIONS, sandbox_reservation_id
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -302,8 +303,11 @@ def test_webhook_queue_is_standard_with_a_dlq_and_the_websocket_endpoint_is_the_
 # --- the sandboxes ------------------------------------------------------------------------------------
 
 
-def test_sandbox_function_sits_in_private_subnets_behind_a_closed_security_group(resources: dict[str, Any]) -> None:
-    vpc = resources[SANDBOX_FUNCTION]["Properties"]["VpcConfig"]
+@pytest.mark.parametrize("sandbox", SANDBOX_FUNCTIONS)
+def test_sandbox_function_sits_in_private_subnets_behind_a_closed_security_group(
+    resources: dict[str, Any], sandbox: str
+) -> None:
+    vpc = resources[sandbox]["Properties"]["VpcConfig"]
     assert vpc["SubnetIds"] == [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}]
     for subnet in vpc["SubnetIds"]:
         assert resources[subnet["Ref"]]["Properties"]["MapPublicIpOnLaunch"] is False
@@ -316,8 +320,37 @@ def test_sandbox_function_sits_in_private_subnets_behind_a_closed_security_group
         assert not of_type(resources, f"AWS::EC2::{type_}"), type_
 
 
-def test_sandbox_role_holds_no_permission_user_code_could_use(resources: dict[str, Any]) -> None:
-    granted = statements(resources, SANDBOX_FUNCTION)
+@pytest.mark.parametrize(("sandbox", "size"), SANDBOX_FUNCTIONS.items())
+def test_sandbox_functions_are_sized_by_memory_class_with_a_reservation_parameter(
+    resources: dict[str, Any], template: dict[str, Any], sandbox: str, size: int
+) -> None:
+    props = resources[sandbox]["Properties"]
+    assert props["MemorySize"] == size and props["Timeout"] == LAMBDA_TIMEOUT_S  # what selection.py assumes
+    parameter = template["Parameters"][sandbox_reservation_id(size)]
+    assert parameter["Default"] == 0  # a new account (100 unreserved, a low quota) accepts it
+    assert str(SETTINGS.sandbox_concurrency(size)) in parameter["Description"]  # what never throttles a worker
+    condition, reserved, unreserved = props["ReservedConcurrentExecutions"]["Fn::If"]
+    assert reserved == {"Ref": sandbox_reservation_id(size)} and unreserved == {"Ref": "AWS::NoValue"}
+    assert template["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [reserved, 0]}]}
+
+
+def test_every_tier_can_run_its_largest_job_in_a_sandbox_class() -> None:
+    for policy in SETTINGS.tiers.values():
+        assert policy.max_memory_mb + SANDBOX_HEADROOM_MB <= max(SANDBOX_MEMORY_CLASSES), policy.name
+    # The smallest class is one full vCPU (1,769 MB): a job's time limits assume a whole core.
+    assert min(SANDBOX_MEMORY_CLASSES) >= 1769
+
+
+def test_worker_concurrency_is_the_tiers_capacity(template: dict[str, Any]) -> None:
+    for tier in TIER_NAMES:
+        function_id, _, event = sqs_listener(template, queue_id(tier))
+        scaling = event.get("ScalingConfig", {})  # the event's properties
+        assert scaling.get("MaximumConcurrency") == max(2, SETTINGS.capacity(tier)), function_id
+
+
+@pytest.mark.parametrize("sandbox", SANDBOX_FUNCTIONS)
+def test_sandbox_role_holds_no_permission_user_code_could_use(resources: dict[str, Any], sandbox: str) -> None:
+    granted = statements(resources, sandbox)
     allowed = allowed_actions(granted)
     assert allowed <= {"logs:CreateLogStream", "logs:PutLogEvents"} | ENI_ACTIONS
     for service in ("dynamodb", "sqs", "s3", "lambda", "ecs", "iam", "sts", "kms", "secretsmanager", "ssm"):
@@ -327,7 +360,7 @@ def test_sandbox_role_holds_no_permission_user_code_could_use(resources: dict[st
     assert {a for s in denied for a in _listed(s["Action"])} >= ENI_ACTIONS
     logs = next(s for s in granted if "logs:PutLogEvents" in _listed(s["Action"]))
     assert resolve({"Parameters": {}}, logs["Resource"]).endswith(
-        f":log-group:/aws/lambda/{APP_NAME}-{STAGE}-sandbox:*"
+        f":log-group:/aws/lambda/{APP_NAME}-{STAGE}-sandbox_*:*"
     )
     assert "logs:CreateLogGroup" not in allowed  # the stack creates the group
 
@@ -336,10 +369,11 @@ def _arn(kind: str, ref: str) -> dict[str, str]:
     return {"Fn::Sub": f"arn:${{AWS::Partition}}:ec2:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/${{{ref}}}"}
 
 
-def test_sandbox_role_network_actions_reach_only_the_sandbox_vpc(resources: dict[str, Any]) -> None:
+@pytest.mark.parametrize("sandbox", SANDBOX_FUNCTIONS)
+def test_sandbox_role_network_actions_reach_only_the_sandbox_vpc(resources: dict[str, Any], sandbox: str) -> None:
     """Credentials read out of the sandbox are usable outside it, where the Deny on lambda:SourceFunctionArn does
     not apply: every network action that IAM can scope is scoped to the sandbox VPC, subnets and group."""
-    allows = [s for s in statements(resources, SANDBOX_FUNCTION) if s["Effect"] == "Allow"]
+    allows = [s for s in statements(resources, sandbox) if s["Effect"] == "Allow"]
     vpc = {"ec2:Vpc": _arn("vpc", "SandboxVpc")}
     subnets = [_arn("subnet", "PrivateSubnetA"), _arn("subnet", "PrivateSubnetB")]
     for statement in allows:
@@ -360,20 +394,13 @@ def test_sandbox_role_network_actions_reach_only_the_sandbox_vpc(resources: dict
     create = [s for s in allows if "ec2:CreateNetworkInterface" in _listed(s["Action"]) and "Condition" in s]
     assert [s["Condition"]["ArnEquals"]["ec2:Subnet"] for s in create] == [subnets]
     # The reasoning is written next to the permissions, for whoever reads the role in the console.
-    assert "cannot be scoped" in resources["SandboxRole"]["Properties"]["Description"]
+    role = resources[sandbox]["Properties"]["Role"]["Fn::GetAtt"][0]
+    assert "cannot be scoped" in resources[role]["Properties"]["Description"]
 
 
-def test_sandbox_reserved_concurrency_is_a_parameter_a_new_account_accepts(template: dict[str, Any]) -> None:
-    parameter = template["Parameters"]["SandboxReservedConcurrency"]
-    assert parameter["Default"] == 0  # Lambda keeps 100 unreserved; new accounts start far below 100 + 50
-    reserved = template["Resources"][SANDBOX_FUNCTION]["Properties"]["ReservedConcurrentExecutions"]
-    condition, when, otherwise = reserved["Fn::If"]
-    assert (when, otherwise) == ({"Ref": "SandboxReservedConcurrency"}, {"Ref": "AWS::NoValue"})
-    assert template["Conditions"][condition] == {
-        "Fn::Not": [{"Fn::Equals": [{"Ref": "SandboxReservedConcurrency"}, 0]}]
-    }
+def test_no_sandbox_reserves_concurrency_but_through_its_parameter() -> None:
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
-    assert "reserved_concurrency" not in json.dumps(config), "the parameter is the one place that reserves"
+    assert "reserved_concurrency" not in json.dumps(config), "the parameters are the one place that reserves"
 
 
 def test_fargate_task_definition_has_a_read_only_root_and_no_task_role(
@@ -391,10 +418,10 @@ def test_fargate_task_definition_has_a_read_only_root_and_no_task_role(
     assert pattern["detail"]["group"] == ["family:" + resolve(template, task["Family"])]
 
 
-def test_functions_get_the_settings_the_app_reads(resources: dict[str, Any]) -> None:
+def test_functions_get_the_settings_the_app_reads(resources: dict[str, Any], template: dict[str, Any]) -> None:
     for function_id, spec in functions(resources).items():
         variables = spec["Properties"]["Environment"]["Variables"]
-        if function_id == SANDBOX_FUNCTION:
+        if function_id in SANDBOX_FUNCTIONS:
             leaked = (set(PLATFORM_ENVIRONMENT) - {"CODERUNNER_STAGE"}) & set(variables)
             assert not leaked, "user code runs in the sandbox: it gets no resource names"
             continue
@@ -404,8 +431,19 @@ def test_functions_get_the_settings_the_app_reads(resources: dict[str, Any]) -> 
         assert settings.sandbox_mode == "cloud", function_id
         assert settings.sandbox_function and settings.fargate_cluster and settings.fargate_task_definition
         assert settings.fargate_subnets and settings.fargate_security_groups and settings.artifacts_bucket
-        assert variables["CODERUNNER_SANDBOX_FUNCTION"] == {"Ref": SANDBOX_FUNCTION}
+        prefix = resolve(template, variables["CODERUNNER_SANDBOX_FUNCTION"])
+        for sandbox in SANDBOX_FUNCTIONS:  # the Lambda adapter appends "_<mb>" to the prefix
+            assert resolve(template, resources[sandbox]["Properties"]["FunctionName"]).startswith(prefix + "_")
+        assert variables["CODERUNNER_RESULTS_BUCKET"] == {"Ref": "ResultsBucket"}
         assert spec["Properties"]["FunctionName"] == {"Fn::Sub": f"{APP_NAME}-${{Stage}}-" + function_name(function_id)}
+
+
+def test_functions_log_json_without_lambdas_start_end_and_report_lines(resources: dict[str, Any]) -> None:
+    """Three lines an invocation, billed by the byte: dropped (make cost counts what is left)."""
+    for function_id, spec in functions(resources).items():
+        logging_config = spec["Properties"]["LoggingConfig"]
+        assert logging_config["LogFormat"] == "JSON" and logging_config["SystemLogLevel"] == "WARN", function_id
+        assert logging_config["ApplicationLogLevel"] == "INFO", function_id  # the app's own lines stay
 
 
 def function_name(function_id: str) -> str:
@@ -472,7 +510,7 @@ def test_worker_and_api_roles_allow_every_aws_call_the_adapters_make(resources: 
     delivery = aws_calls_of_the_adapters(DELIVERY_ADAPTERS) | {"dynamodb:GetItem", "logs:PutLogEvents"}
     delivery |= {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
     assert set(functions(resources)) >= DELIVERY_FUNCTIONS
-    for function_id in set(functions(resources)) - {SANDBOX_FUNCTION}:
+    for function_id in set(functions(resources)) - set(SANDBOX_FUNCTIONS):
         granted = statements(resources, function_id)
         wanted = delivery if function_id in DELIVERY_FUNCTIONS else needed
         assert sorted(a for a in wanted if not allows(granted, a)) == [], function_id
@@ -524,16 +562,17 @@ def test_every_tier_has_queue_age_and_worker_alarms(
 
 
 def test_sandbox_and_safety_net_functions_have_error_alarms(resources: dict[str, Any]) -> None:
-    for function_id in (SANDBOX_FUNCTION, "Cleanup", "FargateDone"):
+    for function_id in (*SANDBOX_FUNCTIONS, "Cleanup", "FargateDone"):
         metrics = {
             a["Properties"].get("MetricName")
             for a in alarms_on(resources, {"Name": "FunctionName", "Value": {"Ref": function_id}}).values()
         }
         assert "Errors" in metrics, function_id
-    assert "Throttles" in {
-        a["Properties"].get("MetricName")
-        for a in alarms_on(resources, {"Name": "FunctionName", "Value": {"Ref": SANDBOX_FUNCTION}}).values()
-    }
+    for sandbox in SANDBOX_FUNCTIONS:
+        assert "Throttles" in {
+            a["Properties"].get("MetricName")
+            for a in alarms_on(resources, {"Name": "FunctionName", "Value": {"Ref": sandbox}}).values()
+        }
 
 
 def test_dashboard_shows_every_tier_and_the_apps_metrics(resources: dict[str, Any]) -> None:
@@ -565,12 +604,26 @@ def test_waf_limits_requests_per_ip_on_the_api_stage(resources: dict[str, Any]) 
     assert "/restapis/${RestAPI}/stages/${RestAPI.Stage}" in association["ResourceArn"]["Fn::Sub"]
 
 
-def test_artifacts_bucket_is_private_and_expires_its_objects(resources: dict[str, Any]) -> None:
-    bucket = resources["ArtifactsBucket"]["Properties"]
+@pytest.mark.parametrize("bucket_id", ["ArtifactsBucket", "ResultsBucket"])
+def test_buckets_are_private_encrypted_and_expire_their_objects(resources: dict[str, Any], bucket_id: str) -> None:
+    bucket = resources[bucket_id]["Properties"]
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
     assert all(bucket["PublicAccessBlockConfiguration"].values())
     assert any(
         r.get("ExpirationInDays") and r["Status"] == "Enabled" for r in bucket["LifecycleConfiguration"]["Rules"]
     )
+
+
+def test_large_payloads_expire_with_their_jobs(resources: dict[str, Any]) -> None:
+    rules = resources["ResultsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert [r["ExpirationInDays"] for r in rules if "ExpirationInDays" in r] == [SETTINGS.job_ttl_days]
+
+
+def test_max_receive_count_is_the_attempts_plus_slack(template: dict[str, Any]) -> None:
+    """Waiting for a slot no longer spends receives (jobs are parked), so SQS's DLQ catches poison messages."""
+    parameter = template["Parameters"]["MaxReceiveCount"]
+    assert parameter["Default"] == SETTINGS.max_receive_count == SETTINGS.max_attempts + 2
+    assert "parked" in parameter["Description"]
 
 
 # --- the checks themselves, and the linter ------------------------------------------------------------

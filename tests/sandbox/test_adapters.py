@@ -19,6 +19,7 @@ from chalicelib.adapters.lambda_sandbox import LambdaSandbox
 from chalicelib.domain.errors import DependencyThrottled, DependencyUnavailable
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable, SourceFile
 from chalicelib.sandbox.runtimes import UnknownRuntime
+from chalicelib.sandbox.selection import memory_class
 
 REQUEST = ExecutionRequest(
     job_id="job-123", runtime="python3", files=[SourceFile(path="main.py", content="print(1)")], limits=SMALL
@@ -33,7 +34,7 @@ def lambda_client() -> Any:
 
 def _invoke_params() -> dict[str, Any]:
     return {
-        "FunctionName": "sandbox",
+        "FunctionName": f"sandbox_{memory_class(SMALL.memory_mb)}",
         "InvocationType": "RequestResponse",
         "Payload": REQUEST.model_dump_json().encode(),
     }
@@ -52,6 +53,17 @@ def test_lambda_success(lambda_client: Any) -> None:
         stub.add_response("invoke", {"StatusCode": 200, "Payload": _payload(result)}, _invoke_params())
         got = LambdaSandbox("sandbox", client=lambda_client).run(REQUEST)
     assert (got.stdout, got.sandbox) == ("1\n", "lambda")
+
+
+def test_lambda_invokes_the_smallest_memory_class_that_holds_the_job(lambda_client: Any) -> None:
+    sandbox = LambdaSandbox("code-runner-prod-sandbox", client=lambda_client)
+    small = REQUEST.model_copy(update={"limits": SMALL.model_copy(update={"memory_mb": 128})})
+    big = REQUEST.model_copy(update={"limits": SMALL.model_copy(update={"memory_mb": 3008})})
+    assert sandbox.function_for(small) == "code-runner-prod-sandbox_1769"
+    assert sandbox.function_for(big) == "code-runner-prod-sandbox_3136"
+    huge = REQUEST.model_copy(update={"limits": SMALL.model_copy(update={"memory_mb": 9000})})
+    with pytest.raises(SandboxUnavailable):
+        sandbox.function_for(huge)
 
 
 def test_lambda_throttle_is_a_throttled_dependency(lambda_client: Any) -> None:

@@ -53,7 +53,7 @@ def test_a_waiting_get_is_woken_by_the_announcement_of_the_end(deps: Any, key: s
     caller = authenticate(deps, key)
     reads = []
     original_get = deps.jobs.get
-    deps.jobs.get = lambda jid: reads.append(jid) or original_get(jid)
+    deps.jobs.get = lambda jid, consistent=True: reads.append(jid) or original_get(jid, consistent)
     woken: list[bool] = []
     original_watch = deps.signals.watch
 

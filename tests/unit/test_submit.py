@@ -61,6 +61,14 @@ def test_position_counts_the_tier_jobs_ahead(deps: Any, key: str) -> None:
         ({"runtime": "python", "source": "x", "tests": [{"stdin": ""}] * 21}, "tests"),
         ({"runtime": "python", "source": "x", "sandbox": "fargate"}, "sandbox"),  # a local-only stage
         ({"runtime": "python", "source": "x", "sandbox": "gvisor"}, "sandbox"),
+        # the totals every sandbox can take in one request (README "Limits")
+        ({"runtime": "python", "source": "x", "tests": [{"expected_stdout": "y" * (1024 * 1024 + 1)}]}, "tests.0"),
+        (
+            {"runtime": "python", "source": "x", "tests": [{"stdin": "y" * 1024 * 1024, "expected_stdout": ""}] * 5},
+            "tests",
+        ),
+        ({"runtime": "python", "source": "x", "stdin": "\x01" * 900_000}, "stdin"),  # 5.4 MB once JSON-encoded
+        ({"tool": "wc", "args": ["-l"] * 64, "stdin": "", "limits": {}} | {"args": ["x" * 300] * 64}, "args"),
     ],
 )
 def test_invalid_jobs_get_422_with_the_field_and_cost_nothing(deps: Any, key: str, body: dict, field: str) -> None:
@@ -147,3 +155,15 @@ def test_send_failure_still_answers_202_and_the_reaper_redrives(key: str) -> Non
     actions = reap(deps)
     assert actions.get("queued_redriven") == 1
     assert queue.sent[0][1] == accepted.job.id and queue.sent[0][3] == accepted.job.id  # same dedup id
+
+
+def test_a_job_for_the_lambda_sandbox_must_fit_one_invocation_with_its_tests() -> None:
+    deps = make_deps(settings_from_env({"CODERUNNER_SANDBOX_MODE": "cloud"}))
+    key = create_key(deps, "acme", "pro")[0]
+    tests = [{"stdin": "", "expected_stdout": ""}] * 20
+    body = {"runtime": "python", "source": "x", "sandbox": "lambda", "limits": {"wall_time_s": 60}, "tests": tests}
+    with pytest.raises(ValidationFailed) as err:
+        submit_job(deps, key, body)
+    assert err.value.details[0]["field"] == "sandbox" and "20 run" in err.value.details[0]["message"]
+    assert submit_job(deps, key, {**body, "sandbox": "auto"}).job.status is JobStatus.QUEUED  # Fargate takes it
+    assert submit_job(deps, key, {**body, "tests": tests[:5]}).job.status is JobStatus.QUEUED

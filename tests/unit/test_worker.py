@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.domain.errors import Conflict, DependencyThrottled, DependencyUnavailable, NotFound
+from chalicelib.domain.errors import Conflict, DependencyUnavailable, NotFound
 from chalicelib.domain.jobs import JobStatus
 from chalicelib.sandbox.models import ExecutionResult, FailureReason, SandboxUnavailable
 from chalicelib.services import lifecycle
@@ -61,22 +61,22 @@ def test_timeout_is_timed_out(deps: Any, key: str) -> None:
     assert deliver(deps, job_id) == "timed_out"
 
 
-def test_a_key_at_its_concurrency_waits_without_running(deps: Any, key: str) -> None:
+def test_a_key_at_its_concurrency_waits_parked_without_running(deps: Any, key: str) -> None:
     ids = [submit(deps, key) for _ in range(3)]
     owner = deps.jobs.get(ids[0]).key_id
     deps.counters.acquire_slot(owner, "other#1", 2)
     deps.counters.acquire_slot(owner, "other2#1", 2)
-    with pytest.raises(RetryLater):
-        deliver(deps, ids[0])
-    assert deps.jobs.get(ids[0]).status is JobStatus.QUEUED
+    assert deliver(deps, ids[0]) == "parked"  # its message is deleted: waiting spends no SQS receive
+    job = deps.jobs.get(ids[0])
+    assert job.status is JobStatus.QUEUED and job.parked and job.attempts == 0
     assert deps.sandboxes["local"].calls == []
+    assert deliver(deps, ids[0]) == "skipped:parked"  # a late duplicate of its old message
 
 
 @pytest.mark.parametrize(
     "fault",
     [
-        SandboxUnavailable("throttled"),
-        DependencyThrottled("lambda throttled: TooManyRequestsException"),
+        SandboxUnavailable("the sandbox crashed"),
         DependencyUnavailable("dynamodb failed: InternalServerError"),
     ],
 )
