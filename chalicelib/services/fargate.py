@@ -8,6 +8,7 @@ from typing import Any
 
 from chalicelib.domain.exits import Faulted, Finished
 from chalicelib.domain.jobs import JobStatus
+from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, TIER_DIMENSION
 from chalicelib.services.deps import Deps
 from chalicelib.services.lifecycle import end_job
 
@@ -24,6 +25,9 @@ def complete_from_event(deps: Deps, event: dict[str, Any]) -> str:
         if job is None or job.status is not JobStatus.RUNNING or job.task_arn != stopped.task_arn:
             return "stale"  # ended meanwhile (cancelled, reaped), or an earlier attempt's task
         result = sandbox.fetch_result(job.id)
+        if result is None and stopped.exit_code is None:
+            # The container never ran (image pull, network setup): a launch failure, alarmed on.
+            deps.metric(FARGATE_LAUNCH_FAILURES, 1, "Count", **{TIER_DIMENSION: job.tier})
         if result is None:
             exit_ = Faulted(f"the task stopped without a result: {stopped.stopped_reason}", message_held=False)
             ended = end_job(deps, job, exit_)

@@ -1,0 +1,9 @@
+"""Names of the app's own metrics (namespace `chalicelib.adapters.metrics.NAMESPACE`) that the template alarms
+on: the code that emits one and the alarm that watches it import the same constant, so neither can drift."""
+
+from __future__ import annotations
+
+# Count of Fargate sandbox launches that failed, emitted by the worker with the dimension TIER_DIMENSION
+# (Powertools adds `service`). Alarm: infra/wiring.py `<Tier>FargateLaunchFailuresAlarm`.
+FARGATE_LAUNCH_FAILURES = "FargateLaunchFailures"
+TIER_DIMENSION = "tier"
