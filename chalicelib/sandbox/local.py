@@ -403,9 +403,15 @@ def _tasks_of_uid(uid: int) -> int:
 
 
 @functools.cache
+def worker_isolation(pool_size: int) -> Isolation:
+    """The worker's local isolation with every layer it can get and `pool_size` prepared sandboxes (built once
+    per process, probed once)."""
+    return Isolation(IsolationSettings(pool_size=pool_size))
+
+
 def default_isolation() -> Isolation:
-    """The worker's local isolation with every layer it can get (built once per process, probed once)."""
-    return Isolation()
+    """The local isolation without prepared sandboxes (each run starts its own)."""
+    return worker_isolation(0)
 
 
 def probe_layers() -> dict[str, bool | str]:
