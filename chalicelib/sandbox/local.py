@@ -288,6 +288,8 @@ class SlotRun:
 
     def _stub_spec(self, stub_fds: tuple[int, int]) -> LaunchSpec:
         stub = [_system_python(), "-I", "-S", "-c", stub_source(), str(stub_fds[1])]
+        if self.uid is None:  # other jobs may share our uid: no one may read the waiting stub
+            stub.append("harden")
         # Wall time and output cap come with the job; until then the stub is ours and waits.
         spec = self._spec(stub, [], None, {})
         spec.stub_fds = stub_fds

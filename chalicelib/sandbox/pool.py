@@ -118,12 +118,16 @@ class SandboxPool:
         self._closed = False
         atexit.register(self.close)
 
-    def take(self) -> PreparedSandbox | None:
-        """A healthy prepared sandbox for one job, or None: then the job starts a sandbox itself."""
+    def start(self) -> None:
+        """Start preparing sandboxes now, in the background, before any job asks (e.g. while one downloads)."""
         with self._cond:
             self._active = True
             self._start_thread()
             self._cond.notify_all()
+
+    def take(self) -> PreparedSandbox | None:
+        """A healthy prepared sandbox for one job, or None: then the job starts a sandbox itself."""
+        self.start()
         while True:
             with self._cond:
                 if not self._idle:
@@ -213,10 +217,8 @@ class SandboxPool:
     def wait_filled(self, timeout_s: float) -> bool:
         """Start refilling if needed and wait until `size` sandboxes are prepared and ready (tests, benches)."""
         deadline = time.monotonic() + timeout_s
+        self.start()
         with self._cond:
-            self._active = True
-            self._start_thread()
-            self._cond.notify_all()
             if not self._cond.wait_for(lambda: len(self._idle) >= self.size, timeout=timeout_s):
                 return False
         self.settle(max(0.0, deadline - time.monotonic()))

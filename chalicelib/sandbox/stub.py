@@ -1,6 +1,6 @@
 """The last process of a prepared sandbox: it waits for one job, then becomes the job's program.
 
-Started as `python3 -I -S -c <this source> FD` by the supervisor, already where the job will run: in the
+Started as `python3 -I -S -c <this source> FD [harden]` by the supervisor, already where the job will run: in the
 sandbox's namespaces, as the slot uid, under the seccomp filter, in the work dir, with the job's stdout and
 stderr. It imports only C modules of the standard library (`socket` or `json` would pull in enum and re),
 so it is ready after a few milliseconds of CPU, before any job exists.
@@ -12,6 +12,10 @@ and execs the program with the environment it was started with (set by bubblewra
 same as a program started directly gets). Signal dispositions, the signal mask, umask and cwd are left as
 the supervisor and bubblewrap set them, which is what a directly started program inherits too. Any failure
 is reported as b"error ..." and ends the stub with 127: the program never starts half-prepared.
+
+With `harden` (a sandbox without a uid of its own: other jobs may run as the same uid) the stub makes itself
+non-dumpable while it waits, so no other process of the uid can open its memory or descriptors through
+/proc; the exec makes the program dumpable again, as a directly started one is.
 """
 
 import _socket
@@ -75,10 +79,18 @@ def _become(sock: _socket.socket, job: dict[str, object], stdin_fd: int) -> None
     os.execve(argv[0], argv, os.environb)  # the socket is close-on-exec
 
 
+def _non_dumpable() -> None:
+    import ctypes  # only here: the import costs more than the rest of the stub
+
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE; a platform that refuses it leaves us as we were
+
+
 def main() -> None:
     sock = _socket.socket(fileno=_SOCKET)
     try:
         os.set_inheritable(_SOCKET, False)
+        if sys.argv[2:] == ["harden"]:
+            _non_dumpable()
         sock.sendall(b"ready")
         message, fds = _receive(sock)
         if message != b"job" or len(fds) != 2:

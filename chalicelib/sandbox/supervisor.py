@@ -267,6 +267,12 @@ def _start(cfg: dict[str, Any]) -> tuple[_Job, list[str]] | None:
     return job, refused
 
 
+def _say(fd: int, line: bytes) -> None:
+    """One status line to the worker; a worker that is gone (killed) no longer listens."""
+    with contextlib.suppress(OSError):
+        os.write(fd, line)
+
+
 class _Stub:
     """The supervisor's end of a prepared sandbox: the stub's socket, and the job handed over on ours."""
 
@@ -286,12 +292,12 @@ class _Stub:
         if self.control in readable:
             return None  # discarded by the worker before the sandbox was even ready
         if _recv_quietly(self.sock) != b"ready":
-            os.write(self.status_fd, b"error not started: the prepared sandbox died before it was ready\n")
+            _say(self.status_fd, b"error not started: the prepared sandbox died before it was ready\n")
             return None
-        os.write(self.status_fd, b"ready\n")
+        _say(self.status_fd, b"ready\n")
         readable, _, _ = select.select([self.control, self.sock], [], [])
         if self.sock in readable:  # nothing is expected from the stub before its job: it died
-            os.write(self.status_fd, b"error not started: the prepared sandbox died while it waited\n")
+            _say(self.status_fd, b"error not started: the prepared sandbox died while it waited\n")
             return None
         message, fds = _receive_fds(self.control)
         if not message:
@@ -301,12 +307,12 @@ class _Stub:
             payload = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
             self.sock.sendmsg([b"job"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, payload)])
         except (OSError, ValueError, EOFError) as exc:
-            os.write(self.status_fd, f"error not started: the job did not reach the stub: {exc!r}\n".encode())
+            _say(self.status_fd, f"error not started: the job did not reach the stub: {exc!r}\n".encode())
             return None
         finally:
             for fd in fds:
                 os.close(fd)
-        os.write(self.status_fd, b"started\n")
+        _say(self.status_fd, b"started\n")
         return float(go["wall_time_s"])
 
     def cpu_ms(self) -> int:
@@ -321,7 +327,7 @@ class _Stub:
             cpu_us = int(head[5:].strip() or 0)
             said = b"error" + said if said else b""
         if said.startswith(b"error"):
-            os.write(self.status_fd, said.replace(b"\n", b" ") + b"\n")
+            _say(self.status_fd, said.replace(b"\n", b" ") + b"\n")
         return cpu_us // 1000
 
 
