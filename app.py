@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -62,16 +63,23 @@ class _PowertoolsLogger:
 
     def __init__(self) -> None:
         self._logger: Logger | None = None
+        self._lock = threading.Lock()  # built once, even when the first requests come at once (local stack)
 
     def __getattr__(self, attr: str) -> Any:
         if self._logger is None:
-            from aws_lambda_powertools import Logger
-            from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-
-            built = Logger(service=APP_NAME)
-            copy_config_to_registered_loggers(source_logger=built)
-            self._logger = built
+            with self._lock:
+                if self._logger is None:
+                    self._logger = self._build()
         return getattr(self._logger, attr)
+
+    @staticmethod
+    def _build() -> Logger:
+        from aws_lambda_powertools import Logger
+        from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+        built = Logger(service=APP_NAME)
+        copy_config_to_registered_loggers(source_logger=built)
+        return built
 
 
 if TYPE_CHECKING:

@@ -44,3 +44,35 @@ def test_a_handler_imports_what_it_needs_on_first_use() -> None:
     modules = _modules_after("import app\napp.queries.parse_wait('3')\napp.logger.append_keys(request_id='r')")
     assert "chalicelib.services.queries" in modules and "aws_lambda_powertools" in modules
     assert "chalicelib.services.batch" not in modules  # the worker's
+
+
+_CONCURRENT_FIRST_LOGS = """
+import threading, app
+calls, built = [], app._PowertoolsLogger._build
+gate = threading.Barrier(2, timeout=1)  # passes only if two threads are building at once
+
+
+def counted():
+    calls.append(1)
+    try:
+        gate.wait()
+    except threading.BrokenBarrierError:
+        pass
+    return built()
+
+
+app._PowertoolsLogger._build = staticmethod(counted)
+threads = [threading.Thread(target=app.logger.append_keys, kwargs={"request_id": str(n)}) for n in range(2)]
+[thread.start() for thread in threads]
+[thread.join() for thread in threads]
+app.logger.info("logged")
+print(len(calls))
+"""
+
+
+def test_the_logger_is_built_once_by_concurrent_first_requests() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = _CONCURRENT_FIRST_LOGS
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.split()[-1] == "1"
