@@ -121,6 +121,8 @@ class SandboxPool:
     def start(self) -> None:
         """Start preparing sandboxes now, in the background, before any job asks (e.g. while one downloads)."""
         with self._cond:
+            if self._thread is None and self.background:
+                logger.info("sandbox pool: keeping %d prepared sandboxes ready", self.size)
             self._active = True
             self._start_thread()
             self._cond.notify_all()

@@ -216,7 +216,7 @@ def _status(job: _Job, wait_status: int, wall_ms: int, refused: list[str], stub_
         "signal": sig,
         "wall_ms": wall_ms,
         # A prepared sandbox's program is its stub after exec: the stub's own start-up is not the job's.
-        "cpu_ms": max(int((usage.ru_utime + usage.ru_stime) * 1000), job.cpu_ms_at_stop) - stub_cpu_ms,
+        "cpu_ms": max(int((usage.ru_utime + usage.ru_stime) * 1000), job.cpu_ms_at_stop, stub_cpu_ms) - stub_cpu_ms,
         "max_rss_kb": usage.ru_maxrss,
         "killed_for": job.killed_for,
         "refused": refused,
