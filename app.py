@@ -27,6 +27,7 @@ from chalicelib.domain.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from chalicelib.edge import house
 from chalicelib.edge.errors import (
     error_response,
     handshake_refusal,
@@ -88,13 +89,17 @@ if TYPE_CHECKING:
     from chalicelib import web
     from chalicelib.domain import inbox as inbox_domain
     from chalicelib.domain import views
+    from chalicelib.edge import openapi
     from chalicelib.services import batch as batches
     from chalicelib.services import catalog, channel, inbox, keys, lifecycle, queries, reaper, submit, webhooks
     from chalicelib.services.ports import ApiKey
+    from chalicelib.web import docs
 else:
     web = _OnFirstUse("chalicelib.web")
     inbox_domain = _OnFirstUse("chalicelib.domain.inbox")
     views = _OnFirstUse("chalicelib.domain.views")
+    openapi = _OnFirstUse("chalicelib.edge.openapi")
+    docs = _OnFirstUse("chalicelib.web.docs")
     batches = _OnFirstUse("chalicelib.services.batch")
     catalog = _OnFirstUse("chalicelib.services.catalog")
     channel = _OnFirstUse("chalicelib.services.channel")
@@ -251,7 +256,7 @@ def cancel_job(job_id: str) -> dict[str, Any]:
 @api
 def list_jobs() -> dict[str, Any]:
     params = _query()
-    page = queries.list_jobs(get_deps(), _caller(), params.get("limit"), params.get("cursor"))
+    page = queries.list_jobs(get_deps(), _caller(), params.get("limit"), params.get("cursor"), params.get("status"))
     return page.model_dump(mode="json")
 
 
@@ -298,6 +303,29 @@ def static_file(name: str) -> Response:
 
 
 # --- end of static pages ---
+
+
+# --- The API's description (chalicelib/edge/openapi.py): OpenAPI 3.1 as JSON, and as a page. No key needed. ---
+@app.route("/v1/openapi.json", methods=["GET"])
+@api
+def openapi_document() -> Response:
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json", "Cache-Control": "no-cache"}
+    return Response(body=openapi.document(), status_code=200, headers=headers)
+
+
+@app.route("/docs", methods=["GET"])
+@api
+def api_docs() -> Response:
+    return _static(web.serve_html(docs.render(openapi.document()), _request().headers.get("if-none-match")))
+
+
+# --- end of the API's description ---
+
+
+# --- Chalice's own refusals (405 unknown method, 415 content type) in the house format: chalicelib/edge/house.py
+@app.middleware("http")
+def house_errors(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    return house.as_house_error(get_response(event))
 
 
 # --- Delivering results (DESIGN.md section 8): events, webhooks, the WebSocket channel ----------------------
