@@ -24,17 +24,25 @@ from chalicelib.sandbox.models import ExecutionRequest
 from chalicelib.sandbox.runner import execute
 
 SCRATCH_ENV = "SANDBOX_SCRATCH_ROOT"
+# The slot's key (lock file, and uid where we are root: never in Lambda). Tests that call `handle` on a host
+# whose local stack holds the default slots set their own.
+SLOT_ENV = "SANDBOX_SLOT_UID_BASE"
 
 logger = logging.getLogger(__name__)
 
 
-@functools.cache
 def lambda_isolation(scratch_root: str) -> Isolation:
     """The isolation a Lambda sandbox can have (one job at a time per execution environment)."""
+    return _lambda_isolation(scratch_root, int(os.environ.get(SLOT_ENV, "64000")))
+
+
+@functools.cache
+def _lambda_isolation(scratch_root: str, slot_uid_base: int) -> Isolation:
     settings = IsolationSettings(
         use_bwrap=False,
         use_cgroups=False,
         slots=1,
+        slot_uid_base=slot_uid_base,
         work_root=os.path.join(scratch_root, "work"),
         # One prepared sandbox, started by the handler after its cleanup (`handle`), ready while the
         # environment waits for the next invocation.

@@ -25,6 +25,7 @@ SMALL = SandboxLimits(wall_time_s=2, cpu_time_s=1, memory_mb=128, output_kb=16, 
 ENTRY = {"python3": "main.py", "node": "main.js", "bash": "main.sh"}
 UID_BASE = 64500  # away from the worker's default slot uids, so a running dev stack is not disturbed
 SLOTS = 4  # each isolation's pool holds one, and a pool never takes the last free slot
+LAMBDA_SLOT = 64590  # the Lambda handler's one slot in these tests (a local stack's pools hold 64000 and up)
 POOL_WAIT_S = 10  # a test's run waits this long for a prepared sandbox, then starts one itself
 
 Runner = Callable[..., ExecutionResult]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SMALL
+from conftest import LAMBDA_SLOT, SMALL
 
 from chalicelib.sandbox import lambda_entry
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SourceFile
@@ -25,6 +25,7 @@ def scratch(monkeypatch: pytest.MonkeyPatch, sandbox_root: str) -> Iterator[Path
     root = Path(tempfile.mkdtemp(prefix="lambda-tmp-", dir=sandbox_root))
     os.chmod(root, 0o711)
     monkeypatch.setenv(lambda_entry.SCRATCH_ENV, str(root))
+    monkeypatch.setenv(lambda_entry.SLOT_ENV, str(LAMBDA_SLOT))  # not a running stack's slot
     yield root
     # The handler leaves its next prepared sandbox (holding the one slot): a test's environment ends here.
     pool = lambda_entry.lambda_isolation(str(root)).pool

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SMALL, run_code
+from conftest import LAMBDA_SLOT, SMALL, run_code
 
 from chalicelib.sandbox import hostclean, kernel, lambda_entry
 from chalicelib.sandbox.local import Isolation, IsolationSettings
@@ -214,6 +214,7 @@ def test_the_lambda_handler_spares_its_prepared_sandbox_and_kills_the_rest(
     root = Path(tempfile.mkdtemp(prefix="lambda-pool-", dir=sandbox_root))
     os.chmod(root, 0o711)
     monkeypatch.setenv(lambda_entry.SCRATCH_ENV, str(root))
+    monkeypatch.setenv(lambda_entry.SLOT_ENV, str(LAMBDA_SLOT))  # not a running stack's slot
     pool = lambda_entry.lambda_isolation(str(root)).pool
     assert pool is not None
     event = ExecutionRequest(
