@@ -11,6 +11,8 @@ platform's last word (the DLQ) re-read and try again with `end_current`.
 
 The consequences are separate writes made after the commit, in an order where a crash between any two leaves
 only what the reaper repairs (services/reaper.py, one test per repair):
+0. the announcement (local stack): a waiting GET returns, a cancelled run's watcher kills it (best effort:
+   waiters poll now and then all the same);
 1. tier counters: a missed update is a drift that `reconcile_counters` corrects;
 2. the task is stopped before the slot is freed, so the owner's next job never overlaps a task still running
    (a missed stop: the reaper stops tasks of jobs past their lease, and a stopped task's result is discarded);
