@@ -1,20 +1,21 @@
-"""The one place where adapters are wired into services. Nothing here touches AWS until first use."""
+"""The one place where adapters are wired into services. Nothing here touches AWS until first use.
+
+Adapters are imported when the dependencies are first built, not when this module is: importing the app (every
+function's cold start) then pays for neither boto3 nor the adapters a function never uses.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 
-from chalicelib.adapters.counters_dynamodb import DynamoCounters
-from chalicelib.adapters.jobs_dynamodb import DynamoJobStore
-from chalicelib.adapters.keys_dynamodb import DynamoKeyStore
-from chalicelib.adapters.metrics import EmfMetrics, InMemoryMetrics
-from chalicelib.adapters.queue_sqs import SqsJobQueue
-from chalicelib.config import Settings, get_settings
-from chalicelib.delivery_wiring import delivery_ports
-from chalicelib.services.deps import Deps
-from chalicelib.services.ports import JobSignals, SyncSandbox, TaskSandbox
-from chalicelib.services.signals import PolledJobSignals
+from chalicelib.config import get_settings
+
+if TYPE_CHECKING:
+    from chalicelib.config import Settings
+    from chalicelib.services.deps import Deps
+    from chalicelib.services.ports import JobSignals, SyncSandbox, TaskSandbox
 
 _lock = threading.Lock()
 _deps: Deps | None = None
@@ -25,7 +26,7 @@ def _sync_sandboxes(settings: Settings) -> dict[str, SyncSandbox]:
     if settings.sandbox_mode == "local":
         from chalicelib.adapters.local_sandbox import LocalSandbox
 
-        out["local"] = LocalSandbox()
+        out["local"] = LocalSandbox(pool_size=settings.sandbox_pool_size)
     if settings.sandbox_function:
         from chalicelib.adapters.lambda_sandbox import LambdaSandbox
 
@@ -54,11 +55,21 @@ def _signals(settings: Settings) -> JobSignals:
         from chalicelib.adapters.signals_local import DatagramJobSignals
 
         return DatagramJobSignals(settings.signal_dir)
+    from chalicelib.services.signals import PolledJobSignals
+
     return PolledJobSignals()
 
 
 def build(settings: Settings) -> Deps:
     """Wire the DynamoDB/SQS adapters and the configured sandboxes for `settings`."""
+    from chalicelib.adapters.counters_dynamodb import DynamoCounters
+    from chalicelib.adapters.jobs_dynamodb import DynamoJobStore
+    from chalicelib.adapters.keys_dynamodb import DynamoKeyStore
+    from chalicelib.adapters.metrics import EmfMetrics, InMemoryMetrics
+    from chalicelib.adapters.queue_sqs import SqsJobQueue
+    from chalicelib.delivery_wiring import delivery_ports
+    from chalicelib.services.deps import Deps
+
     in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
     blobs = None
     if settings.results_bucket:

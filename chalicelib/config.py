@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     # Sandbox: "local" runs on the worker's host (dev, single machine); "cloud" uses Lambda/Fargate.
     sandbox_mode: Literal["local", "cloud"] = "local"
     sandbox_function: str = ""
+    # Local sandbox: prepared sandboxes each worker process keeps ready (each holds one of the host's slots).
+    sandbox_pool_size: int = Field(default=2, ge=0)
     fargate_cluster: str = ""
     fargate_task_definition: str = ""
     fargate_subnets: CommaList = Field(default_factory=list)

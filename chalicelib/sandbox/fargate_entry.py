@@ -44,9 +44,14 @@ def run(environ: dict[str, str] | None = None) -> int:
     settings = IsolationSettings(
         work_root=env.get("SANDBOX_WORK_ROOT", "/tmp/code-runner-work"),
         slots=1,
+        pool_size=1,  # each test case of the job runs in a sandbox prepared while the previous one ran
+        pool_keeps_a_slot_free=False,
     )
+    isolation = Isolation(settings)
+    if isolation.pool is not None:
+        isolation.pool.start()  # the layers are probed and the first sandbox prepared while the request downloads
     request = fetch_request(env[REQUEST_URL_ENV])
-    result = execute(request, isolation=Isolation(settings))
+    result = execute(request, isolation=isolation)
     upload_result(env[RESULT_URL_ENV], result.model_copy(update={"sandbox": "fargate"}))
     return 0
 

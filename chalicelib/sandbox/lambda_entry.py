@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import signal
+from collections.abc import Collection
 from typing import Any
 
 from chalicelib.sandbox import hostclean, kernel
@@ -23,18 +24,31 @@ from chalicelib.sandbox.models import ExecutionRequest
 from chalicelib.sandbox.runner import execute
 
 SCRATCH_ENV = "SANDBOX_SCRATCH_ROOT"
+# The slot's key (lock file, and uid where we are root: never in Lambda). Tests that call `handle` on a host
+# whose local stack holds the default slots set their own.
+SLOT_ENV = "SANDBOX_SLOT_UID_BASE"
 
 logger = logging.getLogger(__name__)
 
 
-@functools.cache
 def lambda_isolation(scratch_root: str) -> Isolation:
     """The isolation a Lambda sandbox can have (one job at a time per execution environment)."""
+    return _lambda_isolation(scratch_root, int(os.environ.get(SLOT_ENV, "64000")))
+
+
+@functools.cache
+def _lambda_isolation(scratch_root: str, slot_uid_base: int) -> Isolation:
     settings = IsolationSettings(
         use_bwrap=False,
         use_cgroups=False,
         slots=1,
+        slot_uid_base=slot_uid_base,
         work_root=os.path.join(scratch_root, "work"),
+        # One prepared sandbox, started by the handler after its cleanup (`handle`), ready while the
+        # environment waits for the next invocation.
+        pool_size=1,
+        pool_keeps_a_slot_free=False,
+        pool_refills_in_background=False,
     )
     return Isolation(settings)
 
@@ -44,30 +58,49 @@ def handler_layers(scratch_root: str) -> dict[str, bool | str]:
     return {**lambda_isolation(scratch_root).layers(), "handler_subreaper": become_subreaper()}
 
 
-def wipe(root: str) -> None:
-    """Empty `root` (Lambda's /tmp survives between invocations), never following links out of it."""
+def wipe(root: str, keep: Collection[str] = ()) -> None:
+    """Empty `root` (Lambda's /tmp survives between invocations), never following links out of it.
+
+    Paths in `keep` (a prepared sandbox's work dir and the slot locks) and the dirs leading to them stay.
+    """
     os.makedirs(root, exist_ok=True)
+    kept = {os.path.normpath(path) for path in keep}
     for entry in os.scandir(root):
+        path = os.path.normpath(entry.path)
+        if path in kept:
+            continue
+        if entry.is_dir(follow_symlinks=False) and any(k.startswith(path + os.sep) for k in kept):
+            wipe(path, kept)
+            continue
         with contextlib.suppress(FileNotFoundError):
             hostclean.remove_tree(entry.path)
 
 
-def kill_leftovers() -> int:
+def kill_leftovers(spare: Collection[tuple[int, int]] = ()) -> int:
     """SIGKILL whatever jobs left running; returns how many descendants of this handler were found.
 
     In Lambda we are normally a subreaper, so orphans stay in our tree. Where Lambda refuses that, orphans
     re-parent to its init: then every process of our uid started after this handler is killed too (the
-    handler's uid runs nothing else in its execution environment).
+    handler's uid runs nothing else in its execution environment). `spare` names the processes that may
+    outlive an invocation, by pid and start time (`SandboxPool.processes()`: the prepared sandbox).
     """
     me = os.getpid()
-    pids = [pid for pid, fields in kernel.descendants(me) if fields[0] not in ("Z", "X")]
+    keep = {pid for pid, started in spare if _started(pid) == started}
+    pids = [pid for pid, fields in kernel.descendants(me) if fields[0] not in ("Z", "X") and pid not in keep]
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     if _in_lambda() and not become_subreaper():
-        spare, uid, since = kernel.self_and_ancestors(), os.getuid(), kernel.start_ticks(me)
-        kernel.kill_until_gone(lambda: kernel.started_since(uid, since, spare))
+        spared, uid, since = kernel.self_and_ancestors() | keep, os.getuid(), kernel.start_ticks(me)
+        kernel.kill_until_gone(lambda: kernel.started_since(uid, since, spared))
     return len(pids)
+
+
+def _started(pid: int) -> int | None:
+    try:
+        return kernel.start_ticks(pid)
+    except OSError:
+        return None
 
 
 def _in_lambda() -> bool:
@@ -94,11 +127,14 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     scratch = os.environ.get(SCRATCH_ENV, "/tmp")
     become_subreaper()
     request = ExecutionRequest.model_validate(event)
-    kill_leftovers()
-    wipe(scratch)
+    pool = lambda_isolation(scratch).pool  # its prepared sandbox is the one thing that outlives an invocation
+    kill_leftovers(spare=pool.processes() if pool else ())
+    wipe(scratch, keep=pool.paths() if pool else ())
     try:
         result = execute(request, isolation=lambda_isolation(scratch))
     finally:
         kill_leftovers()
         wipe(scratch)
+        if pool is not None:
+            pool.refill()  # the next invocation's sandbox starts now and waits, frozen with the environment
     return result.model_copy(update={"sandbox": "lambda"}).model_dump(mode="json")

@@ -24,9 +24,20 @@ from chalicelib.sandbox.runner import execute  # noqa: E402
 SMALL = SandboxLimits(wall_time_s=2, cpu_time_s=1, memory_mb=128, output_kb=16, processes=16)
 ENTRY = {"python3": "main.py", "node": "main.js", "bash": "main.sh"}
 UID_BASE = 64500  # away from the worker's default slot uids, so a running dev stack is not disturbed
-SLOTS = 2
+SLOTS = 4  # each isolation's pool holds one, and a pool never takes the last free slot
+LAMBDA_SLOT = 64590  # the Lambda handler's one slot in these tests (a local stack's pools hold 64000 and up)
+POOL_WAIT_S = 10  # a test's run waits this long for a prepared sandbox, then starts one itself
 
 Runner = Callable[..., ExecutionResult]
+
+
+_ISOLATIONS: list[Isolation] = []  # every isolation of the session: their pools share the slots
+
+
+def _isolation(settings: IsolationSettings) -> Isolation:
+    iso = Isolation(settings)
+    _ISOLATIONS.append(iso)
+    return iso
 
 
 def _settings(tmp_root: str, **overrides: object) -> IsolationSettings:
@@ -35,6 +46,7 @@ def _settings(tmp_root: str, **overrides: object) -> IsolationSettings:
         "slot_uid_base": UID_BASE,
         "work_root": os.path.join(tmp_root, "work"),
         "cgroup_name": "code-runner-tests",
+        "pool_size": 1,  # every run takes a prepared sandbox when there is one (the attack suite with the pool on)
     }
     return IsolationSettings.model_validate(base | overrides)
 
@@ -50,7 +62,7 @@ def sandbox_root() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def full_isolation(sandbox_root: str) -> Isolation:
-    iso = Isolation(_settings(sandbox_root))
+    iso = _isolation(_settings(sandbox_root))
     layers = iso.layers()
     if os.geteuid() != 0 or not layers["bwrap"]:
         pytest.skip(f"full local isolation needs root and bubblewrap here: {layers}")
@@ -63,7 +75,7 @@ def lambda_like_isolation(sandbox_root: str) -> Isolation:
 
     The network layer is our seccomp filter and nothing else (no platform trusted to cut it).
     """
-    iso = Isolation(_settings(sandbox_root, use_bwrap=False, use_cgroups=False))
+    iso = _isolation(_settings(sandbox_root, use_bwrap=False, use_cgroups=False))
     layers = iso.layers()
     if not layers["seccomp"]:
         pytest.skip(f"this kernel does not let us load a seccomp filter: {layers}")
@@ -87,7 +99,13 @@ def run_code(
     cancel: threading.Event | None = None,
     **kw: object,
 ) -> ExecutionResult:
-    """Run one program with the test limits; `kw` goes to the request (e.g. tests=...)."""
+    """Run one program with the test limits; `kw` goes to the request (e.g. tests=...).
+
+    With a pool, it waits (bounded) for a prepared sandbox first, so the run takes one rather than
+    racing the refill; if other sandbox tests on the host hold the slots, it starts one itself.
+    """
+    if iso.pool is not None:
+        iso.pool.wait_filled(POOL_WAIT_S)
     request = ExecutionRequest(
         job_id="test-job",
         runtime=runtime,
@@ -100,7 +118,11 @@ def run_code(
 
 
 def assert_host_clean(iso: Isolation) -> None:
-    """No process of a slot uid, no job cgroup, no work dir left behind."""
+    """No process of a slot uid, no job cgroup, no work dir left behind (the pool drained first: its
+    prepared sandboxes hold a slot uid's processes, a cgroup and, without bubblewrap, a work dir)."""
+    for each in _ISOLATIONS:
+        if each.pool is not None:
+            each.pool.drain()
     if iso.layers()["uid_switch"]:
         for slot in range(SLOTS):
             assert hostclean.pids_of_uid(UID_BASE + slot) == []

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SMALL
+from conftest import LAMBDA_SLOT, SMALL
 
 from chalicelib.sandbox import lambda_entry
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SourceFile
@@ -18,13 +19,33 @@ pytestmark = pytest.mark.xdist_group("sandbox")
 
 
 @pytest.fixture
-def scratch(monkeypatch: pytest.MonkeyPatch, sandbox_root: str) -> Path:
+def scratch(monkeypatch: pytest.MonkeyPatch, sandbox_root: str) -> Iterator[Path]:
     # Under the session's sandbox root, not pytest's tmp_path: the slot uid traverses to its work dir, and
     # any pytest session on the host resets /tmp/pytest-of-<user> to 0700.
     root = Path(tempfile.mkdtemp(prefix="lambda-tmp-", dir=sandbox_root))
     os.chmod(root, 0o711)
     monkeypatch.setenv(lambda_entry.SCRATCH_ENV, str(root))
-    return root
+    monkeypatch.setenv(lambda_entry.SLOT_ENV, str(LAMBDA_SLOT))  # not a running stack's slot
+    yield root
+    # The handler leaves its next prepared sandbox (holding the one slot): a test's environment ends here.
+    pool = lambda_entry.lambda_isolation(str(root)).pool
+    if pool is not None:
+        pool.drain()
+
+
+def _left_in(scratch: Path) -> list[Path]:
+    """What a handler left in its scratch dir, but for the next invocation's prepared sandbox (an empty
+    work dir, and the dirs leading to it)."""
+    pool = lambda_entry.lambda_isolation(str(scratch)).pool
+    kept = {Path(path) for path in pool.paths()} if pool is not None else set()
+    left = []
+    for path in scratch.rglob("*"):
+        if path in kept and not any(path.iterdir()):
+            continue
+        if path.is_dir() and not path.is_symlink() and any(k.is_relative_to(path) for k in kept):
+            continue
+        left.append(path)
+    return left
 
 
 def _event(code: str) -> dict[str, object]:
@@ -42,7 +63,7 @@ def test_handler_runs_the_job_and_wipes_scratch(scratch: Path, tmp_path: Path) -
     answer = lambda_entry.handle(_event("print('from lambda')"), None)
     result = ExecutionResult.model_validate(answer)
     assert (result.stdout, result.sandbox, result.reason) == ("from lambda\n", "lambda", None)
-    assert list(scratch.iterdir()) == []
+    assert _left_in(scratch) == []
     assert outside.read_text() == "keep"
 
 
