@@ -31,7 +31,7 @@ def _sync_sandboxes(settings: Settings) -> dict[str, SyncSandbox]:
     return out
 
 
-def _task_sandboxes(settings: Settings) -> dict[str, TaskSandbox]:
+def _task_sandboxes(settings: Settings, sync: dict[str, SyncSandbox]) -> dict[str, TaskSandbox]:
     if not settings.fargate_cluster:
         return {}
     from chalicelib.adapters.fargate_sandbox import FargateSandbox
@@ -42,6 +42,7 @@ def _task_sandboxes(settings: Settings) -> dict[str, TaskSandbox]:
         subnets=settings.fargate_subnets,
         security_groups=settings.fargate_security_groups,
         bucket=settings.artifacts_bucket,
+        image_twin=sync.get("lambda"),  # one image for both: what the function has, the task has
     )
     return {"fargate": fargate}
 
@@ -49,14 +50,15 @@ def _task_sandboxes(settings: Settings) -> dict[str, TaskSandbox]:
 def build(settings: Settings) -> Deps:
     """Wire the DynamoDB/SQS adapters and the configured sandboxes for `settings`."""
     in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    sync = _sync_sandboxes(settings)
     return Deps(
         settings=settings,
         jobs=DynamoJobStore(settings.table("jobs"), ttl_days=settings.job_ttl_days),
         keys=DynamoKeyStore(settings.table("keys"), settings.tiers),
         counters=DynamoCounters(settings.table("counters")),
         queue=SqsJobQueue(settings.queue),
-        sandboxes=_sync_sandboxes(settings),
-        tasks=_task_sandboxes(settings),
+        sandboxes=sync,
+        tasks=_task_sandboxes(settings, sync),
         metrics=EmfMetrics() if in_lambda else InMemoryMetrics(),
     )
 

@@ -1,52 +1,104 @@
-"""The Lambda sandbox: invoke the dedicated sandbox function synchronously with one ExecutionRequest."""
+"""The Lambda sandbox: invoke the dedicated sandbox function synchronously with one ExecutionRequest.
+
+Each invocation carries a fresh key; the function seals its answer with it (chalicelib/sandbox/integrity.py)
+and only an answer that opens with the key is accepted: a result forged by the job (say, posted to the
+Runtime API through a hole) raises `ResultRejected`. A sealed refusal (a guarantee cannot hold in the
+function) raises `SandboxRefused` and is remembered, so `offer()` shows it and `auto` stops choosing Lambda.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 from chalicelib.adapters.aws import LazyClient, long_call_client
-from chalicelib.domain.errors import BackendRejected
-from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
+from chalicelib.domain.errors import BackendRejected, PlatformFault
+from chalicelib.sandbox import integrity
+from chalicelib.sandbox.models import (
+    ExecutionRequest,
+    ExecutionResult,
+    SandboxOffer,
+    SandboxRefused,
+    SandboxUnavailable,
+)
 from chalicelib.sandbox.runtimes import UnknownRuntime
 
 # Errors raised by the sandbox function for a request it refuses: not retryable, the request is wrong.
 _REQUEST_ERRORS = {"UnknownRuntime", "InvalidRequest", "ToolArgsRejected", "ValidationError"}
+PROBE_JOB_ID = "probe"  # chalicelib.sandbox.lambda_entry.PROBE_JOB_ID
 
 
 class LambdaSandbox:
     """Runs jobs in the sandbox Lambda. Throttling and unavailability arrive as the client's PlatformFaults, a
     refused invoke or a crashed function as `SandboxUnavailable`: all retryable, never the user's fault."""
 
-    def __init__(self, function_name: str, client: Any = None) -> None:
+    def __init__(self, function_name: str, client: Any = None, offer_ttl_s: float = 300) -> None:
         self.function_name = function_name
         self._client = client
+        self.offer_ttl_s = offer_ttl_s
+        self._offer: tuple[float, SandboxOffer] | None = None
+        self._lock = threading.Lock()
 
     client = LazyClient("lambda", long_call_client)
 
     def run(self, request: ExecutionRequest, cancel: threading.Event | None = None) -> ExecutionResult:
-        """Invoke with `RequestResponse` and return the function's result.
+        """Invoke with `RequestResponse` and return the function's sealed result.
 
         A synchronous invoke cannot be interrupted: `cancel` is accepted for the port's sake, and the
         sandbox function's own wall limit bounds how long a cancelled job keeps running.
         """
+        key = integrity.new_key()
+        body = self._invoke({"request": request.model_dump(mode="json"), "key": key})
+        sealed = integrity.open_sealed(body, key, request.job_id)  # ResultRejected when forged or malformed
+        if sealed.kind == "refusal":
+            reason = str(json.loads(sealed.body).get("reason", "no reason given"))
+            self._remember_refusal(reason)
+            raise SandboxRefused("lambda", reason)
+        if sealed.kind != "result":
+            raise SandboxUnavailable(f"the lambda sandbox answered a job with a sealed {sealed.kind}")
+        return ExecutionResult.model_validate_json(sealed.body).model_copy(update={"sandbox": "lambda"})
+
+    def offer(self) -> SandboxOffer:
+        """What the function offers (runtimes, tools, layers, refusal), probed in it and cached for a while."""
+        with self._lock:
+            cached = self._offer
+            if cached is not None and time.monotonic() - cached[0] < self.offer_ttl_s:
+                return cached[1]
+            try:
+                key = integrity.new_key()
+                sealed = integrity.open_sealed(self._invoke({"probe": True, "key": key}), key, PROBE_JOB_ID)
+                found = SandboxOffer.model_validate_json(sealed.body) if sealed.kind == "offer" else None
+            except (PlatformFault, UnknownRuntime, ValueError) as exc:
+                # Not cached for long: a throttled or cold function may answer next time.
+                found = SandboxOffer(sandbox="lambda", reachable=False, refusal=f"could not be probed: {exc}")
+                self._offer = (time.monotonic() - self.offer_ttl_s + 10, found)
+                return found
+            if found is None:
+                found = SandboxOffer(sandbox="lambda", reachable=False, refusal="answered a probe with no offer")
+            self._offer = (time.monotonic(), found)
+            return found
+
+    def _remember_refusal(self, reason: str) -> None:
+        with self._lock:
+            known = self._offer[1] if self._offer is not None else SandboxOffer(sandbox="lambda")
+            self._offer = (time.monotonic(), known.model_copy(update={"refusal": reason, "source": "refused a job"}))
+
+    def _invoke(self, payload: dict[str, Any]) -> bytes:
         try:
             response = self.client.invoke(
                 FunctionName=self.function_name,
                 InvocationType="RequestResponse",
-                Payload=request.model_dump_json().encode(),
+                Payload=json.dumps(payload).encode(),
             )
-            body = response["Payload"].read()
+            body: bytes = response["Payload"].read()
         except BackendRejected as exc:
             # e.g. the function does not exist: a deployment fault, not something the job did
             raise SandboxUnavailable(f"lambda sandbox invoke refused: {exc}") from exc
         if response.get("FunctionError"):
             raise _function_error(body)
-        try:
-            return ExecutionResult.model_validate_json(body).model_copy(update={"sandbox": "lambda"})
-        except ValueError as exc:
-            raise SandboxUnavailable("lambda sandbox returned a malformed result") from exc
+        return body
 
 
 def _function_error(body: bytes) -> Exception:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
+from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxOffer
 
 
 class LocalSandbox:
@@ -12,3 +12,10 @@ class LocalSandbox:
         from chalicelib.sandbox.runner import execute
 
         return execute(request, cancel=cancel)
+
+    def offer(self) -> SandboxOffer:
+        from chalicelib.sandbox.local import probe_layers, refusal_reason
+        from chalicelib.sandbox.offers import host_offer
+
+        layers = probe_layers()
+        return host_offer("local", layers, refusal_reason(layers), "probed on this host")

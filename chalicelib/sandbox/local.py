@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from chalicelib.sandbox import bwrap, hostclean, kernel
 from chalicelib.sandbox.cgroups import CgroupRoot, JobCgroup
 from chalicelib.sandbox.grading import RawOutcome
-from chalicelib.sandbox.models import SandboxLimits, SandboxUnavailable, SourceFile
+from chalicelib.sandbox.models import SandboxLimits, SandboxRefused, SandboxUnavailable, SourceFile
 from chalicelib.sandbox.process import LaunchSpec, probe_kernel, run_supervised
 from chalicelib.sandbox.seccomp_filter import compiled_filter
 
@@ -49,6 +49,7 @@ class IsolationSettings(BaseModel):
     cgroup_root: str = "/sys/fs/cgroup"
     cgroup_name: str = "code-runner"
     tmpfs_mb: int = 64  # size of the sandbox's /work and /tmp each (bubblewrap only)
+    sandbox: str = "local"  # which sandbox this isolation serves (named in a refusal)
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Isolation:
         layers = self.layers()
         refusal = refusal_reason(layers)
         if refusal is not None:
-            raise SandboxUnavailable(refusal)
+            raise SandboxRefused(self.settings.sandbox, refusal)
         with self._pool.slot() as held:
             return _SlotRun(self, held, layers).run(job, stdin, cancel)
 

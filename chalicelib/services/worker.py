@@ -15,9 +15,16 @@ from typing import Any
 from chalicelib.domain.errors import PlatformFault, StaleState
 from chalicelib.domain.exits import Faulted, Finished, GaveUp
 from chalicelib.domain.jobs import Job, JobStatus
-from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
+from chalicelib.sandbox.models import (
+    ExecutionRequest,
+    ExecutionResult,
+    ResultRejected,
+    SandboxRefused,
+    SandboxUnavailable,
+)
 from chalicelib.sandbox.runtimes import UnknownRuntime
-from chalicelib.sandbox.selection import pick_sandbox
+from chalicelib.sandbox.selection import SandboxKind, pick_sandbox
+from chalicelib.services import catalog
 from chalicelib.services.deps import Deps
 from chalicelib.services.lifecycle import end_job, slot_holder
 from chalicelib.services.ports import SyncSandbox
@@ -44,22 +51,34 @@ def handle_message(deps: Deps, message: dict[str, Any]) -> str:
     if job.status is not JobStatus.QUEUED:
         # terminal (cancelled while queued, or a duplicate), or running under another worker's lease
         return f"skipped:{job.status.value}"
-    started = start(deps, job)
+    try:
+        kind = pick(deps, job)
+    except ValueError as exc:
+        # e.g. the only sandbox with the job's runtime refuses to run user code on this stage now
+        ended = end_job(deps, job, GaveUp(f"no sandbox can run this job: {exc}"))
+        return ended.job.status.value if ended is not None else "discarded"
+    started = start(deps, job, kind)
     if started is None:
         return "lost-race"
     return run(deps, started)
 
 
-def start(deps: Deps, job: Job) -> Job | None:
-    """Take one of the owner's slots and move the job to running; None if another worker won the race.
-    RetryLater when every slot of the owner is taken."""
+def pick(deps: Deps, job: Job) -> SandboxKind:
+    """The sandbox for this attempt, from what each sandbox offers now (a refusing one is skipped by `auto`)."""
+    spec = job.spec
+    return pick_sandbox(spec.sandbox, spec.limits, catalog.offers(deps), spec.runtime, spec.tool)
+
+
+def start(deps: Deps, job: Job, kind: SandboxKind | None = None) -> Job | None:
+    """Take one of the owner's slots and move the job to running in sandbox `kind` (default: `pick`); None if
+    another worker won the race. RetryLater when every slot of the owner is taken."""
+    kind = kind or pick(deps, job)
     policy = deps.settings.tier(job.tier)
     next_attempt = job.model_copy(update={"attempts": job.attempts + 1})
     holder = slot_holder(next_attempt)
     if not deps.counters.acquire_slot(job.key_id, holder, policy.concurrency):
         raise RetryLater(deps.settings.slot_wait_s, "all of the key's running slots are taken")
     now = deps.clock.now()
-    kind = pick_sandbox(job.spec.sandbox, job.spec.limits, deps.settings.sandbox_mode == "local")
     lease_until = now + job.spec.limits.wall_time_s * max(1, len(job.spec.tests)) + deps.settings.lease_grace_s
     try:
         running = deps.jobs.transition(
@@ -119,6 +138,8 @@ def run(deps: Deps, job: Job) -> str:
         if sandbox is None:
             raise SandboxUnavailable(f"no '{kind}' sandbox is configured")
         result = _run_watched(deps, job, sandbox, request)
+    except (SandboxRefused, ResultRejected) as exc:
+        return _not_run(deps, job, exc)
     except PlatformFault as exc:
         log.warning("platform fault", extra={"job_id": job.id, "error": str(exc)})
         ended = end_job(deps, job, Faulted(f"platform fault: {exc}"))
@@ -131,6 +152,29 @@ def run(deps: Deps, job: Job) -> str:
         ended = end_job(deps, job, GaveUp(f"the sandbox cannot run this job: {exc}"))
         return ended.job.status.value if ended is not None else "discarded"
     ended = end_job(deps, job, Finished(result))
+    return ended.job.status.value if ended is not None else "discarded"
+
+
+def _not_run(deps: Deps, job: Job, exc: SandboxRefused | ResultRejected) -> str:
+    """A sandbox refused the job (a guarantee cannot hold there) or answered without a valid seal.
+
+    A refusal of an `auto` job is retried: the next attempt's `pick` skips the refusing sandbox (Fargate takes
+    a job Lambda refuses). A refusal of an explicitly chosen sandbox, or a rejected result, ends the job in
+    `error` at once: re-running a program that may have forged its result gives it another try.
+    """
+    kind = job.sandbox or "local"
+    if isinstance(exc, ResultRejected):
+        deps.metric("SandboxResultRejected", sandbox=kind)
+        log.error("sandbox result rejected", extra={"job_id": job.id, "sandbox": kind, "error": str(exc)})
+        exit_: Faulted | GaveUp = GaveUp(f"the {kind} sandbox's answer failed its integrity check: {exc}")
+    elif job.spec.sandbox == "auto":
+        log.warning("sandbox refused; another is picked", extra={"job_id": job.id, "error": str(exc)})
+        exit_ = Faulted(str(exc))
+    else:
+        exit_ = GaveUp(str(exc))
+    ended = end_job(deps, job, exit_)
+    if ended is not None and ended.retry_in_s is not None:
+        raise RetryLater(ended.retry_in_s, str(exc)) from exc
     return ended.job.status.value if ended is not None else "discarded"
 
 
