@@ -9,6 +9,10 @@ PORT, MOTO_PORT, CODERUNNER_STAGE, CODERUNNER_WORKER_PROCESSES, CODERUNNER_REAP_
 CODERUNNER_VISIBILITY_TIMEOUT, CODERUNNER_KEYS_FILE (default .dev/keys.json) and CODERUNNER_STACK_FILE
 (default .dev/stack.json: endpoints and environment, read by `coderunner --local`). Every CODERUNNER_*
 setting of chalicelib/config.py (lease grace, per-IP limit, run log, ...) reaches the API and the workers.
+
+As root, the stack also runs the Lambda and Fargate emulators (devtools/sandbox_emulators.py), so jobs may
+ask for `"sandbox": "lambda"` or `"fargate"`; CODERUNNER_EMULATE_DENY_PRCTL makes them refuse prctl options,
+CODERUNNER_EMULATE_LAMBDA_CONCURRENCY sets the function's concurrency (8).
 """
 
 from __future__ import annotations
@@ -42,10 +46,11 @@ def dev_file(variable: str, default_name: str) -> Path:
 
 
 def local_environment(moto_port: int) -> dict[str, str]:
-    """Fake credentials and the local endpoint: nothing here can reach real AWS."""
+    """Fake credentials and the local endpoint: nothing here can reach real AWS. The tests plant a secret of
+    their own with CODERUNNER_LOCAL_SECRET_ACCESS_KEY, to show that no job ever sees the stack's credentials."""
     return {
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("CODERUNNER_LOCAL_SECRET_ACCESS_KEY", "testing"),
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1",
@@ -66,6 +71,7 @@ class Stack:
         self.ready = threading.Event()
         self.workers: list[subprocess.Popen[bytes]] = []
         self._servers: list[Any] = []
+        self.emulators: Any = None
 
     def start(self) -> dict[str, str]:
         os.environ.update(local_environment(self.moto_port))
@@ -80,6 +86,7 @@ class Stack:
             os.environ["CODERUNNER_STAGE"],
             {"VisibilityTimeout": int(os.environ.get("CODERUNNER_VISIBILITY_TIMEOUT", "30"))},
         )
+        self._start_cloud_sandboxes()
         keys = self._make_keys()
         for _ in range(self.n_workers):
             self.workers.append(self._spawn_worker())
@@ -88,6 +95,31 @@ class Stack:
         threading.Thread(target=self._serve_api, name="api", daemon=True).start()
         self._wait_for_api()
         return keys
+
+    def _start_cloud_sandboxes(self) -> None:
+        """The Lambda and Fargate emulators (devtools/sandbox_emulators.py): `"sandbox": "lambda"` and
+        `"fargate"` then run through the cloud's adapters. Their settings reach the API and the workers."""
+        import boto3
+
+        from chalicelib.bootstrap import reset
+        from devtools.sandbox_emulators import start_emulators
+
+        def deliver(event: dict[str, Any]) -> Any:
+            import app
+            from devtools.sandbox_emulators import app_rule_target
+
+            return app_rule_target(app)(event)
+
+        env = local_environment(self.moto_port)
+        self.emulators = start_emulators(
+            os.environ["CODERUNNER_STAGE"],
+            lambda service: boto3.client(service),
+            deliver,
+            env,  # type: ignore[call-overload]
+        )
+        if self.emulators is not None:
+            os.environ.update(self.emulators.environment)
+            reset()
 
     def _make_keys(self) -> dict[str, str]:
         from chalicelib.bootstrap import get_deps
@@ -106,6 +138,7 @@ class Stack:
             "moto_endpoint": f"http://127.0.0.1:{self.moto_port}",
             "stage": os.environ["CODERUNNER_STAGE"],
             "environment": local_environment(self.moto_port),
+            "lambda_endpoint": os.environ.get("AWS_ENDPOINT_URL_LAMBDA"),
         }
 
     def _spawn_worker(self) -> subprocess.Popen[bytes]:
@@ -173,6 +206,8 @@ class Stack:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if self.emulators is not None:
+            self.emulators.stop()
         for server in reversed(self._servers):
             with contextlib.suppress(Exception):  # best effort on the way out
                 server.shutdown() if hasattr(server, "shutdown") else server.stop()

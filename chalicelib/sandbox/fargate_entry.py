@@ -44,6 +44,8 @@ def fetch_request(url: str) -> ExecutionRequest:
 def upload(url: str, sealed: dict[str, str]) -> None:
     """PUT the sealed answer to its presigned URL."""
     request = urllib.request.Request(url, data=json.dumps(sealed).encode(), method="PUT")
+    # urllib's default for a body is a form type, which some S3 implementations (moto) parse away
+    request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=_TIMEOUT_S):  # noqa: S310
         pass
 
