@@ -173,7 +173,7 @@ class FargateEmulator:
     def event(self, task: RunningTask, exit_code: int, reason: str, stop_code: str) -> dict[str, Any]:
         """The EventBridge "ECS Task State Change" event of a stopped task."""
         described, now = task.described, datetime.now(UTC)
-        container = next(iter(described.get("containers") or []), {})
+        container: dict[str, Any] = next(iter(described.get("containers") or []), {})
         detail = {
             "attachments": described.get("attachments", []),
             "availabilityZone": "us-east-1a",

@@ -110,13 +110,11 @@ class Stack:
 
             return app_rule_target(app)(event)
 
+        def client(service: str) -> Any:
+            return boto3.client(service)  # type: ignore[call-overload]
+
         env = local_environment(self.moto_port)
-        self.emulators = start_emulators(
-            os.environ["CODERUNNER_STAGE"],
-            lambda service: boto3.client(service),
-            deliver,
-            env,  # type: ignore[call-overload]
-        )
+        self.emulators = start_emulators(os.environ["CODERUNNER_STAGE"], client, deliver, env)
         if self.emulators is not None:
             os.environ.update(self.emulators.environment)
             reset()
