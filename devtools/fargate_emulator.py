@@ -90,6 +90,7 @@ class FargateEmulator:
         self.seen: set[str] = set()
         self.running: dict[str, RunningTask] = {}
         self.events: list[dict[str, Any]] = []  # every event delivered (tests read them)
+        self.uids_used: set[int] = set()
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, name="fargate-emulator", daemon=True)
@@ -139,6 +140,7 @@ class FargateEmulator:
     def _run(self, task: dict[str, Any]) -> None:
         arn = task["taskArn"]
         lease = UidLease(self.config.uid_first, self.config.uid_count)
+        self.uids_used.add(lease.uid)
         name = f"fargate-{lease.uid}"
         container = Container(self.host, name, lease, self.config.memory_mb, self.config.deny_prctl)
         running = RunningTask(arn, task, container, datetime.now(UTC))

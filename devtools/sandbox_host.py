@@ -146,7 +146,11 @@ class Container:
         return self.proc
 
     def memory_hit(self) -> bool:
-        return bool(self.cgroup and self.cgroup.memory_hit())
+        """Whether the container hit its memory cap (False once its cgroup is gone)."""
+        try:
+            return bool(self.cgroup and self.cgroup.memory_hit())
+        except OSError:
+            return False
 
     def stop(self) -> None:
         """Kill every process of the container, remove its cgroups and /tmp, give the uid back (once)."""

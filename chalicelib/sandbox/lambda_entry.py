@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 from chalicelib.sandbox import hostclean, integrity, kernel, selfguard
@@ -96,21 +97,39 @@ def wipe(root: str) -> None:
 
 
 def kill_leftovers() -> int:
-    """SIGKILL whatever jobs left running; returns how many descendants of this handler were found.
+    """SIGKILL whatever jobs left running and reap them; returns how many descendants of this handler were found.
 
     In Lambda we are normally a subreaper, so orphans stay in our tree. Where Lambda refuses that, orphans
     re-parent to its init: then every process of our uid started after this handler is killed too (the
-    handler's uid runs nothing else in its execution environment).
+    handler's uid runs nothing else in its execution environment). Outside Lambda (a test calling `handle`
+    in its own process) the process tree is not ours to clear, and the isolation's own cleanup suffices.
     """
+    if not _in_lambda():
+        return 0
     me = os.getpid()
     pids = [pid for pid, fields in kernel.descendants(me) if fields[0] not in ("Z", "X")]
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    if _in_lambda() and not become_subreaper():
+    if not become_subreaper():
         spare, uid, since = kernel.self_and_ancestors(), os.getuid(), kernel.start_ticks(me)
         kernel.kill_until_gone(lambda: kernel.started_since(uid, since, spare))
+    _reap_children()
     return len(pids)
+
+
+def _reap_children(timeout_s: float = 3.0) -> None:
+    """Wait for every child that is ours to reap: orphans re-parented to us (the subreaper) and killed above
+    would stay zombies for the life of the execution environment, counting against its process cap.
+    Only called between runs, when no supervisor of ours is alive to have its status taken."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # no children left
+        if pid == 0:
+            time.sleep(0.002)  # a killed child not dead yet
 
 
 def _in_lambda() -> bool:

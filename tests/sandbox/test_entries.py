@@ -86,12 +86,44 @@ def test_handler_rejects_unknown_runtime(scratch: Path) -> None:
         lambda_entry.handle(event, None)
 
 
-def test_kill_leftovers_only_touches_descendants() -> None:
+_LEFTOVERS = """
+import os, subprocess, sys, time
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "sandbox"
+from chalicelib.sandbox import lambda_entry
+lambda_entry.become_subreaper()
+child = subprocess.Popen(["sleep", "60"])
+if os.fork() == 0:  # a daemon: its parent exits, it re-parents to us (the subreaper)
+    if os.fork() == 0:
+        os.execv("/bin/sleep", ["sleep", "61"])
+    os._exit(0)
+while not [p for p in os.listdir("/proc") if p.isdigit() and b"61" in open(f"/proc/{p}/cmdline", "rb").read()]:
+    time.sleep(0.01)
+found = lambda_entry.kill_leftovers()
+children = [l for l in open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()]
+print(found >= 2, children)
+"""
+
+
+def test_kill_leftovers_kills_and_reaps_every_descendant() -> None:
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", _LEFTOVERS], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout == "True []\n", done.stderr  # nothing left, not even a zombie
+
+
+def test_kill_leftovers_leaves_a_test_process_alone() -> None:
     import subprocess
 
     child = subprocess.Popen(["sleep", "60"])
-    assert lambda_entry.kill_leftovers() >= 1
-    assert child.wait(timeout=10) == -9
+    try:
+        assert lambda_entry.kill_leftovers() == 0  # outside Lambda the process tree is not the handler's
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
 
 
 BIG = SMALL.model_copy(update={"wall_time_s": 3600, "memory_mb": 512})
