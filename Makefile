@@ -6,10 +6,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_STAMP := .dev/.debs
 DEBS := bubblewrap python3 nodejs chromium
+STAGE ?= dev
+# image/deploy need only the standard library: the venv's Python when there is one.
+DEPLOY_PY := $(firstword $(wildcard $(BIN)/python) python3)
 
-.PHONY: dev test lint bench chaos package clean install debs
+.PHONY: dev test lint bench chaos package image deploy clean install debs
 
-install: $(STAMP) $(DEB_STAMP)
+# Python packages only; the targets that run the local sandbox also need `debs`.
+install: $(STAMP)
+
+debs: $(DEB_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -34,10 +40,10 @@ $(DEB_STAMP): Makefile
 	fi
 	touch $(DEB_STAMP)
 
-dev: install
+dev: install debs
 	PYTHONPATH=. $(BIN)/python -m devtools.stack
 
-test: install
+test: install debs
 	PYTHONPATH=. $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadgroup
 
 lint: install
@@ -45,15 +51,23 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install
+bench: install debs
 	@mkdir -p .dev
 	PYTHONPATH=. $(BIN)/python -m tests.bench | tee .dev/bench.json
 
-chaos: install
+chaos: install debs
 	PYTHONPATH=. $(BIN)/python -m tests.e2e.chaos --jobs $${JOBS:-200}
 
+# The three deploy commands (infra/DEPLOY.md): make package STAGE=prod; make image; make deploy STAGE=prod.
+# DRY_RUN=1 makes image and deploy print their AWS CLI and docker commands instead of running them.
 package: install
-	PYTHONPATH=. bash infra/package.sh
+	STAGE=$(STAGE) PYTHONPATH=. bash infra/package.sh
+
+image:
+	PYTHONPATH=. $(DEPLOY_PY) -m infra.deploy image
+
+deploy:
+	PYTHONPATH=. $(DEPLOY_PY) -m infra.deploy deploy --stage $(STAGE)
 
 clean:
 	rm -rf $(VENV) .dev build .pytest_cache .mypy_cache .ruff_cache

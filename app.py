@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from chalice.app import Request
 
 from chalicelib import web
 from chalicelib.bootstrap import get_deps
-from chalicelib.config import APP_NAME, get_settings, queue_name
+from chalicelib.config import APP_NAME, TIER_NAMES, get_settings, queue_name
 from chalicelib.domain.errors import (
     BackendRejected,
     BadRequest,
@@ -23,21 +24,26 @@ from chalicelib.domain.errors import (
     PayloadTooLarge,
     PlatformFault,
     Unauthorized,
+    ValidationFailed,
 )
+from chalicelib.domain.inbox import normalize_device
 from chalicelib.domain.views import BatchItemView, BatchView, ErrorDetail
 from chalicelib.edge.errors import (
     error_response,
+    handshake_refusal,
     internal_error_response,
     status_of,
     unavailable_response,
     usage_headers,
 )
 from chalicelib.services import batch as batches
-from chalicelib.services import catalog, keys, lifecycle, queries, reaper, submit
+from chalicelib.services import catalog, channel, inbox, keys, lifecycle, queries, reaper, submit, webhooks
 from chalicelib.services.ipguard import IpGuard
 from chalicelib.services.ports import ApiKey
+from chalicelib.tier_resources import missing_functions
 
 app = Chalice(app_name=APP_NAME)
+app.experimental_feature_flags.update(["WEBSOCKETS"])
 logger = Logger(service=APP_NAME)
 copy_config_to_registered_loggers(source_logger=logger)
 
@@ -132,7 +138,7 @@ def _query() -> Mapping[str, str]:
 
 @app.route("/health", methods=["GET"])
 def health() -> dict[str, Any]:
-    return {"status": "ok", "stage": STAGE}
+    return {"status": "ok", "stage": STAGE, "websocket": get_settings().ws_url or None}
 
 
 @app.route("/v1/jobs", methods=["POST"], content_types=BODY_TYPES)
@@ -230,6 +236,92 @@ def static_file(name: str) -> Response:
 # --- end of static pages ---
 
 
+# --- Delivering results (DESIGN.md section 8): events, webhooks, the WebSocket channel ----------------------
+
+
+@app.route("/v1/events", methods=["GET"])
+@api
+def read_events() -> dict[str, Any]:
+    params = _query()
+    key = _caller()
+    device = normalize_device(params.get("device"))
+    return inbox.read(get_deps(), key.key_id, device, queries.parse_wait(params.get("wait")))
+
+
+@app.route("/v1/events/ack", methods=["POST"], content_types=BODY_TYPES)
+@api
+def ack_events() -> dict[str, Any]:
+    key, body = _caller(), _json_body()
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object", [{"field": "(body)", "message": "not an object"}])
+    device = normalize_device(body.get("device"))
+    return {"device": device, "removed": inbox.ack(get_deps(), key.key_id, device, body.get("through"))}
+
+
+@app.route("/v1/ws-tickets", methods=["POST"], content_types=BODY_TYPES)
+@api
+def ws_ticket() -> dict[str, Any]:
+    return channel.issue_ticket(get_deps(), _caller())
+
+
+@app.route("/v1/webhook-secret", methods=["GET"])
+@api
+def webhook_secret() -> dict[str, Any]:
+    return webhooks.show_secret(get_deps(), _caller())
+
+
+@app.route("/v1/webhook-secret/rotate", methods=["POST"], content_types=BODY_TYPES)
+@api
+def rotate_webhook_secret() -> dict[str, Any]:
+    return webhooks.rotate_secret(get_deps(), _caller())
+
+
+@app.route("/v1/webhook", methods=["PUT"], content_types=BODY_TYPES)
+@api
+def set_webhook() -> dict[str, Any]:
+    key, body = _caller(), _json_body()
+    if not isinstance(body, dict) or "url" not in body:
+        raise ValidationFailed('send {"url": "https://..."} (or null)', [{"field": "url", "message": "missing"}])
+    return webhooks.set_default_url(get_deps(), key.key_id, body["url"])
+
+
+# Chalice's websocket_api.session stays unset: nothing here posts through app.websocket_api. Replies and
+# pushes go through the delivery ports' Connections adapter, whose boto3 client is built on first use from
+# the configured endpoint (the workers push too, outside any WebSocket event).
+@app.on_ws_connect()
+def websocket_connect(event: Any) -> dict[str, Any]:
+    raw = event.to_dict()
+    try:
+        channel.connect(
+            get_deps(), event.connection_id, raw.get("headers") or {}, raw.get("queryStringParameters") or {}
+        )
+    except CodeRunnerError as exc:  # the handshake's answer says why, in the house error's shape
+        return handshake_refusal(exc)
+    return {"statusCode": 200}
+
+
+@app.on_ws_message()
+def websocket_message(event: Any) -> dict[str, Any]:
+    channel.message(get_deps(), event.connection_id, event.body)
+    return {"statusCode": 200}
+
+
+@app.on_ws_disconnect()
+def websocket_disconnect(event: Any) -> dict[str, Any]:
+    channel.disconnect(get_deps(), event.connection_id)
+    return {"statusCode": 200}
+
+
+# Webhook attempts: a standard queue (per-message delays for the backoff) with its own DLQ. A batch of 5
+# attempts of at most ~5 s each fits well inside the function's 60 s.
+@app.on_sqs_message(queue=f"{APP_NAME}-{STAGE}-webhooks", batch_size=5, name="deliver_webhooks")
+def deliver_webhooks(event: Any) -> dict[str, Any]:
+    return webhooks.process_webhooks(get_deps(), event.to_dict(), event.context)
+
+
+# --- end of result delivery --------------------------------------------------------------------------------
+
+
 def _worker_queue(tier: str, dead_letter: bool = False) -> str:
     return queue_name(STAGE, tier, dead_letter)
 
@@ -310,3 +402,9 @@ def sandbox(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.sandbox.lambda_entry import handle
 
     return handle(event, context)
+
+
+# Every deployed tier has its worker and dead-letter function above (refused at start otherwise).
+_missing = missing_functions(TIER_NAMES, sys.modules[__name__])
+if _missing:
+    raise RuntimeError("; ".join(_missing))

@@ -11,8 +11,10 @@ from chalicelib.adapters.keys_dynamodb import DynamoKeyStore
 from chalicelib.adapters.metrics import EmfMetrics, InMemoryMetrics
 from chalicelib.adapters.queue_sqs import SqsJobQueue
 from chalicelib.config import Settings, get_settings
+from chalicelib.delivery_wiring import delivery_ports
 from chalicelib.services.deps import Deps
-from chalicelib.services.ports import SyncSandbox, TaskSandbox
+from chalicelib.services.ports import JobSignals, SyncSandbox, TaskSandbox
+from chalicelib.services.signals import PolledJobSignals
 
 _lock = threading.Lock()
 _deps: Deps | None = None
@@ -47,6 +49,15 @@ def _task_sandboxes(settings: Settings, sync: dict[str, SyncSandbox]) -> dict[st
     return {"fargate": fargate}
 
 
+def _signals(settings: Settings) -> JobSignals:
+    """Announced job changes in the local stack (its processes share a socket directory); polling elsewhere."""
+    if settings.signal_dir:
+        from chalicelib.adapters.signals_local import DatagramJobSignals
+
+        return DatagramJobSignals(settings.signal_dir)
+    return PolledJobSignals()
+
+
 def build(settings: Settings) -> Deps:
     """Wire the DynamoDB/SQS adapters and the configured sandboxes for `settings`."""
     in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
@@ -60,6 +71,8 @@ def build(settings: Settings) -> Deps:
         sandboxes=sync,
         tasks=_task_sandboxes(settings, sync),
         metrics=EmfMetrics() if in_lambda else InMemoryMetrics(),
+        signals=_signals(settings),
+        delivery=delivery_ports(settings),
     )
 
 

@@ -106,8 +106,16 @@ class Settings(BaseSettings):
     max_source_bytes: int = 64 * 1024
     max_stdin_bytes: int = 1024 * 1024
     max_body_bytes: int = 6 * 1024 * 1024
+    # Delivery of results (DESIGN.md section 8). Webhooks go to public https URLs only; the local stage may
+    # also allow loopback (http or https) so that tests and users can receive on this machine.
+    webhook_allow_loopback: bool = False
+    ws_url: str = ""  # the WebSocket channel's public URL (wss://...), shown by GET /health
+    ws_management_url: str = ""  # its API Gateway management endpoint (post to a connection)
     # Side channel for the chaos test: the worker appends "job_id attempt" here before every run.
     run_log: str = ""
+    # Local stack only: the directory of the processes' datagram sockets that announce job changes (a finished
+    # job wakes its waiting GET, a cancel reaches the running job). Unset in AWS, where waiters poll.
+    signal_dir: str = ""
 
     @field_validator("tiers", mode="before")
     @classmethod
@@ -154,6 +162,10 @@ class Settings(BaseSettings):
         """Physical name of one of the platform's DynamoDB tables ("jobs", "keys", "counters")."""
         return f"{APP_NAME}-{self.stage}-{name}"
 
+    def webhook_queue(self, dead_letter: bool = False) -> str:
+        """Physical name of the webhook delivery queue (standard: per-message delays) or its DLQ."""
+        return f"{APP_NAME}-{self.stage}-webhooks{'-dlq' if dead_letter else ''}"
+
     def queue(self, tier: str, dead_letter: bool = False) -> str:
         """Physical name of a tier's FIFO queue or its DLQ."""
         return queue_name(self.stage, tier, dead_letter)
@@ -161,7 +173,9 @@ class Settings(BaseSettings):
 
 def queue_name(stage: str, tier: str, dead_letter: bool = False) -> str:
     """Physical name of a tier's FIFO queue or its DLQ on `stage` (app.py names its event sources with it)."""
-    return f"{APP_NAME}-{stage}-{tier}{'-dlq' if dead_letter else ''}.fifo"
+    from chalicelib.tier_resources import tier_resources
+
+    return tier_resources(tier).queue(stage, dead_letter)
 
 
 class _GivenEnvironment(EnvSettingsSource):

@@ -4,6 +4,7 @@
     coderunner keys list [--owner acme]
     coderunner keys revoke key_1a2b3c4d5e6f
     coderunner keys set-tier key_1a2b3c4d5e6f enterprise
+    coderunner keys set-webhook key_1a2b3c4d5e6f https://example.com/hooks   (or --clear)
 
 It talks to the stage's keys table through the same adapters as the API. `--local` targets a running
 `make dev` stack (it reads the endpoint from `.dev/stack.json`, or CODERUNNER_STACK_FILE); otherwise
@@ -57,7 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     set_tier = actions.add_parser("set-tier", help="move a key to another tier")
     set_tier.add_argument("key_id")
     set_tier.add_argument("tier")
-    for sub in (keys, create, listing, revoke, set_tier):
+    hook = actions.add_parser("set-webhook", help="set (or --clear) a key's default webhook URL")
+    hook.add_argument("key_id")
+    hook.add_argument("url", nargs="?")
+    hook.add_argument("--clear", action="store_true")
+    for sub in (keys, create, listing, revoke, set_tier, hook):
         _global_options(sub, top=False)
     return parser
 
@@ -111,9 +116,30 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                 created = iso(k.created_at)
                 out.write(f"{k.key_id}  {k.owner:<20} {k.tier:<11} {state:<8} {created}  submitted={k.total}\n")
         return 0
+    if args.action == "set-webhook":
+        return _set_webhook(args, out)
     key = keys.revoke_key(deps, args.key_id) if args.action == "revoke" else keys.set_tier(deps, args.key_id, args.tier)
     out.write(
         (json.dumps(_describe(key)) if args.json else f"{key.key_id}: tier={key.tier} revoked={key.revoked}") + "\n"
+    )
+    return 0
+
+
+def _set_webhook(args: argparse.Namespace, out: TextIO) -> int:
+    """The key's default webhook URL, checked like `PUT /v1/webhook` (https, public addresses)."""
+    from chalicelib.bootstrap import get_deps
+    from chalicelib.domain.errors import NotFound, ValidationFailed
+    from chalicelib.services.webhooks import set_default_url
+
+    if args.clear == (args.url is not None):
+        raise ValidationFailed("give a URL or --clear")
+    deps = get_deps()
+    if not any(k.key_id == args.key_id for k in deps.keys.list()):
+        raise NotFound(f"no key '{args.key_id}'")
+    result = set_default_url(deps, args.key_id, None if args.clear else args.url)
+    out.write(
+        (json.dumps({"key_id": args.key_id, **result}) if args.json else f"{args.key_id}: webhook={result['url']}")
+        + "\n"
     )
     return 0
 

@@ -1,4 +1,12 @@
-"""The embedded moto server used by `make dev` and the tests, with DynamoDB's per-item atomicity restored.
+"""moto for `make dev` and the tests, with DynamoDB's per-item atomicity restored and SQS long polls that do
+not spin.
+
+Two shapes: `start_moto(port)` is one threaded server for every service in this process (the tests' fixture,
+and the local stack's catch-all for services it has no process for); `python -m devtools.motoserver SERVICE
+PORT` serves one service from its own backend app in a process of its own (the local stack runs DynamoDB and
+SQS so: a request goes straight to its service's routes instead of through `DomainDispatcherApplication`,
+which matches the request against every service's URL patterns under one lock, and each service gets a
+core's worth of GIL). The fix that concerns a service is applied in whichever process serves it.
 
 Real DynamoDB applies a conditional write atomically: two `UpdateItem` calls with the same condition
 cannot both succeed. moto's server evaluates the condition and applies the update as two steps in a
@@ -86,6 +94,26 @@ def _short_scans(receive: Any) -> Any:
     return wrapper
 
 
+SERVICE_FIXES = {"dynamodb": serialise_dynamodb_writes, "sqs": long_poll_without_spinning}
+
+
+def serve_service(service: str, port: int) -> None:
+    """Serve one service's moto backend app on 127.0.0.1:`port` until SIGTERM (blocks)."""
+    import logging
+
+    from moto.server import create_backend_app
+    from werkzeug.serving import make_server
+
+    fix = SERVICE_FIXES.get(service)
+    if fix is not None:
+        fix()
+    app = create_backend_app(service)  # type: ignore[arg-type]
+    app.debug = False  # moto turns Flask's debug helpers on: per-request checks nobody reads here
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server.serve_forever()
+
+
 def start_moto(port: int) -> Any:
     """Start a ThreadedMotoServer on 127.0.0.1:`port` with atomic DynamoDB writes; returns the server."""
     import logging
@@ -99,3 +127,21 @@ def start_moto(port: int) -> Any:
     # werkzeug logs every request at INFO; the platform's own logs are what a developer wants to see.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     return server
+
+
+def main() -> None:
+    """`python -m devtools.motoserver SERVICE PORT`: one service in this process (the local stack starts it)."""
+    import signal
+    import sys
+
+    from devtools.children import exit_with_parent
+
+    service, port = sys.argv[1], int(sys.argv[2])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the stack, which stops its pieces in order
+    exit_with_parent()
+    serve_service(service, port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,18 +1,16 @@
-"""Create the queues and tables of `infra/resources.json` on a (moto) endpoint: one source of truth."""
+"""Create the platform's queues and tables on a (moto) endpoint from the definitions the template deploys
+(infra/state.py: infra/resources.json and one queue and DLQ per tier): one source of truth."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from chalicelib.adapters.aws import client as aws_client
+from infra.state import state_template
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "infra" / "resources.json"
-
-
-def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    return dict(json.loads(path.read_text()))
+CHALICE_STAGE = "dev"  # whose function timeouts give the parameters' defaults (.chalice/config.json)
 
 
 def _resolve(value: Any, params: dict[str, Any], arns: dict[str, str]) -> Any:
@@ -59,9 +57,12 @@ def _create_table(props: dict[str, Any]) -> None:
         ddb.update_time_to_live(TableName=props["TableName"], TimeToLiveSpecification=ttl)
 
 
-def create_resources(stage: str = "dev", overrides: dict[str, Any] | None = None) -> dict[str, str]:
-    """Create every queue and table of the template for `stage`; returns logical id -> physical name."""
-    template = load_template()
+def create_resources(
+    stage: str = "dev", overrides: dict[str, Any] | None = None, tiers: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Create every queue and table of the state template for `stage` (and `tiers`, default TIER_NAMES);
+    returns logical id -> physical name. `overrides` sets template parameters (e.g. VisibilityTimeout)."""
+    template = state_template(CHALICE_STAGE, tiers)
     params = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
     params.update({"Stage": stage, **(overrides or {})})
     arns: dict[str, str] = {}

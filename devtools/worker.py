@@ -1,4 +1,5 @@
-"""Local worker loops: long-poll each tier queue (and its DLQ) and call the same batch handlers Lambda calls.
+"""Local worker loops: long-poll each tier queue (and its DLQ) and the webhook queue, and call the same batch
+handlers Lambda calls.
 
 Like Lambda's event source mapping, a message is deleted when the handler did not report it in
 `batchItemFailures`; a reported one stays (its visibility was set by the handler for the backoff).
@@ -20,8 +21,10 @@ from chalicelib.adapters.aws import client as aws_client
 from chalicelib.bootstrap import get_deps
 from chalicelib.services.batch import process_dead_letters, process_jobs
 from chalicelib.services.deps import Deps
+from chalicelib.services.webhooks import process_webhooks
 
 log = logging.getLogger("coderunner.worker")
+WEBHOOK_CONCURRENCY = 4  # attempts in flight at once (each at most ~5 s)
 
 
 def lambda_sqs_record(message: dict[str, Any], arn: str) -> dict[str, Any]:
@@ -117,23 +120,32 @@ def run_workers(stop: threading.Event, tiers: list[str] | None = None) -> list[t
     deps = get_deps()
     queue: Any = deps.queue
     threads = []
+    loops: list[QueueLoop] = []
+    if deps.delivery is not None:  # webhook attempts, from their own (standard) queue
+        url: str = deps.delivery.webhook_queue.url  # type: ignore[attr-defined]
+        loops.append(QueueLoop(deps, url, WEBHOOK_CONCURRENCY, process_webhooks, stop))
     for tier in tiers or list(deps.settings.tiers):
-        loops = [
+        loops += [
             QueueLoop(deps, queue.url(tier), local_concurrency(deps, tier), process_jobs, stop),
             QueueLoop(deps, queue.url(tier, True), 1, process_dead_letters, stop),
         ]
-        for loop in loops:
-            thread = threading.Thread(target=loop.run, name=f"loop-{loop.url.rsplit('/', 1)[-1]}", daemon=True)
-            thread.start()
-            threads.append(thread)
+    for loop in loops:
+        thread = threading.Thread(target=loop.run, name=f"loop-{loop.url.rsplit('/', 1)[-1]}", daemon=True)
+        thread.start()
+        threads.append(thread)
     return threads
 
 
 def main() -> None:
+    from devtools.children import exit_with_parent
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    for noisy in ("botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    exit_with_parent()
     threads = run_workers(stop)
     log.info("worker loops running: %d", len(threads))
     while not stop.wait(0.5):

@@ -3,10 +3,11 @@
     python -m infra.build_template --stage dev --out build/merge-template.json
     python -m infra.build_template --stage dev --check build/sam.json
 
-The merge template is infra/resources.json (queues, DLQs, tables: the same file the local stack creates its
-resources from), every infra/cfn/*.json fragment, and what infra/wiring.py and infra/dashboard.py derive from
-the functions Chalice generates. Chalice deep-merges it over its own template: objects merge key by key,
-anything else (lists included) is replaced.
+The merge template is the state (infra/state.py: the tables of infra/resources.json and one queue and DLQ per
+tier of chalicelib/config.py TIER_NAMES, the same definitions the local stack creates its resources from),
+every infra/cfn/*.json fragment, and what infra/wiring.py, infra/alarms.py and infra/dashboard.py derive from
+the tiers and the functions Chalice generates. Chalice deep-merges it over its own template: objects merge key
+by key, anything else (lists included) is replaced.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from chalicelib.config import APP_NAME, TIER_NAMES
-from infra import chalice_template, checks, dashboard, wiring
+from chalicelib.tier_resources import missing_functions
+from infra import chalice_template, checks, dashboard, state, wiring
 
 INFRA = Path(__file__).resolve().parent
-RESOURCES = INFRA / "resources.json"
 FRAGMENTS = INFRA / "cfn"
 SECTIONS = ("Parameters", "Conditions", "Resources", "Outputs")
 
@@ -60,19 +62,25 @@ def combine(parts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def fragments() -> list[tuple[str, dict[str, Any]]]:
-    """The hand-written parts: resources.json first, then infra/cfn/*.json in name order."""
-    return [(RESOURCES.name, load(RESOURCES))] + [(p.name, load(p)) for p in sorted(FRAGMENTS.glob("*.json"))]
+def fragments(stage: str, tiers: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """The state first (infra/state.py), then the hand-written infra/cfn/*.json in name order."""
+    return [("infra/state.py", state.state_template(stage, tiers))] + [
+        (p.name, load(p)) for p in sorted(FRAGMENTS.glob("*.json"))
+    ]
 
 
 def alarm_ids(resources: dict[str, Any]) -> list[str]:
     return [lid for lid, spec in resources.items() if spec.get("Type") == "AWS::CloudWatch::Alarm"]
 
 
-def merge_template(stage: str, chalice: chalice_template.ChaliceTemplate) -> dict[str, Any]:
-    """The --merge-template document for `stage`."""
-    parts = fragments()
-    parts.append(("infra/wiring.py", wiring.generate(chalice, parts[0][1], stage)))
+def merge_template(
+    stage: str, chalice: chalice_template.ChaliceTemplate, tiers: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The --merge-template document for `stage` and `tiers` (default: TIER_NAMES). wiring.WiringError when
+    app.py lacks a tier's functions."""
+    tiers = tuple(TIER_NAMES if tiers is None else tiers)
+    parts = fragments(stage, tiers)
+    parts.append(("infra/wiring.py", wiring.generate(chalice, parts[0][1], stage, tiers)))
     merged = combine(parts)
     # The app names its queues and event rule from the stage at package time, so the template is for that
     # stage only; the parameter stays for the fragments' ${Stage} and is pinned to it.
@@ -84,7 +92,9 @@ def merge_template(stage: str, chalice: chalice_template.ChaliceTemplate) -> dic
     }
     labels = {fid: name for fid, name in chalice.function_names.items()}
     api_stage = chalice.template["Resources"]["RestAPI"]["Properties"]["StageName"]
-    merged["Resources"]["OperationsDashboard"] = dashboard.dashboard(labels, alarm_ids(merged["Resources"]), api_stage)
+    merged["Resources"]["OperationsDashboard"] = dashboard.dashboard(
+        labels, alarm_ids(merged["Resources"]), api_stage, tiers
+    )
     merged["Outputs"]["DashboardUrl"] = {
         "Value": {
             "Fn::Sub": "https://${AWS::Region}.console.aws.amazon.com/cloudwatch/home"
@@ -92,7 +102,7 @@ def merge_template(stage: str, chalice: chalice_template.ChaliceTemplate) -> dic
         }
     }
     merged["Description"] = (
-        f"{APP_NAME}: API, {', '.join(TIER_NAMES)} queues and workers, Lambda and Fargate sandboxes "
+        f"{APP_NAME}: API, {', '.join(tiers)} queues and workers, Lambda and Fargate sandboxes "
         "(packaged by infra/package.sh; see infra/DEPLOY.md)"
     )
     return merged
@@ -124,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the merge template here")
     parser.add_argument("--check", type=Path, help="check a packaged template (build/sam.json)")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except wiring.WiringError as exc:
+        return _report("make package", exc.problems)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.out:
         merge, packaged = build(args.stage)
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             found.append("differs from what infra/chalice_template.py generates: the infra tests miss it")
         import app  # what Lambda imports: every function's handler must be there
 
-        return _report(str(args.check), found + checks.missing_handlers(template, app))
+        found += checks.missing_handlers(template, app) + missing_functions(TIER_NAMES, app)
+        return _report(str(args.check), found)
     return 0
 
 

@@ -19,6 +19,13 @@ PSEUDO_PARAMETERS = {
 }
 INTRINSICS = re.compile(r"^(Ref|Fn::\w+)$")  # not "Condition": IAM statements have a key of that name
 SUB_NAME = re.compile(r"\$\{([^!}][^}]*)\}")
+NO_VALUE = {"Ref": "AWS::NoValue"}
+EVENT_SOURCE_VISIBILITY_FACTOR = 6  # AWS: a queue feeding a Lambda function hides a message 6x its timeout
+# Resources that hold data: kept when the stack is deleted or the resource replaced. cfn-lint's list of stateful
+# types (I3011) also has queues and log groups; those must say what happens to them, whichever it is.
+RETAINED_TYPES = ("AWS::DynamoDB::Table", "AWS::S3::Bucket")
+EXPLICIT_POLICY_TYPES = ("AWS::SQS::Queue", "AWS::Logs::LogGroup")
+MAX_ALARM_METRICS = 10  # CloudWatch's hard limit for one metric-math alarm
 
 
 def walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -117,8 +124,9 @@ def event_queue(properties: dict[str, Any]) -> str | None:
 
 
 def sqs_event_problems(template: dict[str, Any]) -> list[str]:
-    """Every SQS event source reports partial batch failures, reads a queue of this template, and that queue
-    hides a message for longer than the function may run (else Lambda refuses the mapping)."""
+    """Every SQS event source reports partial batch failures, reads a queue of this template that hides a
+    message for 6x the function's timeout (AWS's recommendation; below 1x Lambda refuses the mapping), and
+    takes no batching window from a FIFO queue (which AWS does not support)."""
     out = []
     resources = template.get("Resources", {})
     for function_id, event_id, properties in sqs_event_sources(template):
@@ -129,10 +137,56 @@ def sqs_event_problems(template: dict[str, Any]) -> list[str]:
         if queue_id not in resources:
             out.append(f"{where}: the queue is not one of the template's queues")
             continue
-        visibility = _default(template, resources[queue_id]["Properties"].get("VisibilityTimeout", 30))
+        queue = resources[queue_id]["Properties"]
+        visibility = _default(template, queue.get("VisibilityTimeout", 30))
         timeout = resources[function_id]["Properties"].get("Timeout", 3)
-        if int(visibility) < int(timeout):
-            out.append(f"{where}: {queue_id} VisibilityTimeout {visibility} s < the function's timeout {timeout} s")
+        if int(visibility) < EVENT_SOURCE_VISIBILITY_FACTOR * int(timeout):
+            out.append(
+                f"{where}: {queue_id} VisibilityTimeout {visibility} s < {EVENT_SOURCE_VISIBILITY_FACTOR} x the "
+                f"function's timeout {timeout} s"
+            )
+        if queue.get("FifoQueue") and properties.get("MaximumBatchingWindowInSeconds", NO_VALUE) != NO_VALUE:
+            out.append(f"{where}: MaximumBatchingWindowInSeconds on a FIFO queue (set it to AWS::NoValue)")
+    return out
+
+
+def stateful_problems(template: dict[str, Any]) -> list[str]:
+    """Tables and buckets survive a stack deletion or replacement (tables also refuse a DeleteTable); queues and
+    log groups say explicitly what happens to them."""
+    out = []
+    for logical_id, spec in _resources(template):
+        type_ = spec.get("Type")
+        if type_ in RETAINED_TYPES:
+            for policy in ("DeletionPolicy", "UpdateReplacePolicy"):
+                if spec.get(policy) != "Retain":
+                    out.append(f"/Resources/{logical_id}: {type_} without {policy}: Retain")
+        if type_ == "AWS::DynamoDB::Table" and spec["Properties"].get("DeletionProtectionEnabled") is not True:
+            out.append(f"/Resources/{logical_id}: DeletionProtectionEnabled is not true")
+        if type_ in EXPLICIT_POLICY_TYPES and not {"DeletionPolicy", "UpdateReplacePolicy"} <= set(spec):
+            out.append(f"/Resources/{logical_id}: {type_} without an explicit DeletionPolicy and UpdateReplacePolicy")
+    return out
+
+
+def alarm_problems(template: dict[str, Any]) -> list[str]:
+    """Metric-math alarms within CloudWatch's limit of metrics."""
+    out = []
+    for logical_id, spec in _resources(template):
+        if spec.get("Type") == "AWS::CloudWatch::Alarm":
+            count = sum("MetricStat" in m for m in spec["Properties"].get("Metrics", []))
+            if count > MAX_ALARM_METRICS:
+                out.append(f"/Resources/{logical_id}: {count} metrics, CloudWatch takes {MAX_ALARM_METRICS}")
+    return out
+
+
+def iam_resource_problems(template: dict[str, Any]) -> list[str]:
+    """IAM statements whose Resource is a plain string that is neither "*" nor an ARN: a placeholder that no
+    patch replaced (e.g. the tier queues of .chalice/policy-worker.json)."""
+    out = []
+    for path, node in walk(template):
+        if isinstance(node, dict) and "Effect" in node and "Resource" in node:
+            for resource in node["Resource"] if isinstance(node["Resource"], list) else [node["Resource"]]:
+                if isinstance(resource, str) and resource != "*" and not resource.startswith("arn:"):
+                    out.append(f"{path}/Resource: {resource!r} is not an ARN")
     return out
 
 
@@ -143,6 +197,9 @@ def problems(template: dict[str, Any]) -> list[str]:
         *dangling_references(template),
         *mixed_intrinsics(template),
         *sqs_event_problems(template),
+        *stateful_problems(template),
+        *alarm_problems(template),
+        *iam_resource_problems(template),
     ]
 
 

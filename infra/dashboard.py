@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from chalicelib.adapters.metrics import NAMESPACE
-from chalicelib.config import APP_NAME, TIER_NAMES
-from infra.wiring import queue_id
+from chalicelib.config import APP_NAME
+from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES
+from infra.alarms import POWERTOOLS_SERVICE as SERVICE
+from infra.state import queue_id
 
-SERVICE = ("service", APP_NAME)  # Powertools adds POWERTOOLS_SERVICE_NAME (.chalice/config.json) as a dimension
 WIDTH, HEIGHT = 8, 6
 
 
@@ -36,16 +38,14 @@ def _search(metric: str, dimensions: str) -> list[dict[str, str]]:
     return [{"expression": expression, "id": metric.lower()}]
 
 
-def _per_tier(metric: str, stat: str) -> list[Any]:
-    return [
-        [NAMESPACE, metric, *SERVICE, "tier", tier, {"stat": stat, "label": f"{tier} {stat}"}] for tier in TIER_NAMES
-    ]
+def _per_tier(tiers: Sequence[str], metric: str, stat: str) -> list[Any]:
+    return [[NAMESPACE, metric, *SERVICE, "tier", tier, {"stat": stat, "label": f"{tier} {stat}"}] for tier in tiers]
 
 
-def _queues(metric: str, dead_letter: bool = False) -> list[Any]:
+def _queues(tiers: Sequence[str], metric: str, dead_letter: bool = False) -> list[Any]:
     return [
         ["AWS/SQS", metric, "QueueName", f"${{{queue_id(tier, dead_letter)}.QueueName}}", {"label": tier}]
-        for tier in TIER_NAMES
+        for tier in tiers
     ]
 
 
@@ -53,9 +53,13 @@ def _functions(metric: str, functions: dict[str, str]) -> list[Any]:
     return [["AWS/Lambda", metric, "FunctionName", f"${{{fid}}}", {"label": label}] for fid, label in functions.items()]
 
 
-def widgets(functions: dict[str, str], alarms: list[str], api_stage: str) -> list[dict[str, Any]]:
+def _api(api_stage: str, metric: str, **options: str) -> list[Any]:
+    return ["AWS/ApiGateway", metric, "ApiName", f"{APP_NAME}-${{Stage}}", "Stage", api_stage, options]
+
+
+def widgets(functions: dict[str, str], alarms: list[str], api_stage: str, tiers: Sequence[str]) -> list[dict[str, Any]]:
     """Every widget, in reading order; `functions` maps function logical id -> label."""
-    depth = _queues("ApproximateNumberOfMessagesVisible")
+    depth = _queues(tiers, "ApproximateNumberOfMessagesVisible")
     return [
         {
             "type": "alarm",
@@ -64,29 +68,32 @@ def widgets(functions: dict[str, str], alarms: list[str], api_stage: str) -> lis
             "properties": {"title": "Alarms", "alarms": [f"${{{alarm}.Arn}}" for alarm in alarms]},
         },
         _widget("Queued jobs by tier", depth, stat="Maximum"),
-        _widget("Oldest queued job by tier (s)", _queues("ApproximateAgeOfOldestMessage"), stat="Maximum"),
-        _widget("Dead-letter queues (received)", _queues("NumberOfMessagesReceived", dead_letter=True)),
+        _widget("Oldest queued job by tier (s)", _queues(tiers, "ApproximateAgeOfOldestMessage"), stat="Maximum"),
+        _widget("Dead-letter queues (received)", _queues(tiers, "NumberOfMessagesReceived", dead_letter=True)),
         _widget("Jobs finished by status", _search("JobsFinished", "service,status,tier")),
         _widget("Jobs submitted by tier", _search("JobsSubmitted", "service,tier")),
         _widget("Submits rejected by reason", _search("JobsRejected", "reason,service,tier")),
-        _widget("Run time by tier (ms)", _per_tier("RunTime", "p50") + _per_tier("RunTime", "p90"), period=300),
-        _widget("Queue wait by tier (ms)", _per_tier("QueueWait", "p90"), period=300),
+        _widget(
+            "Run time by tier (ms)", _per_tier(tiers, "RunTime", "p50") + _per_tier(tiers, "RunTime", "p90"), period=300
+        ),
+        _widget("Queue wait by tier (ms)", _per_tier(tiers, "QueueWait", "p90"), period=300),
         _widget("Sandbox overhead (ms)", _search("SandboxOverhead", "sandbox,service,tier")),
         _widget("Function errors", _functions("Errors", functions)),
         _widget("Throttles", _functions("Throttles", functions)),
+        _widget("Fargate launch failures by tier", _per_tier(tiers, FARGATE_LAUNCH_FAILURES, "Sum")),
+        _widget("API responses", [_api(api_stage, name, label=name) for name in ("Count", "4XXError", "5XXError")]),
         _widget(
-            "API responses",
-            [
-                ["AWS/ApiGateway", name, "ApiName", f"{APP_NAME}-${{Stage}}", "Stage", api_stage, {"label": name}]
-                for name in ("Count", "4XXError", "5XXError")
-            ],
+            "API latency (ms)",
+            [_api(api_stage, "Latency", stat=stat, label=stat) for stat in ("p50", "p99")],
+            stat="p99",
+            period=300,
         ),
     ]
 
 
-def dashboard(functions: dict[str, str], alarms: list[str], api_stage: str) -> dict[str, Any]:
+def dashboard(functions: dict[str, str], alarms: list[str], api_stage: str, tiers: Sequence[str]) -> dict[str, Any]:
     """The AWS::CloudWatch::Dashboard resource; its body is one Fn::Sub over the JSON."""
-    body = json.dumps({"widgets": widgets(functions, alarms, api_stage)}, separators=(",", ":"))
+    body = json.dumps({"widgets": widgets(functions, alarms, api_stage, tiers)}, separators=(",", ":"))
     return {
         "Type": "AWS::CloudWatch::Dashboard",
         "Properties": {"DashboardName": {"Fn::Sub": f"{APP_NAME}-${{Stage}}"}, "DashboardBody": {"Fn::Sub": body}},

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make package`: build/sam.json + build/deployment.zip, ready for `aws cloudformation package/deploy`
-# (infra/DEPLOY.md). STAGE picks the Chalice stage of .chalice/config.json (default: dev).
+# `make package`: build/sam.json + build/deployment.zip, checked and linted, ready for `make deploy`
+# (infra/DEPLOY.md). STAGE picks the Chalice stage of .chalice/config.json (default: dev); OUT the directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE="${STAGE:-dev}"
@@ -18,4 +18,5 @@ rm -f "$OUT/sam.json" "$OUT/deployment.zip"
 "$BIN/chalice" package --stage "$STAGE" --merge-template "$OUT/merge-template.json" "$OUT"
 "$BIN/python" -m infra.build_template --stage "$STAGE" --check "$OUT/sam.json"
 "$BIN/python" -m infra.package_contents "$OUT/deployment.zip"  # no dev tooling (moto, devtools) ships
+"$BIN/cfn-lint" "$OUT/sam.json"  # errors and warnings stop the package, as in tests/integration/test_infra.py
 echo "packaged stage '$STAGE': $OUT/sam.json and $OUT/deployment.zip (next: infra/DEPLOY.md)"

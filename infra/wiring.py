@@ -1,16 +1,28 @@
 """The part of the merge template that follows from the app itself: one patch per function Chalice generates
-(name, log group, environment, SQS event source) and the alarms of each tier. The hand-written parts live in
-infra/resources.json and infra/cfn/*.json."""
+(name, log group, environment, SQS event source), the tier queues in the functions' SQS permissions, and the
+generated alarms (infra/alarms.py). Every tier of `chalicelib.config.TIER_NAMES` must have its worker and
+dead-letter function in app.py, listening to its queues: a tier without them stops the build with a message.
+The hand-written parts live in infra/resources.json and infra/cfn/*.json."""
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from chalicelib.config import APP_NAME, TIER_NAMES
+from chalicelib.config import APP_NAME
+from chalicelib.tier_resources import tier_resources
+from infra import alarms
 from infra.chalice_template import ChaliceTemplate
+from infra.state import queue_id
 
 SANDBOX_FUNCTION = "Sandbox"  # app.py `@app.lambda_function(name="sandbox")`
+# The statement of .chalice/policy-worker.json whose Resource this module fills with every tier's queues.
+TIER_QUEUES_SID = "TierQueuesAndDeadLetterQueues"
+# The rest of the WebSocket API's URLs after its id (a Sub of the region and URL suffix inside every function's
+# environment makes cfn-lint expand them over every region: minutes instead of seconds).
+WS_HOST_AND_STAGE = {"Fn::Sub": ".execute-api.${AWS::Region}.${AWS::URLSuffix}/api"}
 
 # What every function but the sandbox reads at start (chalicelib.config.settings_from_env). The sandbox gets
 # none of it: user code runs there and has no business knowing the platform's resources.
@@ -22,17 +34,20 @@ PLATFORM_ENVIRONMENT: dict[str, Any] = {
     "CODERUNNER_FARGATE_SUBNETS": {"Fn::Join": [",", [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}]]},
     "CODERUNNER_FARGATE_SECURITY_GROUPS": {"Ref": "FargateTaskSecurityGroup"},
     "CODERUNNER_ARTIFACTS_BUCKET": {"Ref": "ArtifactsBucket"},
+    # The WebSocket API Chalice generates (app.py's on_ws_* handlers); its stage is the REST API's
+    # (api_gateway_stage in .chalice/config.json). The stage resource itself cannot be referenced here: it
+    # depends on the routes, which depend on these very functions.
+    "CODERUNNER_WS_URL": {"Fn::Join": ["", ["wss://", {"Ref": "WebsocketAPI"}, WS_HOST_AND_STAGE]]},
+    "CODERUNNER_WS_MANAGEMENT_URL": {"Fn::Join": ["", ["https://", {"Ref": "WebsocketAPI"}, WS_HOST_AND_STAGE]]},
 }
 
 
-def tier_id(tier: str) -> str:
-    """The prefix of a tier's logical ids in infra/resources.json: "free" -> "Free"."""
-    return tier.capitalize()
+class WiringError(ValueError):
+    """The app and the template disagree (a tier without its functions, a function reading an unknown queue)."""
 
-
-def queue_id(tier: str, dead_letter: bool = False) -> str:
-    """Logical id of a tier's queue or DLQ in infra/resources.json."""
-    return f"{tier_id(tier)}{'DeadLetterQueue' if dead_letter else 'Queue'}"
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 def function_name(name: str) -> dict[str, str]:
@@ -40,166 +55,134 @@ def function_name(name: str) -> dict[str, str]:
     return {"Fn::Sub": f"{APP_NAME}-${{Stage}}-{name}"}
 
 
-def queue_ids_by_name(resources: dict[str, Any], stage: str) -> dict[str, str]:
-    """Physical queue name for `stage` -> logical id, for every queue of infra/resources.json."""
+def queue_ids_by_name(state: dict[str, Any], stage: str) -> dict[str, str]:
+    """Physical queue name for `stage` -> logical id, for every queue of the state template (infra/state.py)."""
     out = {}
-    for logical_id, spec in resources["Resources"].items():
+    for logical_id, spec in state["Resources"].items():
         if spec["Type"] == "AWS::SQS::Queue":
             out[spec["Properties"]["QueueName"]["Fn::Sub"].replace("${Stage}", stage)] = logical_id
     return out
 
 
-def _sqs_event_patches(function_id: str, function: dict[str, Any], queues: dict[str, str]) -> dict[str, Any]:
-    patches = {}
-    for event_id, event in function["Properties"].get("Events", {}).items():
-        if event["Type"] != "SQS":
-            continue
-        # Chalice names the queue by ARN; the patch points at the template's own queue instead, which also
-        # makes CloudFormation create the queue before the event source mapping.
-        queue_name = re.sub(r".*:", "", event["Properties"]["Queue"]["Fn::Sub"])
-        if queue_name not in queues:
-            raise ValueError(f"{function_id} listens to {queue_name}, which infra/resources.json does not define")
-        patches[event_id] = {
-            "Properties": {
-                # Same key as Chalice's value: the merge replaces it instead of mixing two intrinsics.
-                "Queue": {"Fn::Sub": f"${{{queues[queue_name]}.Arn}}"},
-                # Chalice 1.34 cannot ask for it; the handlers return `batchItemFailures`.
-                "FunctionResponseTypes": ["ReportBatchItemFailures"],
-            }
-        }
-    return patches
+def _sqs_events(chalice: ChaliceTemplate, function_id: str) -> dict[str, str]:
+    """Event id -> physical name of the queue it reads, for every SQS event source of one function."""
+    events = chalice.template["Resources"][function_id]["Properties"].get("Events", {})
+    return {
+        event_id: re.sub(r".*:", "", event["Properties"]["Queue"]["Fn::Sub"])
+        for event_id, event in events.items()
+        if event["Type"] == "SQS"
+    }
+
+
+def _sqs_event_patch(queue_name: str, queue_logical_id: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        # Same key as Chalice's value: the merge replaces it instead of mixing two intrinsics. Naming the
+        # template's own queue also makes CloudFormation create it before the event source mapping.
+        "Queue": {"Fn::Sub": f"${{{queue_logical_id}.Arn}}"},
+        # Chalice 1.34 cannot ask for it; the handlers return `batchItemFailures`.
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+    }
+    if queue_name.endswith(".fifo"):
+        # Chalice writes 0; AWS documents that FIFO event sources take no batching window at all.
+        properties["MaximumBatchingWindowInSeconds"] = {"Ref": "AWS::NoValue"}
+    return {"Properties": properties}
 
 
 def function_patches(chalice: ChaliceTemplate, queues: dict[str, str]) -> dict[str, Any]:
     """Merge-template resources that complete every function Chalice generated, and its log group."""
     out: dict[str, Any] = {}
+    problems = []
     for function_id, name in chalice.function_names.items():
-        function = chalice.template["Resources"][function_id]
         properties: dict[str, Any] = {"FunctionName": function_name(name)}
         if function_id != SANDBOX_FUNCTION:
             properties["Environment"] = {"Variables": dict(PLATFORM_ENVIRONMENT)}
-        events = _sqs_event_patches(function_id, function, queues)
+        events = {}
+        for event_id, queue_name in _sqs_events(chalice, function_id).items():
+            if queue_name not in queues:
+                problems.append(
+                    f"app.py `{name}` listens to {queue_name}, which is no tier's queue or DLQ "
+                    "(is its tier in chalicelib/config.py TIER_NAMES?)"
+                )
+                continue
+            events[event_id] = _sqs_event_patch(queue_name, queues[queue_name])
         if events:
             properties["Events"] = events
         out[function_id] = {"Properties": properties}
         out[f"{function_id}LogGroup"] = {
             "Type": "AWS::Logs::LogGroup",
+            # Logs expire with their retention; kept past a teardown they would only block the next deploy's
+            # fixed names. Export them (subscription) if they must outlive the stack.
+            "DeletionPolicy": "Delete",
+            "UpdateReplacePolicy": "Delete",
             "Properties": {
                 "LogGroupName": {"Fn::Sub": f"/aws/lambda/{APP_NAME}-${{Stage}}-{name}"},
                 "RetentionInDays": {"Ref": "LogRetentionDays"},
             },
         }
+    if problems:
+        raise WiringError(problems)
     return out
 
 
 def listeners(chalice: ChaliceTemplate, queues: dict[str, str]) -> dict[str, str]:
     """Queue logical id -> logical id of the function its event source mapping invokes."""
-    out = {}
-    for function_id in chalice.function_names:
-        events = chalice.template["Resources"][function_id]["Properties"].get("Events", {})
-        for event in events.values():
-            if event["Type"] == "SQS":
-                out[queues[re.sub(r".*:", "", event["Properties"]["Queue"]["Fn::Sub"])]] = function_id
+    return {
+        queues[queue_name]: function_id
+        for function_id in chalice.function_names
+        for queue_name in _sqs_events(chalice, function_id).values()
+        if queue_name in queues
+    }
+
+
+def tier_problems(chalice: ChaliceTemplate, tiers: Sequence[str], stage: str) -> list[str]:
+    """What app.py lacks for each tier: its worker and dead-letter functions, each reading the tier's queue."""
+    ids_by_name = {name: function_id for function_id, name in chalice.function_names.items()}
+    out = []
+    for tier in tiers:
+        needs = tier_resources(tier)
+        for function, dead_letter in ((needs.worker_function, False), (needs.dead_letter_function, True)):
+            queue = needs.queue(stage, dead_letter)
+            if function not in ids_by_name:
+                out.append(
+                    f"tier {tier!r} (chalicelib/config.py TIER_NAMES) has no function {function!r}: app.py must "
+                    f"declare it with @app.on_sqs_message(queue=<{queue}>, name={function!r})"
+                )
+            elif queue not in _sqs_events(chalice, ids_by_name[function]).values():
+                out.append(
+                    f"app.py `{function}` must listen to {queue}, its tier's {'DLQ' if dead_letter else 'queue'}"
+                )
     return out
 
 
-def _alarm(name: str, description: str, **properties: Any) -> dict[str, Any]:
-    return {
-        "Type": "AWS::CloudWatch::Alarm",
-        "Properties": {
-            "AlarmName": {"Fn::Sub": f"{APP_NAME}-${{Stage}}-{name}"},
-            "AlarmDescription": description,
-            "TreatMissingData": "notBreaching",
-            "AlarmActions": [{"Ref": "AlarmTopic"}],
-            "OKActions": [{"Ref": "AlarmTopic"}],
-            **properties,
-        },
-    }
+def queue_policy_patches(chalice: ChaliceTemplate, tiers: Sequence[str]) -> dict[str, Any]:
+    """Fill the tier-queue statement of every role Chalice generated from .chalice/policy-worker.json with the
+    ARNs of every tier's queue and DLQ (the merge replaces lists whole, so the patch carries the policies)."""
+    arns = [{"Fn::GetAtt": [queue_id(tier, dead), "Arn"]} for tier in tiers for dead in (False, True)]
+    out = {}
+    for logical_id, spec in chalice.template["Resources"].items():
+        if spec["Type"] != "AWS::IAM::Role":
+            continue
+        policies = copy.deepcopy(spec["Properties"].get("Policies", []))
+        found = [s for p in policies for s in p["PolicyDocument"]["Statement"] if s.get("Sid") == TIER_QUEUES_SID]
+        for statement in found:
+            statement["Resource"] = arns
+        if found:
+            out[logical_id] = {"Properties": {"Policies": policies}}
+    return out
 
 
-def _metric(id_: str, namespace: str, metric: str, dimension: tuple[str, Any], stat: str) -> dict[str, Any]:
-    return {
-        "Id": id_,
-        "ReturnData": False,
-        "MetricStat": {
-            "Metric": {
-                "Namespace": namespace,
-                "MetricName": metric,
-                "Dimensions": [{"Name": dimension[0], "Value": dimension[1]}],
-            },
-            "Period": 300,
-            "Stat": stat,
-        },
-    }
-
-
-def tier_alarms(tier: str, worker_id: str) -> dict[str, Any]:
-    """A tier's alarms: its DLQ got messages, its queue is not drained, its workers fail or are throttled."""
-    tid, dlq = tier_id(tier), ("QueueName", {"Fn::GetAtt": [queue_id(tier, dead_letter=True), "QueueName"]})
-    worker = ("FunctionName", {"Ref": worker_id})
-    return {
-        f"{tid}DeadLetterQueueAlarm": _alarm(
-            f"{tier}-dead-letters",
-            f"Jobs of the {tier} tier reached the DLQ: the platform gave up on them and marked them 'error' "
-            "(quota refunded). Its dead-letter function reads the queue at once, so received messages count too.",
-            Metrics=[
-                _metric("visible", "AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq, "Maximum"),
-                _metric("received", "AWS/SQS", "NumberOfMessagesReceived", dlq, "Sum"),
-                {"Id": "arrived", "Expression": "MAX([FILL(visible, 0), FILL(received, 0)])", "ReturnData": True},
-            ],
-            EvaluationPeriods=1,
-            Threshold=0,
-            ComparisonOperator="GreaterThanThreshold",
-        ),
-        f"{tid}QueueAgeAlarm": _alarm(
-            f"{tier}-oldest-message",
-            f"The oldest job in the {tier} queue has waited longer than OldestMessageAlarmSeconds: workers are "
-            "stuck or throttled, or one key queued far more than its concurrency lets it run.",
-            Namespace="AWS/SQS",
-            MetricName="ApproximateAgeOfOldestMessage",
-            Dimensions=[{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id(tier), "QueueName"]}}],
-            Statistic="Maximum",
-            Period=60,
-            EvaluationPeriods=5,
-            Threshold={"Ref": "OldestMessageAlarmSeconds"},
-            ComparisonOperator="GreaterThanThreshold",
-        ),
-        f"{tid}WorkerErrorRateAlarm": _alarm(
-            f"{tier}-worker-errors",
-            f"More than WorkerErrorRatePercent of the {tier} workers' invocations failed (crash or timeout), "
-            "in 2 of the last 3 five-minute periods.",
-            Metrics=[
-                _metric("errors", "AWS/Lambda", "Errors", worker, "Sum"),
-                _metric("invocations", "AWS/Lambda", "Invocations", worker, "Sum"),
-                {"Id": "rate", "Expression": "IF(invocations > 0, 100 * errors / invocations, 0)", "ReturnData": True},
-            ],
-            EvaluationPeriods=3,
-            DatapointsToAlarm=2,
-            Threshold={"Ref": "WorkerErrorRatePercent"},
-            ComparisonOperator="GreaterThanThreshold",
-        ),
-        f"{tid}WorkerThrottlesAlarm": _alarm(
-            f"{tier}-worker-throttles",
-            f"Lambda throttled the {tier} workers: the account's concurrency is exhausted, so jobs wait.",
-            Namespace="AWS/Lambda",
-            MetricName="Throttles",
-            Dimensions=[{"Name": "FunctionName", "Value": {"Ref": worker_id}}],
-            Statistic="Sum",
-            Period=300,
-            EvaluationPeriods=1,
-            Threshold=0,
-            ComparisonOperator="GreaterThanThreshold",
-        ),
-    }
-
-
-def generate(chalice: ChaliceTemplate, resources: dict[str, Any], stage: str) -> dict[str, Any]:
-    """The generated fragment: function patches, log groups and every tier's alarms."""
-    queues = queue_ids_by_name(resources, stage)
+def generate(chalice: ChaliceTemplate, state: dict[str, Any], stage: str, tiers: Sequence[str]) -> dict[str, Any]:
+    """The generated fragment: function patches, log groups, queue permissions, and the generated alarms.
+    WiringError lists everything the app lacks for `tiers`."""
+    problems = tier_problems(chalice, tiers, stage)
+    if problems:
+        raise WiringError(problems)
+    queues = queue_ids_by_name(state, stage)
     workers = listeners(chalice, queues)
     out = function_patches(chalice, queues)
-    for tier in TIER_NAMES:
-        if queue_id(tier) not in workers:
-            raise ValueError(f"no function listens to the {tier} queue ({queue_id(tier)})")
-        out.update(tier_alarms(tier, workers[queue_id(tier)]))
+    out.update(queue_policy_patches(chalice, tiers))
+    for tier in tiers:
+        out.update(alarms.tier_alarms(tier, workers[queue_id(tier)]))
+    out.update(alarms.table_alarms(state["Resources"]))
+    out.update(alarms.integrity_alarms())
     return {"Resources": out}

@@ -1,11 +1,18 @@
-"""`make bench`: the platform's key figures as one JSON document on stdout (the Makefile keeps a copy in
-.dev/bench.json). Progress goes to stderr.
+"""`make bench`: the platform's key figures, each beside its baseline measured in the same run, as one JSON
+document on stdout (the Makefile keeps a copy in .dev/bench.json). Progress goes to stderr.
 
 - submit_to_result: a user's `print(1)` python job on the local stack (a subprocess), from POST to the
-  terminal GET (long-poll), median and p90 of 20 after a warm-up; with the server-side parts.
+  terminal `GET ?wait` (the worker's announcement wakes it), median and p90 of 20 after a warm-up; beside the
+  bare interpreter running the same program.
+- burst: 200 trivial jobs from 16 submitting threads on one enterprise key: jobs/s end to end, submits/s
+  alone, and any refusal; beside a plain `subprocess.run` loop of the same program on the same machine.
 - sandbox_overhead: the local sandbox's `print(1)` against the bare interpreter (devtools/sandbox_bench.py).
-- aws_requests_per_submit: the AWS requests one accepted submit makes, counted in-process against a moto
-  server with a botocore `before-send` hook, by operation, and how many sequential round trips they take.
+- import_time: `python -X importtime -c "import app"` (every function's cold start) and the sandbox
+  function's entry, beside the bare interpreter's start.
+- aws_requests_per_submit / aws_requests_per_job: the AWS requests of one accepted submit, and of one whole
+  job (submit, the worker's run, one `GET ?wait`), counted in-process against a moto server with botocore
+  hooks, by operation; a whole job both as the local stack runs it (changes announced) and as AWS does (polls).
+- machine: cores, Python, and the load average before and after (other work on the machine skews figures).
 """
 
 from __future__ import annotations
@@ -14,12 +21,16 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,21 +110,11 @@ class RequestCounter:
 def aws_requests_per_submit(samples: int = 10) -> dict[str, Any]:
     """Submit in-process against a moto server; the first submit of a process also looks up the queue URL
     and reads the run-time stats (cached per process), so it is shown apart."""
-    from chalicelib import bootstrap
     from chalicelib.adapters.aws import client
     from chalicelib.services.keys import create_key
     from chalicelib.services.submit import submit_job
-    from devtools.motoserver import start_moto
-    from devtools.resources import create_resources
-    from devtools.stack import free_port, local_environment
 
-    port = free_port()
-    os.environ.update({**local_environment(port), "CODERUNNER_STAGE": "bench" + uuid.uuid4().hex[:8]})
-    server = start_moto(port)
-    try:
-        bootstrap.reset()
-        create_resources(os.environ["CODERUNNER_STAGE"])
-        deps = bootstrap.get_deps()
+    with _moto_stack() as deps:
         key, other = (create_key(deps, owner, "enterprise")[0] for owner in ("bench", "bench-2"))
         with RequestCounter(client("dynamodb"), client("sqs")) as counter:
 
@@ -125,9 +126,6 @@ def aws_requests_per_submit(samples: int = 10) -> dict[str, Any]:
             cold = counted(key)
             steady = [counted(key) for _ in range(samples)]
             new_window = counted(other)
-    finally:
-        server.stop()
-        bootstrap.reset()
     typical = statistics.mode(json.dumps(s, sort_keys=True) for s in steady)  # a minute may roll over once
     usual = json.loads(typical)
     return {
@@ -144,26 +142,104 @@ def aws_requests_per_submit(samples: int = 10) -> dict[str, Any]:
     }
 
 
-# -- latency on the local stack ------------------------------------------------------------------------------
-def submit_to_result(runs: int = 20, warmup: int = 3) -> dict[str, Any]:
-    from tests.e2e.stackproc import start_stack, timestamp
+def aws_requests_per_job(source: str = "print(1)", announced: bool = True) -> dict[str, Any]:
+    """One whole job in-process against a moto server: submit, a `GET ?wait=20` in another thread, the worker's
+    receive, run (the local sandbox) and delete. `announced`: job changes are announced as in the local stack
+    (else polled as in AWS). The first job of the process warms the lookups and is not counted."""
+    from chalicelib.adapters.aws import client
+    from chalicelib.services.signals import InProcessSignals, PolledJobSignals
 
-    with tempfile.TemporaryDirectory(prefix="coderunner-bench-") as scratch:
-        stack = start_stack(Path(scratch))
-        try:
-            user = stack.api(stack.keys["enterprise"])
-            for _ in range(warmup):
-                assert user.wait(user.submit_ok(JOB))["status"] == "succeeded"
-            total, queued, running = [], [], []
-            for _ in range(runs):
-                started = time.perf_counter()
-                job = user.wait(user.submit_ok(JOB))
-                total.append(time.perf_counter() - started)
-                assert job["status"] == "succeeded" and job["result"]["stdout"] == "1\n", job
-                queued.append(timestamp(job["started_at"]) - timestamp(job["created_at"]))
-                running.append(timestamp(job["finished_at"]) - timestamp(job["started_at"]))
-        finally:
-            stack.stop()
+    with _moto_stack() as deps:
+        deps.signals = InProcessSignals() if announced else PolledJobSignals()
+        key = _enterprise_key(deps)
+        _one_job(deps, key, "print(1)")
+        with RequestCounter(client("dynamodb"), client("sqs")) as counter:
+            status = _one_job(deps, key, source)
+    assert status == "succeeded", status
+    return {"requests": counter.total, "by_operation": counter.by_operation()}
+
+
+def _one_job(deps: Any, key: str, source: str) -> str:
+    """Submit, `GET ?wait=20` in another thread, and the worker loop's part (receive, handle, delete)."""
+    from chalicelib.adapters.aws import client
+    from chalicelib.services.batch import process_jobs
+    from chalicelib.services.keys import authenticate
+    from chalicelib.services.queries import get_job
+    from chalicelib.services.submit import submit_job
+    from devtools.worker import lambda_sqs_record
+
+    sqs, url = client("sqs"), deps.queue.url("enterprise")
+    job_id = submit_job(deps, key, {**JOB, "source": source}).job.id
+    answer: list[dict[str, Any]] = []
+    getter = threading.Thread(target=lambda: answer.append(get_job(deps, authenticate(deps, key), job_id, 20)))
+    getter.start()
+    messages = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, MessageSystemAttributeNames=["All"])["Messages"]
+    records = [lambda_sqs_record(message, "arn") for message in messages]
+    assert process_jobs(deps, {"Records": records})["batchItemFailures"] == []
+    entries = [{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(records)]
+    sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+    getter.join(30)
+    return str(answer[0]["status"]) if answer else "no answer"
+
+
+@contextmanager
+def _moto_stack() -> Iterator[Any]:
+    """The app wired in this process to a moto server of its own, with fresh tables and queues."""
+    from chalicelib import bootstrap
+    from devtools.motoserver import start_moto
+    from devtools.resources import create_resources
+    from devtools.stack import free_port, local_environment
+
+    saved = dict(os.environ)
+    port = free_port()
+    os.environ.update({**local_environment(port), "CODERUNNER_STAGE": "bench" + uuid.uuid4().hex[:8]})
+    server = start_moto(port)
+    try:
+        bootstrap.reset()
+        create_resources(os.environ["CODERUNNER_STAGE"])
+        yield bootstrap.get_deps()
+    finally:
+        server.stop()
+        bootstrap.reset()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _enterprise_key(deps: Any) -> str:
+    from chalicelib.services.keys import create_key
+
+    return create_key(deps, "bench", "enterprise")[0]
+
+
+# -- baselines -----------------------------------------------------------------------------------------------
+def bare_runs(runs: int, source: str = "print(1)") -> list[float]:
+    """Wall seconds of `python -c source` run with subprocess.run, one after the other."""
+    from chalicelib.sandbox.runtimes import _system_python
+
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([_system_python(), "-B", "-c", source], capture_output=True, check=True)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+# -- latency and throughput on the local stack ---------------------------------------------------------------
+def submit_to_result(stack: Any, runs: int = 20, warmup: int = 3) -> dict[str, Any]:
+    from tests.e2e.stackproc import timestamp
+
+    user = stack.api(stack.make_key("enterprise"))
+    for _ in range(warmup):
+        assert user.wait(user.submit_ok(JOB))["status"] == "succeeded"
+    total, queued, running = [], [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        job = user.wait(user.submit_ok(JOB))
+        total.append(time.perf_counter() - started)
+        assert job["status"] == "succeeded" and job["result"]["stdout"] == "1\n", job
+        queued.append(timestamp(job["started_at"]) - timestamp(job["created_at"]))
+        running.append(timestamp(job["finished_at"]) - timestamp(job["started_at"]))
+    bare = bare_runs(runs)
     return {
         "runs": runs,
         "median_ms": _ms(statistics.median(total)),
@@ -174,20 +250,127 @@ def submit_to_result(runs: int = 20, warmup: int = 3) -> dict[str, Any]:
             "queue_wait": _ms(statistics.median(queued)),
             "started_to_finished": _ms(statistics.median(running)),
         },
-        "note": "POST /v1/jobs, then GET /v1/jobs/{id}?wait=20 (the server polls the job at 0.1 s, x1.5 each time)",
+        "baseline_bare_interpreter_median_ms": _ms(statistics.median(bare)),
+        "note": "POST /v1/jobs, then GET /v1/jobs/{id}?wait=20 (woken by the worker's announcement); the "
+        "baseline runs `python -c 'print(1)'` with subprocess.run",
     }
+
+
+def burst(stack: Any, jobs: int = 200, threads: int = 16) -> dict[str, Any]:
+    """`jobs` trivial jobs submitted by `threads` threads on a fresh enterprise key; then each is waited for."""
+    user = stack.api(stack.make_key("enterprise"))
+    assert user.wait(user.submit_ok(JOB))["status"] == "succeeded"  # the key's first charge, a warm stack
+    codes: Counter[str] = Counter()
+
+    def submit(_: int) -> str | None:
+        resp = user.submit(JOB)
+        codes[str(resp.status) if resp.status == 202 else f"{resp.status} {resp.error_code}"] += 1
+        return str(resp.body["id"]) if resp.status == 202 else None
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        ids = [i for i in pool.map(submit, range(jobs)) if i]
+        submitted = time.perf_counter() - started
+        finished = list(pool.map(lambda job_id: user.wait(job_id, 300), ids))
+    total = time.perf_counter() - started
+    bare = bare_runs(jobs)
+    statuses = Counter(str(job["status"]) for job in finished)
+    return {
+        "jobs": jobs,
+        "threads": threads,
+        "jobs_per_s": round(len(ids) / total, 1),
+        "submits_per_s": round(jobs / submitted, 1),
+        "end_to_end_s": round(total, 2),
+        "responses": dict(codes),
+        "statuses": dict(statuses),
+        "baseline_subprocess_loop_jobs_per_s": round(jobs / sum(bare), 1),
+        "note": "all submitted from a thread pool, then each waited for with GET ?wait from the same pool; "
+        "the baseline runs the same program `jobs` times in a plain subprocess.run loop",
+    }
+
+
+# -- cold start ----------------------------------------------------------------------------------------------
+def import_time(module: str, runs: int = 5) -> dict[str, Any]:
+    """`python -X importtime -c "import <module>"`: the module's cumulative import time (median of `runs`),
+    and whether boto3 or moto come with it."""
+    cumulative, imported = [], set()
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        ).stderr
+        for line in out.splitlines():
+            if line.startswith("import time:") and "|" in line:
+                _, cumul, name = (part.strip() for part in line.split(":", 1)[1].split("|"))
+                imported.add(name.split(".")[0])
+                if name == module:
+                    cumulative.append(int(cumul) / 1000)
+    return {
+        "median_ms": round(statistics.median(cumulative), 1),
+        "imports_boto3": "boto3" in imported,
+        "imports_moto": "moto" in imported,
+    }
+
+
+def cold_start(runs: int = 5) -> dict[str, Any]:
+    bare = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        bare.append(time.perf_counter() - started)
+    return {
+        "import_app": import_time("app", runs),
+        "import_sandbox_entry": import_time("chalicelib.sandbox.lambda_entry", runs),
+        "baseline_bare_interpreter_start_ms": _ms(statistics.median(bare)),
+        "note": "cumulative import time from -X importtime, median; the sandbox function runs app.py's "
+        "`sandbox` handler, which imports chalicelib.sandbox.lambda_entry after app",
+    }
+
+
+# -----------------------------------------------------------------------------------------------------------
+def _timed(figures: dict[str, Any], name: str, measure: Callable[[], Any]) -> None:
+    _log(f"{name} ...")
+    started = time.perf_counter()
+    figures[name] = measure()
+    _log(f"{name}: {round(time.perf_counter() - started, 1)} s")
 
 
 def main() -> dict[str, Any]:
     from devtools.sandbox_bench import measure
+    from tests.e2e.stackproc import start_stack
 
-    figures: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
-    _log("submit -> result on the local stack ...")
-    figures["submit_to_result"] = submit_to_result()
-    _log("sandbox overhead ...")
-    figures["sandbox_overhead"] = measure(30)
-    _log("AWS requests per submit ...")
-    figures["aws_requests_per_submit"] = aws_requests_per_submit()
+    workers = int(os.environ.get("CODERUNNER_WORKER_PROCESSES", "2"))  # as `make dev` runs
+    figures: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_before": os.getloadavg()},
+        "stack": {"worker_processes": workers},
+    }
+    with tempfile.TemporaryDirectory(prefix="coderunner-bench-") as scratch:
+        stack = start_stack(Path(scratch), workers=workers)
+        try:
+            _timed(figures, "submit_to_result", lambda: submit_to_result(stack))
+            _timed(figures, "burst", lambda: burst(stack))
+        finally:
+            stack.stop()
+    _timed(figures, "sandbox_overhead", lambda: measure(30))
+    _timed(figures, "cold_start", cold_start)
+    _timed(figures, "aws_requests_per_submit", aws_requests_per_submit)
+    _timed(
+        figures,
+        "aws_requests_per_job",
+        lambda: {
+            "local_announced": aws_requests_per_job(),
+            "aws_polled": aws_requests_per_job(announced=False),
+            "running_2s_local_announced": aws_requests_per_job("import time; time.sleep(2); print(1)"),
+            "running_2s_aws_polled": aws_requests_per_job("import time; time.sleep(2); print(1)", announced=False),
+            "note": "submit + worker (receive, start, run, finish, delete) + one GET ?wait=20 issued right "
+            "after the submit; the first job of the process is not counted",
+        },
+    )
+    figures["machine"]["load_after"] = os.getloadavg()
     print(json.dumps(figures, indent=2), flush=True)
     return figures
 

@@ -14,6 +14,8 @@ from chalicelib.domain.quotas import QuotaState, charged, refunded
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxOffer
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey, Page, TaskStopped
+from chalicelib.services.signals import InProcessSignals
+from tests.fakes_delivery import memory_delivery
 
 STATS_BUCKET_S = 300  # as the DynamoDB counters: recent = this 5-minute bucket and the previous one
 
@@ -263,6 +265,8 @@ class MemoryQueue:
 class FakeSandbox:
     """Returns a scripted result (or raises) and records what it was asked to run."""
 
+    cancellable = True
+
     def __init__(self, result: ExecutionResult | None = None) -> None:
         self.result = result or ExecutionResult(exit_code=0, stdout="ok\n", wall_ms=5)
         self.calls: list[ExecutionRequest] = []
@@ -323,6 +327,18 @@ class FakeTaskSandbox:
         return {"type": "fake-task-stopped", "job_id": job_id, "task_arn": task_arn, "reason": reason}
 
 
+class MemorySignals(InProcessSignals):
+    """Job change announcements within the test process (the local stack's, minus the sockets), recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed: list[str] = []
+
+    def job_changed(self, job_id: str) -> None:
+        self.changed.append(job_id)
+        super().job_changed(job_id)
+
+
 class ListMetrics:
     def __init__(self) -> None:
         self.points: list[tuple[str, float, dict[str, str]]] = []
@@ -336,13 +352,16 @@ class ListMetrics:
 
 def make_deps(settings: Settings | None = None, clock: FakeClock | None = None) -> Deps:
     settings = settings or settings_from_env({})
+    jobs = MemoryJobStore()
     return Deps(
         settings=settings,
-        jobs=MemoryJobStore(),
+        jobs=jobs,
         keys=MemoryKeyStore(settings),
         counters=MemoryCounters(),
         queue=MemoryQueue(),
         sandboxes={"local": FakeSandbox()},
         clock=clock or FakeClock(),
         metrics=ListMetrics(),
+        delivery=memory_delivery(jobs),
+        signals=MemorySignals(),
     )

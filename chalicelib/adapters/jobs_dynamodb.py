@@ -18,8 +18,10 @@ from chalicelib.services.ports import Page
 _JSON_FIELDS = ("spec", "result")
 # Sparse index attributes, present only while the job is in the state the index is for:
 #   queue_tier: while queued (`queued_by_tier`: position = queued jobs of the tier with a smaller seq)
-#   active (+ the job's own due_at): while queued or running (`active_jobs`: the reaper's work list)
+#   active (+ the job's own due_at): "queued", "running", or "unpublished" for a terminal job until its
+#   job.finished event is produced (`active_jobs`: the reaper's work list; adapters/job_events_dynamodb.py)
 _INDEX_ONLY = ("queue_tier", "active", "ttl")
+UNPUBLISHED = "unpublished"
 _JOB_FIELDS = frozenset(Job.model_fields)
 
 
@@ -38,7 +40,7 @@ def index_fields(status: JobStatus, tier: str) -> dict[str, Any]:
         return {"queue_tier": tier, "active": "queued"}
     if status is JobStatus.RUNNING:
         return {"queue_tier": None, "active": "running"}
-    return {"queue_tier": None, "active": None}
+    return {"queue_tier": None, "active": UNPUBLISHED}
 
 
 def from_item(item: dict[str, Any]) -> Job:

@@ -14,7 +14,8 @@ from chalicelib.domain.errors import DependencyThrottled, Unauthorized
 from chalicelib.domain.quotas import QuotaState, charged, day_window, minute_window, refunded
 from chalicelib.services.ports import ApiKey
 
-_MAX_RACES = 20  # optimistic retries when many submits roll a window over at once
+_MAX_RACES = 20  # optimistic retries of a refund
+_MAX_STEPS = 6  # a charge: fast path, rollover lost to another writer, fast path (twice over, to spare)
 
 
 def _key_from_item(item: dict[str, Any]) -> ApiKey:
@@ -91,33 +92,38 @@ class DynamoKeyStore:
         return _key_from_item(unmarshal(resp["Attributes"]) or {})
 
     def charge(self, key_hash: str, now: float) -> tuple[ApiKey, QuotaState]:
-        try:
-            return self._charge_in_current_windows(key_hash, now)
-        except ConditionFailed as exc:
-            # The refused fast path hands back the item as it stood: no read is needed to decide.
-            old = unmarshal(exc.item)
-            key: ApiKey | None = _key_from_item(old) if old else None
-        for attempt in range(_MAX_RACES):
-            if attempt:
-                _back_off(attempt)
-                key = self.get(key_hash)
+        """One submit: the fast path counts in the current windows. When the stored minute is stale, one
+        conditional write rolls both windows over; it can succeed for one writer per window only, and every
+        writer that lost it counts on the fast path again, so a crowd at a rollover is never refused while
+        under quota. Each step that fails does so because another writer moved the windows, which happens at
+        most once per minute: the loop is short, and ends in a charge or a refusal on the stored counts."""
+        windows = (minute_window(now), day_window(now))
+        for _ in range(_MAX_STEPS):
+            try:
+                return self._charge_in_windows(key_hash, *windows)
+            except ConditionFailed as exc:
+                # The refused update hands back the item as it stood: no read is needed to decide.
+                old = unmarshal(exc.item)
+            key = _key_from_item(old) if old else None
             if key is None or key.revoked:
                 raise Unauthorized("the API key is not valid")
-            new = charged(key.quota, now, self.tiers[key.tier])  # QuotaExceeded names the quota
-            try:
-                return self._store_charge(key, new)
-            except ConditionFailed:
+            stored = key.quota
+            if stored.m_win > windows[0]:  # a writer whose clock is a little ahead opened the next minute
+                windows = (stored.m_win, stored.d_win)
                 continue
-        raise DependencyThrottled("too many concurrent submits on one key; retry shortly")
+            policy = self.tiers[key.tier]
+            charged(stored, max(now, windows[0] * 60.0), policy)  # QuotaExceeded names the quota that refuses
+            if stored.m_win == windows[0]:  # under the limits after all (the tier changed meanwhile): again
+                continue
+            try:
+                return self._roll_over(key, windows, policy)
+            except ConditionFailed:
+                pass  # another writer rolled this window over first: count in it
+        raise DependencyThrottled("the key's counters kept changing; retry shortly")
 
-    def _charge_in_current_windows(self, key_hash: str, now: float) -> tuple[ApiKey, QuotaState]:
-        """The fast path: both windows are current and below their tier's limits (one request)."""
-        values: dict[str, Any] = {
-            ":mw": value(minute_window(now)),
-            ":dw": value(day_window(now)),
-            ":one": value(1),
-            ":f": value(False),
-        }
+    def _charge_in_windows(self, key_hash: str, minute: int, day: str) -> tuple[ApiKey, QuotaState]:
+        """The fast path: both stored windows are the given ones and below their tier's limits (one request)."""
+        values: dict[str, Any] = {":mw": value(minute), ":dw": value(day), ":one": value(1), ":f": value(False)}
         per_tier = []
         for i, (name, policy) in enumerate(self.tiers.items()):
             per_tier.append(f"(tier = :t{i} AND m_n < :m{i} AND d_n < :d{i})")
@@ -139,24 +145,29 @@ class DynamoKeyStore:
         key = _key_from_item(unmarshal(resp["Attributes"]) or {})
         return key, key.quota
 
-    def _store_charge(self, key: ApiKey, new: QuotaState) -> tuple[ApiKey, QuotaState]:
-        """Write counters computed from what we read, if nobody changed them since (optimistic)."""
-        old = key.quota
+    def _roll_over(self, key: ApiKey, windows: tuple[int, str], policy: TierPolicy) -> tuple[ApiKey, QuotaState]:
+        """Open the minute `windows[0]` with this submit as its first, and the day too when it is new.
+
+        The condition is "the stored minute is older than this one", so only one writer per minute can pass
+        it; the day's count is added to, never recomputed, so a refund racing with it loses nothing."""
+        minute, day = windows
+        values: dict[str, Any] = {":mw": value(minute), ":dw": value(day), ":one": value(1), ":f": value(False)}
+        values[":t"] = value(key.tier)
+        condition = "(attribute_not_exists(m_win) OR m_win < :mw) AND revoked = :f AND tier = :t AND "
+        if key.quota.d_win == day:
+            update = "SET m_win = :mw, m_n = :one, d_n = d_n + :one, #total = #total + :one"
+            condition += "d_win = :dw AND d_n < :dl"
+            values[":dl"] = value(policy.per_day)
+        else:
+            update = "SET m_win = :mw, m_n = :one, d_win = :dw, d_n = :one, #total = #total + :one"
+            condition += "(attribute_not_exists(d_win) OR d_win < :dw)"
         resp = self.client.update_item(
             TableName=self.table,
             Key={"key_hash": {"S": key.key_hash}},
-            UpdateExpression="SET m_win = :mw, m_n = :mn, d_win = :dw, d_n = :dn, #total = #total + :one",
-            ConditionExpression=_unchanged(old) + " AND revoked = :f",
+            UpdateExpression=update,
+            ConditionExpression=condition,
             ExpressionAttributeNames={"#total": "total"},
-            ExpressionAttributeValues={
-                ":mw": value(new.m_win),
-                ":mn": value(new.m_n),
-                ":dw": value(new.d_win),
-                ":dn": value(new.d_n),
-                ":one": value(1),
-                ":f": value(False),
-                **_old_values(old),
-            },
+            ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )
         stored = _key_from_item(unmarshal(resp["Attributes"]) or {})

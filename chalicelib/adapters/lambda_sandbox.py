@@ -42,6 +42,7 @@ class LambdaSandbox:
         self._lock = threading.Lock()
 
     client = LazyClient("lambda", long_call_client)
+    cancellable = False  # a synchronous invoke cannot be interrupted: the worker does not watch it
 
     def run(self, request: ExecutionRequest, cancel: threading.Event | None = None) -> ExecutionResult:
         """Invoke with `RequestResponse` and return the function's sealed result.

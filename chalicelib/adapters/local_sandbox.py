@@ -8,6 +8,8 @@ from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, Sandbox
 
 
 class LocalSandbox:
+    cancellable = True  # a cancel kills the run
+
     def run(self, request: ExecutionRequest, cancel: threading.Event | None = None) -> ExecutionResult:
         from chalicelib.sandbox.runner import execute
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from chalicelib.domain.events import PUBLISH_GRACE_S
 from chalicelib.domain.jobs import Job, JobStatus, status_for
 from chalicelib.sandbox.models import ExecutionResult
 
@@ -122,7 +123,8 @@ def _terminal(
         changes = {**changes, "refunded": True}  # written with the state: only the winner of the race refunds
     return ExitPlan(
         status=status,
-        changes={"finished_at": now, "lease_until": None, "due_at": None, **changes},
+        # due_at: the job stays on the reaper's list, marked unpublished, until its event is produced.
+        changes={"finished_at": now, "lease_until": None, "due_at": now + PUBLISH_GRACE_S, **changes},
         refund=refund,
         metrics=[("JobsFinished", 1, "Count", {"tier": job.tier, "status": status.value})],
         **_leaving(job, why),

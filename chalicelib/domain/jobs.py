@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from chalicelib.domain.errors import IllegalTransition
+from chalicelib.domain.webhooks import WebhookDelivery
 from chalicelib.sandbox.models import ExecutionResult, SandboxLimits, SourceFile, TestCase
 
 
@@ -65,6 +66,7 @@ class JobSpec(BaseModel):
     limits: SandboxLimits
     sandbox: str = "auto"
     callback_url: str | None = None
+    device: str | None = None  # the device its event goes to (default: every recently seen device of the key)
     output_encoding: str = "utf-8"  # or "base64"
 
 
@@ -94,6 +96,10 @@ class Job(BaseModel):
     refunded: bool = False
     redriven_late: bool = False
     result: ExecutionResult | None = None
+    # Delivery of its job.finished event (services/delivery.py): set once the event is produced.
+    event_id: str | None = None
+    inbox_devices: list[str] | None = None
+    webhook_delivery: WebhookDelivery | None = None
 
     @property
     def queue_wait_ms(self) -> int | None:

@@ -6,9 +6,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.inbox import normalize_device
+from chalicelib.domain.ssrf import TargetRefused, parse_target
+
 MAX_TESTS = 20
 MAX_FILES = 20
 MAX_ARGS = 64
+
+
+def _device(raw: str) -> str:
+    try:
+        return normalize_device(raw)
+    except ValidationFailed as exc:
+        raise ValueError(exc.message) from exc
 
 
 class LimitsIn(BaseModel):
@@ -57,17 +68,26 @@ class SubmitRequest(BaseModel):
     args: list[str] = Field(default_factory=list, max_length=MAX_ARGS)
     limits: LimitsIn = Field(default_factory=LimitsIn)
     tests: list[TestIn] = Field(default_factory=list, max_length=MAX_TESTS)
-    callback_url: str | None = Field(default=None, pattern=r"^https?://", max_length=2048)
+    callback_url: str | None = Field(default=None, pattern=r"^(?i:https?)://", max_length=2048)
     sandbox: Literal["auto", "local", "lambda", "fargate"] = "auto"
     output_encoding: Literal["utf-8", "base64"] = "utf-8"
+    device: str | None = Field(default=None, max_length=80)
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, device: str | None) -> str | None:
+        # Trimmed and lower-cased; the event goes to this device's WebSocket or inbox (DESIGN.md section 8).
+        return None if device is None else _device(device)
 
     @field_validator("callback_url")
     @classmethod
-    def _no_callbacks_yet(cls, url: str | None) -> str | None:
-        # Refused loudly rather than accepted and never called: a client must not wait for a POST that
-        # will not come. Long-poll instead until signed callbacks (DESIGN.md section 8) are built.
+    def _callback_form(cls, url: str | None) -> str | None:
+        # Only the URL's form here; services/webhooks.py resolves its host and checks every address (SSRF).
         if url is not None:
-            raise ValueError("callbacks are not supported yet: long-poll GET /v1/jobs/{id}?wait=30 instead")
+            try:
+                parse_target(url, allow_loopback_http=True)
+            except TargetRefused as exc:
+                raise ValueError(str(exc)) from exc
         return url
 
     @model_validator(mode="after")

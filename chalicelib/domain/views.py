@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.domain.webhooks import WebhookDelivery
 from chalicelib.sandbox.models import ExecutionResult, FailureReason, TestSummary
 
 
@@ -48,6 +49,15 @@ class ResultView(BaseModel):
         return cls.model_validate(data)
 
 
+class DeliveryView(BaseModel):
+    """Where the job's job.finished event went: its id, the webhook's delivery state, the devices whose inbox
+    got it. Null until the event is produced (right after the job ends)."""
+
+    event_id: str | None = None
+    webhook: WebhookDelivery | None = None
+    inbox: list[str] = Field(default_factory=list)
+
+
 class JobView(BaseModel):
     """A job as the API shows it."""
 
@@ -66,6 +76,7 @@ class JobView(BaseModel):
     sandbox: str | None = None
     error: str | None = None
     result: ResultView | None = None
+    delivery: DeliveryView | None = None
 
     @classmethod
     def of(cls, job: Job, position: int | None = None, estimated_wait_s: float | None = None) -> JobView:
@@ -85,7 +96,14 @@ class JobView(BaseModel):
             sandbox=job.sandbox,
             error=job.error,
             result=ResultView.of(job.result, job.spec.output_encoding) if job.result is not None else None,
+            delivery=_delivery(job),
         )
+
+
+def _delivery(job: Job) -> DeliveryView | None:
+    if job.inbox_devices is None:  # the event is not produced yet
+        return None
+    return DeliveryView(event_id=job.event_id, webhook=job.webhook_delivery, inbox=job.inbox_devices)
 
 
 class JobsPage(BaseModel):

@@ -6,6 +6,7 @@ only this module decides that it is a 429 with `Retry-After` and `X-RateLimit-*`
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from chalice import Response
@@ -98,3 +99,9 @@ def internal_error_response(request_id: str | None) -> Response:
         status_code=500,
         headers={**JSON},
     )
+
+
+def handshake_refusal(exc: CodeRunnerError) -> dict[str, Any]:
+    """A refused WebSocket `$connect`, as API Gateway expects the handler's answer."""
+    body = error_body(exc.code, exc.message, exc.details)
+    return {"statusCode": status_of(exc), "body": json.dumps(body), "headers": {"Content-Type": "application/json"}}

@@ -9,16 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chalicelib.config import Settings
+from chalicelib.services.delivery_ports import DeliveryPorts
 from chalicelib.services.ports import (
     Clock,
     Counters,
     JobQueue,
+    JobSignals,
     JobStore,
     KeyStore,
     MetricsSink,
     SyncSandbox,
     TaskSandbox,
 )
+from chalicelib.services.signals import PolledJobSignals
 
 
 class SystemClock:
@@ -43,6 +46,8 @@ class Deps:
     clock: Clock = field(default_factory=SystemClock)
     new_id: Callable[[], str] = new_job_id
     metrics: MetricsSink | None = None  # None records nothing
+    signals: JobSignals = field(default_factory=PolledJobSignals)  # job change announcements (local stack)
+    delivery: DeliveryPorts | None = None  # results to their users (services/delivery.py); None delivers nothing
 
     def metric(self, name: str, value: float = 1, unit: str = "Count", **dims: str) -> None:
         """Record one metric point (EMF in the cloud); never lets a metrics failure break a job."""

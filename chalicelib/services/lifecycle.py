@@ -20,7 +20,9 @@ only what the reaper repairs (services/reaper.py, one test per repair):
 5. the refund: the terminal write itself set `refunded`, so only the winner refunds, and never twice. A crash
    between that write and the refund loses the one refund (the owner is short one submit of quota): the one
    consequence the reaper does not repair, since finding such jobs would cost an index write on every job;
-6. run statistics and metrics: best effort.
+6. run statistics and metrics: best effort;
+7. the job.finished event: the terminal write marked the job unpublished (`due_at` = finished + grace), so a
+   crash before the event is produced leaves it to the reaper's `republish`.
 Each consequence is tried even if an earlier one failed (the state already changed); failures are logged and
 counted (`ExitConsequenceFailed`).
 """
@@ -35,6 +37,7 @@ from typing import Any
 from chalicelib.domain.errors import Conflict, NotFound, StaleState
 from chalicelib.domain.exits import Cancelled, Exit, ExitPlan, RetryPolicy, plan_exit
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.services.delivery import job_finished
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey
 
@@ -99,6 +102,8 @@ def end_current(deps: Deps, job_id: str, exit_: Exit, owner: str | None = None) 
 
 def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
     """The consequences of a committed exit, in the order the module docstring explains."""
+    # First the announcement (local stack: a waiting GET returns, a cancelled run's watcher kills it).
+    _attempt(deps, "signal", deps.signals.job_changed, done.id)
     if plan.queued_delta or plan.running_delta:
         _attempt(deps, "tier_counters", deps.counters.adjust_tier, before.tier, plan.queued_delta, plan.running_delta)
     if plan.stop_task is not None:
@@ -116,6 +121,10 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
         _attempt(deps, "record_run", deps.counters.record_run, before.tier, plan.run_ms, done.finished_at)
     for name, value, unit, dims in plan.metrics:
         deps.metric(name, value, unit, **dims)
+    if plan.terminal:
+        # Its one job.finished event (webhook, devices, inbox). Never raises: the terminal write left the job
+        # marked unpublished, and the reaper's `republish` produces the event if this does not.
+        job_finished(deps, done)
 
 
 def _attempt(deps: Deps, what: str, action: Callable[..., Any], *args: Any) -> None:

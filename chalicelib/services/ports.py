@@ -9,6 +9,8 @@ throttled or failing dependency. Nothing above them sees botocore.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +37,29 @@ class ApiKey:
 class Page:
     items: list[Job]
     cursor: str | None
+
+
+WaitChanged = Callable[[float], bool]
+"""`wait_changed(timeout_s)`: block until the watched job is announced to have changed (True) or until
+`timeout_s` passed or the watch closed (False)."""
+
+
+class JobSignals(Protocol):
+    """Announces that a job changed state, so whoever waits on it (a `GET ?wait`, the watcher of a running job)
+    need not poll, where something can carry the announcement (the local stack). Best effort: a lost
+    announcement only delays a waiter until its next poll, so every waiter still re-reads the job now and then."""
+
+    @property
+    def notifies(self) -> bool:
+        """True when changes are announced (a waiter only needs a slow safety poll); False: it must poll."""
+
+    def job_changed(self, job_id: str) -> None:
+        """Announce that `job_id` changed state (started, finished, cancelled, errored)."""
+
+    def watch(self, job_id: str) -> AbstractContextManager[WaitChanged]:
+        """Listen for announcements about `job_id` for the duration of the block, which gets `wait_changed`.
+        Start watching before reading the job, so a change between the read and the wait is not missed;
+        leaving the block wakes a `wait_changed` blocked in another thread."""
 
 
 class Clock(Protocol):
@@ -151,7 +176,10 @@ class JobQueue(Protocol):
 
 
 class SyncSandbox(Protocol):
-    """A sandbox that runs a job and answers with its result (local, Lambda)."""
+    """A sandbox that runs a job and answers with its result (local, Lambda). `cancellable`: whether setting
+    `cancel` stops a run (a local run is killed; a Lambda invoke cannot be interrupted, so nobody watches it)."""
+
+    cancellable: bool
 
     def run(self, request: ExecutionRequest, cancel: threading.Event | None = None) -> ExecutionResult:
         """Run the request; SandboxUnavailable (a PlatformFault) when the platform cannot, SandboxRefused when

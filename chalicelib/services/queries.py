@@ -23,6 +23,7 @@ from chalicelib.services.ports import ApiKey
 
 MAX_WAIT_S = 20.0
 _POLL_S = 0.1
+SAFETY_POLL_S = 5.0  # where changes are announced (local stack): re-read at least this often all the same
 
 
 def parse_wait(raw: str | None) -> float:
@@ -47,14 +48,18 @@ def job_view(deps: Deps, job: Job) -> JobView:
 
 
 def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> JobView:
-    """The job; with `wait_s`, poll until it is terminal or the wait runs out (long-poll)."""
-    job = owned_job(deps, key, job_id)
+    """The job; with `wait_s`, wait until it is terminal or the wait runs out (long-poll). Where job changes
+    are announced (the local stack) the job is re-read when it changed; elsewhere it is polled with a backoff."""
+    if wait_s <= 0:
+        return job_view(deps, owned_job(deps, key, job_id))
     deadline = time.monotonic() + wait_s
     poll = _POLL_S
-    while not job.status.terminal and time.monotonic() < deadline:
-        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
-        poll = min(poll * 1.5, 1.0)  # fast at first (most jobs end in well under a second), then back off
+    with deps.signals.watch(job_id) as wait_changed:  # before the first read: no change slips in between
         job = owned_job(deps, key, job_id)
+        while not job.status.terminal and (left := deadline - time.monotonic()) > 0:
+            wait_changed(min(left, SAFETY_POLL_S if deps.signals.notifies else poll))
+            poll = min(poll * 1.5, 1.0)  # fast at first (most jobs end in well under a second), then back off
+            job = owned_job(deps, key, job_id)
     return job_view(deps, job)
 
 

@@ -5,7 +5,9 @@ Each pass repairs, and each repair has its own test (tests/unit/test_reaper.py):
   stopped) through the one lifecycle exit;
 - a queued job whose message never went, or went with a worker that died: sent again;
 - a slot held by a job that is not running it any more: released;
-- tier counters that drifted from the job records: corrected (on a repeated sighting only).
+- tier counters that drifted from the job records: corrected (on a repeated sighting only);
+- a terminal job whose job.finished event was never produced: produced now (services/delivery.py);
+- WebSocket connections that went away without saying so: removed.
 Every action is logged and counted (`ReaperActions`).
 """
 
@@ -18,6 +20,8 @@ from typing import Any
 from chalicelib.domain.errors import NotFound
 from chalicelib.domain.exits import GaveUp, Lost
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.services.channel import sweep
+from chalicelib.services.delivery import republish
 from chalicelib.services.deps import Deps
 from chalicelib.services.lifecycle import end_current, end_job
 
@@ -37,6 +41,8 @@ def reap(deps: Deps) -> dict[str, int]:
         actions[_redrive_queued(deps, job, now)] += 1
     actions["slots_released"] += release_leaked_slots(deps)
     actions["counters_reconciled"] += reconcile_counters(deps)
+    actions["events_republished"] += republish(deps)
+    actions["connections_swept"] += sweep(deps)
     actions.pop("none", None)
     for name, count in actions.items():
         if count:

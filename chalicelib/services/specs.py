@@ -126,5 +126,6 @@ def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings, offers:
         limits=limits,
         sandbox=req.sandbox,
         callback_url=req.callback_url,
+        device=req.device,
         output_encoding=req.output_encoding,
     )

@@ -24,6 +24,7 @@ from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import estimate_wait
 from chalicelib.services.keys import authenticate, hash_key
 from chalicelib.services.specs import build_spec, field_errors, parse_submit
+from chalicelib.services.webhooks import check_url
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def body_hash(body: Any) -> str:
 def submit_job(deps: Deps, plain_key: str, body: Any, idempotency_key: str | None = None) -> Accepted:
     """Accept one job or raise the CodeRunnerError that says why not (nothing is consumed then)."""
     request = parse_submit(body)
+    check_url(deps, request.callback_url)  # resolved and checked now, before anything is charged (SSRF)
     if idempotency_key:
         return _submit_idempotent(deps, plain_key, body, request, idempotency_key)
     return _submit(deps, plain_key, request, deps.new_id())

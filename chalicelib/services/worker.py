@@ -15,6 +15,7 @@ from typing import Any
 from chalicelib.domain.errors import PlatformFault, StaleState
 from chalicelib.domain.exits import Faulted, Finished, GaveUp
 from chalicelib.domain.jobs import Job, JobStatus
+from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, SANDBOX_RESULT_REJECTED, TIER_DIMENSION
 from chalicelib.sandbox.models import (
     ExecutionRequest,
     ExecutionResult,
@@ -27,11 +28,12 @@ from chalicelib.sandbox.selection import SandboxKind, pick_sandbox
 from chalicelib.services import catalog
 from chalicelib.services.deps import Deps
 from chalicelib.services.lifecycle import end_job, slot_holder
-from chalicelib.services.ports import SyncSandbox
+from chalicelib.services.ports import SyncSandbox, TaskSandbox, WaitChanged
 
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_S = 0.5
+CANCEL_SAFETY_POLL_S = 5.0  # where changes are announced (local stack): re-read at least this often all the same
 
 
 class RetryLater(Exception):
@@ -110,6 +112,7 @@ def start(deps: Deps, job: Job, kind: SandboxKind | None = None) -> Job | None:
     except PlatformFault:
         # The job is running now whatever the counter says: run it; the reaper corrects the drift.
         log.warning("tier counter update failed; the reaper reconciles it", extra={"job_id": job.id})
+    deps.signals.job_changed(job.id)  # a waiting GET shows it running
     deps.metric("QueueWait", running.queue_wait_ms or 0, "Milliseconds", tier=job.tier)
     return running
 
@@ -131,7 +134,7 @@ def run(deps: Deps, job: Job) -> str:
     try:
         task_sandbox = deps.tasks.get(kind)
         if task_sandbox is not None:
-            task_arn = task_sandbox.launch(request)
+            task_arn = _launch(deps, job, task_sandbox, request)
             deps.jobs.record_task(job.id, job.attempts, task_arn)
             return "launched"  # the task's stopped event ends it (services/fargate.py)
         sandbox = deps.sandboxes.get(kind)
@@ -164,7 +167,7 @@ def _not_run(deps: Deps, job: Job, exc: SandboxRefused | ResultRejected) -> str:
     """
     kind = job.sandbox or "local"
     if isinstance(exc, ResultRejected):
-        deps.metric("SandboxResultRejected", sandbox=kind)
+        deps.metric(SANDBOX_RESULT_REJECTED, 1, "Count", sandbox=kind)
         log.error("sandbox result rejected", extra={"job_id": job.id, "sandbox": kind, "error": str(exc)})
         exit_: Faulted | GaveUp = GaveUp(f"the {kind} sandbox's answer failed its integrity check: {exc}")
     elif job.spec.sandbox == "auto":
@@ -178,28 +181,46 @@ def _not_run(deps: Deps, job: Job, exc: SandboxRefused | ResultRejected) -> str:
     return ended.job.status.value if ended is not None else "discarded"
 
 
+def _launch(deps: Deps, job: Job, sandbox: TaskSandbox, request: ExecutionRequest) -> str:
+    try:
+        return sandbox.launch(request)
+    except PlatformFault:
+        deps.metric(FARGATE_LAUNCH_FAILURES, 1, "Count", **{TIER_DIMENSION: job.tier})
+        raise
+
+
 def _run_watched(deps: Deps, job: Job, sandbox: SyncSandbox, request: ExecutionRequest) -> ExecutionResult:
-    """Run with a watcher that sets `cancel` as soon as the job is cancelled (the local run is killed)."""
+    """Run with a watcher that sets `cancel` as soon as the job is cancelled (the local run is killed). The
+    watcher re-reads the job when a change is announced, and otherwise only every poll interval. A sandbox
+    that cannot be interrupted (Lambda) is not watched: a cancelled run's result is discarded instead."""
+    if not sandbox.cancellable:
+        return sandbox.run(request)
     cancel = threading.Event()
     stop = threading.Event()
+    interval = CANCEL_SAFETY_POLL_S if deps.signals.notifies else CANCEL_POLL_S
 
-    def watch() -> None:
-        while not stop.wait(CANCEL_POLL_S):
+    def watch(wait_changed: WaitChanged) -> None:
+        while True:
+            wait_changed(interval)
+            if stop.is_set():
+                return
             try:
                 current = deps.jobs.get(job.id)
-            except Exception:  # noqa: BLE001 - a failed poll is retried on the next tick
+            except Exception:  # noqa: BLE001 - a failed read is retried on the next tick
                 continue
             if current is None or current.status is not JobStatus.RUNNING or current.attempts != job.attempts:
                 cancel.set()
                 return
 
-    watcher = threading.Thread(target=watch, name=f"watch-{job.id}", daemon=True)
-    watcher.start()
-    try:
-        return sandbox.run(request, cancel=cancel)
-    finally:
-        stop.set()
-        watcher.join(timeout=2)
+    with deps.signals.watch(job.id) as wait_changed:  # leaving it wakes the watcher
+        watcher = threading.Thread(target=watch, args=(wait_changed,), name=f"watch-{job.id}", daemon=True)
+        watcher.start()
+        try:
+            result = sandbox.run(request, cancel=cancel)
+        finally:
+            stop.set()
+    watcher.join(timeout=2)
+    return result
 
 
 def _append_run_log(deps: Deps, job: Job) -> None:

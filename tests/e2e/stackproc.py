@@ -114,6 +114,7 @@ class StackProcess:
     moto_port: int
     env: dict[str, str]
     keys: dict[str, str] = field(default_factory=dict)
+    endpoints: dict[str, str] = field(default_factory=dict)  # service -> its moto process (from the stack file)
 
     @property
     def base_url(self) -> str:
@@ -121,7 +122,11 @@ class StackProcess:
 
     @property
     def moto_endpoint(self) -> str:
+        """The catch-all moto server (services without a process of their own)."""
         return f"http://127.0.0.1:{self.moto_port}"
+
+    def endpoint(self, service: str) -> str:
+        return self.endpoints.get(service, self.moto_endpoint)
 
     @property
     def run_log(self) -> Path:
@@ -141,13 +146,14 @@ class StackProcess:
         return ""
 
     def client(self, service: str) -> Any:
-        """A boto3 client on this stack's moto server (fake credentials; the process env is left alone)."""
+        """A boto3 client on this stack's moto server for `service` (fake credentials; the process env is left
+        alone)."""
         import boto3
 
         env = local_environment(self.moto_port)
         return boto3.session.Session().client(
             service,  # type: ignore[call-overload]
-            endpoint_url=self.moto_endpoint,
+            endpoint_url=self.endpoint(service),
             region_name=env["AWS_REGION"],
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
@@ -252,7 +258,8 @@ def start_stack(
         **TEST_SETTINGS,
         **(settings or {}),
     }
-    env.pop("AWS_ENDPOINT_URL", None)
+    for name in [n for n in env if n.startswith("AWS_ENDPOINT_URL")]:
+        env.pop(name)
     out = open(workdir / "stack.out", "wb")  # noqa: SIM115 - the child keeps writing after we return
     proc = subprocess.Popen(
         [sys.executable, "-m", "devtools.stack"],
@@ -270,6 +277,7 @@ def start_stack(
         stack.stop(5)
         raise
     stack.keys = json.loads((workdir / "keys.json").read_text())
+    stack.endpoints = json.loads((workdir / "stack.json").read_text()).get("endpoints", {})
     return stack
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stackproc import Api, StackProcess, timestamp
+from tests.e2e.stackproc import Api, StackProcess, cmdline, descendants, timestamp
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -147,19 +147,28 @@ def test_enterprise_jobs_wait_less_than_free_jobs_under_saturation(stack: StackP
 def test_cancel_a_running_job(stack: StackProcess) -> None:
     user = stack.api(stack.make_key("pro"))
     job_id = user.submit_ok(sleeper(30, wall_time_s=40))
-    deadline = time.monotonic() + 20
-    while user.call("GET", f"/v1/jobs/{job_id}").body["status"] != "running":
-        assert time.monotonic() < deadline, "the job never started"
+
+    def sandboxed_sleep_runs() -> bool:
+        return any(b"sleep\x0030" in cmdline(pid) for worker in stack.worker_pids() for pid in descendants(worker))
+
+    deadline = time.monotonic() + 60  # the job may wait for one of the host's sandbox slots
+    while not sandboxed_sleep_runs():
+        assert time.monotonic() < deadline, f"the job never ran: {user.call('GET', f'/v1/jobs/{job_id}').body}"
         time.sleep(0.1)
     resp = user.call("DELETE", f"/v1/jobs/{job_id}")
     assert resp.status == 200 and resp.body["status"] == "cancelled", resp.body
     again = user.call("DELETE", f"/v1/jobs/{job_id}")
     assert again.status == 409, again.body
-    # The worker's watcher kills the run, and its late result must not overwrite the cancel: wait until the
-    # worker has tried to end the job (its log says the exit was not applied), then look again.
+    # The cancel reaches the worker running the job (announced, or its safety poll), which kills the run.
+    deadline = time.monotonic() + 30
+    while sandboxed_sleep_runs():
+        assert time.monotonic() < deadline, "the cancelled run was never stopped"
+        time.sleep(0.1)
+    job = user.call("GET", f"/v1/jobs/{job_id}").body  # a late result did not overwrite the cancel
+    assert job["status"] == "cancelled" and job["finished_at"], job
+    # and its late result was refused by the one exit (the job had moved on), never written over the cancel
     wait_for(lambda: f"job {job_id}: Finished not applied" in stack.tail(400), "the killed run's late result")
-    job = user.call("GET", f"/v1/jobs/{job_id}").body
-    assert job["status"] == "cancelled" and job["finished_at"] and job["result"] is None, job
+    assert user.call("GET", f"/v1/jobs/{job_id}").body["result"] is None
 
 
 def test_brute_forcing_keys_from_one_ip_ends_in_429(guarded_stack: StackProcess) -> None:

@@ -95,3 +95,12 @@ def test_options_work_before_or_after_the_command_and_times_are_iso(stack_env: d
     created = datetime.fromisoformat(listed["created_at"])  # ISO 8601 like the API, not a Unix time
     assert listed["created_at"].endswith("Z") and created.tzinfo is not None
     assert abs(created.timestamp() - time.time()) < 3600
+
+
+def test_set_webhook_sets_checks_and_clears_a_keys_default_url(stack_env: dict[str, Any]) -> None:
+    _, created = cli("keys", "create", "--owner", "acme", "--tier", "pro")
+    code, shown = cli("keys", "set-webhook", created["key_id"], "https://93.184.216.34/hooks")
+    assert code == 0 and shown == {"key_id": created["key_id"], "url": "https://93.184.216.34/hooks"}
+    assert cli("keys", "set-webhook", created["key_id"], "https://10.0.0.1/x")[0] == 2  # private: refused
+    assert cli("keys", "set-webhook", "key_nope", "https://93.184.216.34/")[0] == 2
+    assert cli("keys", "set-webhook", created["key_id"], "--clear") == (0, {"key_id": created["key_id"], "url": None})

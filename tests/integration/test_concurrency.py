@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -10,7 +12,8 @@ import pytest
 
 from chalicelib.config import TierPolicy
 from chalicelib.domain.errors import CodeRunnerError
-from chalicelib.services.keys import create_key
+from chalicelib.domain.quotas import QuotaState, day_window, minute_window
+from chalicelib.services.keys import create_key, hash_key
 from chalicelib.services.submit import submit_job
 from tests.fakes import FakeClock
 
@@ -76,3 +79,52 @@ def test_window_rollover_under_concurrency(deps: Any) -> None:
     deps.clock.advance(60)  # every thread sees a stale minute and races to roll it over
     outcomes = hammer(deps, key, 16)
     assert outcomes.count("ok") == 10
+
+
+def charge_at_once(deps: Any, key_hash: str, n: int) -> list[str]:
+    """`n` threads charge one key at the same instant (a barrier), straight through the key store."""
+    start = threading.Barrier(n)
+
+    def one(_: int) -> str:
+        start.wait()
+        try:
+            deps.keys.charge(key_hash, deps.clock.now())
+            return "ok"
+        except CodeRunnerError as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+@pytest.mark.parametrize("boundary", ["minute", "day", "first_charge"])
+def test_a_crowd_under_quota_rolling_a_window_over_is_never_refused(deps: Any, boundary: str) -> None:
+    """Every writer of a crowd sees a stale window at once (a new minute, a new UTC day, or a key never charged):
+    exactly one rolls it over, the rest count in the new window; nobody under quota is refused, nothing is lost."""
+    key_hash = hash_key(create_key(deps, "acme", "enterprise")[0])
+    before = 0 if boundary == "first_charge" else 5
+    for _ in range(before):
+        deps.keys.charge(key_hash, deps.clock.now())
+    charged_day = day_window(deps.clock.now())
+    if boundary == "minute":
+        deps.clock.advance(60)
+    elif boundary == "day":
+        deps.clock.t = (deps.clock.t // 86400 + 1) * 86400 + 5
+    n = 48
+    outcomes = charge_at_once(deps, key_hash, n)
+    assert outcomes == ["ok"] * n, Counter(outcomes)
+    key = deps.keys.get(key_hash)
+    now = deps.clock.now()
+    same_day = day_window(now) == charged_day
+    assert key.quota == QuotaState(minute_window(now), n, day_window(now), n + (before if same_day else 0))
+    assert key.total == before + n
+
+
+def test_a_crowd_at_the_limit_after_a_rollover_gets_exactly_the_limit(deps: Any) -> None:
+    key_hash = hash_key(create_key(deps, "acme", "pro")[0])  # 60 a minute
+    for _ in range(60):
+        deps.keys.charge(key_hash, deps.clock.now())
+    deps.clock.advance(60)
+    outcomes = charge_at_once(deps, key_hash, 72)
+    assert outcomes.count("ok") == 60 and outcomes.count("rate_limited") == 12, Counter(outcomes)
+    assert deps.keys.get(key_hash).quota.m_n == 60

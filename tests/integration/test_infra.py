@@ -19,8 +19,11 @@ import pytest
 from chalicelib.adapters.fargate_sandbox import CONTAINER_NAME
 from chalicelib.adapters.metrics import NAMESPACE
 from chalicelib.config import APP_NAME, TIER_NAMES, Settings, settings_from_env
-from infra import build_template, checks
-from infra.wiring import PLATFORM_ENVIRONMENT, SANDBOX_FUNCTION, queue_id, tier_id
+from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, TIER_DIMENSION
+from infra import build_template, chalice_template, checks, state
+from infra.chalice_template import ChaliceTemplate
+from infra.state import queue_id, tier_id
+from infra.wiring import PLATFORM_ENVIRONMENT, SANDBOX_FUNCTION
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -41,9 +44,15 @@ ENI_ACTIONS = {
 
 
 @pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    """The packaged template (what chalice package writes), built once per test process."""
-    return build_template.build(STAGE)[1]
+def chalice() -> ChaliceTemplate:
+    """What `chalice package` generates before the merge, built once per test process."""
+    return chalice_template.generate(STAGE)
+
+
+@pytest.fixture(scope="module")
+def template(chalice: ChaliceTemplate) -> dict[str, Any]:
+    """The packaged template (what chalice package writes, as build_template.build makes it)."""
+    return build_template.deep_merge(build_template.merge_template(STAGE, chalice), chalice.template)
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +134,13 @@ def test_chalice_names_the_sqs_event_sources_as_the_merge_patches_them(template:
     for tier in TIER_NAMES:
         for kind in ("Worker", "Dlq"):
             expected.add((f"{kind}{tier_id(tier)}", f"{kind}{tier_id(tier)}SqsEventSource"))
+    expected.add(("DeliverWebhooks", "DeliverWebhooksSqsEventSource"))
     assert found == expected
 
 
 @pytest.mark.parametrize(("tier", "dead_letter"), QUEUES)
 def test_every_queue_feeds_one_function_that_reports_batch_item_failures(
-    template: dict[str, Any], tier: str, dead_letter: bool
+    template: dict[str, Any], chalice: ChaliceTemplate, tier: str, dead_letter: bool
 ) -> None:
     function_id, _, properties = sqs_listener(template, queue_id(tier, dead_letter))
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -139,7 +149,11 @@ def test_every_queue_feeds_one_function_that_reports_batch_item_failures(
     visibility = resolve(
         template, template["Resources"][queue_id(tier, dead_letter)]["Properties"]["VisibilityTimeout"]
     )
-    assert visibility > timeout, "Lambda refuses a mapping to a queue that hides a message for less than the timeout"
+    # AWS recommends 6x the function's timeout for a Lambda event source; below 1x Lambda refuses the mapping.
+    assert visibility == 6 * timeout
+    # ... and the timeout is the one .chalice/config.json gives that function, not a number copied by hand.
+    name = chalice.function_names[function_id]
+    assert timeout == state.function_timeout(name, STAGE)
 
 
 # --- queues and tables --------------------------------------------------------------------------------
@@ -189,11 +203,15 @@ def test_tables_have_the_names_ttl_and_indexes_the_code_uses(template: dict[str,
             assert {k["AttributeName"] for k in gsi["KeySchema"]} <= defined
 
 
-def test_packaged_queues_and_tables_are_resources_json_verbatim(template: dict[str, Any]) -> None:
+def test_packaged_queues_and_tables_are_the_state_template_verbatim(template: dict[str, Any]) -> None:
     """One source of truth: no fragment and no Chalice default changed what the local stack creates."""
-    source = build_template.load(build_template.RESOURCES)
+    source = state.state_template(STAGE)
+    assert {queue_id(t, d) for t, d in QUEUES} <= set(source["Resources"])
     for logical_id, spec in source["Resources"].items():
         assert template["Resources"][logical_id] == spec, logical_id
+    for name, spec in source["Parameters"].items():
+        if name != "Stage":  # pinned to the packaged stage by build_template
+            assert template["Parameters"][name] == spec, name
 
 
 def _table_as_created(ddb: Any, name: str) -> dict[str, Any]:
@@ -264,6 +282,23 @@ def test_local_stack_creates_the_queues_and_tables_the_template_declares(
             assert int(redrive["maxReceiveCount"]) == int(declared["RedrivePolicy"]["maxReceiveCount"])
 
 
+def test_webhook_queue_is_standard_with_a_dlq_and_the_websocket_endpoint_is_the_apps(
+    template: dict[str, Any],
+) -> None:
+    queue = resolve(template, template["Resources"]["WebhookQueue"]["Properties"])
+    assert queue["QueueName"] == SETTINGS.webhook_queue() and "FifoQueue" not in queue  # per-message delays
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]}
+    assert template["Resources"]["WebsocketAPI"]["Properties"]["ProtocolType"] == "WEBSOCKET"
+    stage = template["Resources"]["WebsocketAPIStage"]["Properties"]["StageName"]
+    for name in ("CODERUNNER_WS_URL", "CODERUNNER_WS_MANAGEMENT_URL"):
+        parts = PLATFORM_ENVIRONMENT[name]["Fn::Join"][1]
+        assert parts[1] == {"Ref": "WebsocketAPI"} and parts[2]["Fn::Sub"].endswith(f"/{stage}"), name
+    assert "DeliveryTable" in template["Resources"] and alarms_on(
+        template["Resources"],
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["WebhookDeadLetterQueue", "QueueName"]}},
+    )
+
+
 # --- the sandboxes ------------------------------------------------------------------------------------
 
 
@@ -279,7 +314,6 @@ def test_sandbox_function_sits_in_private_subnets_behind_a_closed_security_group
     # No way out of the VPC: no internet or NAT gateway, no route at all in the private route table.
     for type_ in ("InternetGateway", "NatGateway", "VPCGatewayAttachment", "Route", "EgressOnlyInternetGateway"):
         assert not of_type(resources, f"AWS::EC2::{type_}"), type_
-    assert resources[SANDBOX_FUNCTION]["Properties"]["ReservedConcurrentExecutions"] > 0
 
 
 def test_sandbox_role_holds_no_permission_user_code_could_use(resources: dict[str, Any]) -> None:
@@ -295,6 +329,51 @@ def test_sandbox_role_holds_no_permission_user_code_could_use(resources: dict[st
     assert resolve({"Parameters": {}}, logs["Resource"]).endswith(
         f":log-group:/aws/lambda/{APP_NAME}-{STAGE}-sandbox:*"
     )
+    assert "logs:CreateLogGroup" not in allowed  # the stack creates the group
+
+
+def _arn(kind: str, ref: str) -> dict[str, str]:
+    return {"Fn::Sub": f"arn:${{AWS::Partition}}:ec2:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/${{{ref}}}"}
+
+
+def test_sandbox_role_network_actions_reach_only_the_sandbox_vpc(resources: dict[str, Any]) -> None:
+    """Credentials read out of the sandbox are usable outside it, where the Deny on lambda:SourceFunctionArn does
+    not apply: every network action that IAM can scope is scoped to the sandbox VPC, subnets and group."""
+    allows = [s for s in statements(resources, SANDBOX_FUNCTION) if s["Effect"] == "Allow"]
+    vpc = {"ec2:Vpc": _arn("vpc", "SandboxVpc")}
+    subnets = [_arn("subnet", "PrivateSubnetA"), _arn("subnet", "PrivateSubnetB")]
+    for statement in allows:
+        actions = set(_listed(statement["Action"]))
+        if actions <= {"logs:CreateLogStream", "logs:PutLogEvents"}:
+            continue
+        if actions == {"ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"}:
+            # IAM has no resource type or condition key for these: say so where it is granted.
+            assert statement["Resource"] == "*" and "CannotBeScoped" in statement["Sid"]
+            continue
+        assert statement["Resource"] != "*", statement["Sid"]
+        resources_ = _listed(statement["Resource"])
+        if all("network-interface/*" in r["Fn::Sub"] for r in resources_):
+            assert statement["Condition"]["ArnEquals"]["ec2:Vpc"] == vpc["ec2:Vpc"], statement["Sid"]
+        else:  # the subnets and security group CreateNetworkInterface uses, named one by one
+            assert actions == {"ec2:CreateNetworkInterface"}
+            assert resources_ == [*subnets, _arn("security-group", "SandboxFunctionSecurityGroup.GroupId")]
+    create = [s for s in allows if "ec2:CreateNetworkInterface" in _listed(s["Action"]) and "Condition" in s]
+    assert [s["Condition"]["ArnEquals"]["ec2:Subnet"] for s in create] == [subnets]
+    # The reasoning is written next to the permissions, for whoever reads the role in the console.
+    assert "cannot be scoped" in resources["SandboxRole"]["Properties"]["Description"]
+
+
+def test_sandbox_reserved_concurrency_is_a_parameter_a_new_account_accepts(template: dict[str, Any]) -> None:
+    parameter = template["Parameters"]["SandboxReservedConcurrency"]
+    assert parameter["Default"] == 0  # Lambda keeps 100 unreserved; new accounts start far below 100 + 50
+    reserved = template["Resources"][SANDBOX_FUNCTION]["Properties"]["ReservedConcurrentExecutions"]
+    condition, when, otherwise = reserved["Fn::If"]
+    assert (when, otherwise) == ({"Ref": "SandboxReservedConcurrency"}, {"Ref": "AWS::NoValue"})
+    assert template["Conditions"][condition] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SandboxReservedConcurrency"}, 0]}]
+    }
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    assert "reserved_concurrency" not in json.dumps(config), "the parameter is the one place that reserves"
 
 
 def test_fargate_task_definition_has_a_read_only_root_and_no_task_role(
@@ -344,17 +423,35 @@ IAM_ACTIONS = {
     ("s3", "HeadObject"): ["s3:GetObject"],
     ("s3", "ListObjectsV2"): ["s3:ListBucket"],
     ("ecs", "RunTask"): ["ecs:RunTask", "ecs:TagResource", "iam:PassRole"],
+    ("apigatewaymanagementapi", "PostToConnection"): ["execute-api:ManageConnections"],
+    ("apigatewaymanagementapi", "GetConnection"): ["execute-api:ManageConnections"],
 }
 
 
-def aws_calls_of_the_adapters() -> set[str]:
-    """IAM actions of every AWS API call in chalicelib/adapters (the only code that touches boto3)."""
+# The functions of result delivery (app.py's WebSocket handlers and the webhook consumer) have their own,
+# smaller role (.chalice/policy-delivery.json): the adapters they use, and reading keys to authenticate.
+DELIVERY_FUNCTIONS = {"WebsocketConnect", "WebsocketMessage", "WebsocketDisconnect", "DeliverWebhooks"}
+DELIVERY_ADAPTERS = (
+    "connections_apigw.py",
+    "devices_dynamodb.py",
+    "inbox_dynamodb.py",
+    "job_events_dynamodb.py",
+    "webhook_queue_sqs.py",
+    "webhooks_dynamodb.py",
+)
+
+
+def aws_calls_of_the_adapters(names: tuple[str, ...] | None = None) -> set[str]:
+    """IAM actions of every AWS API call in chalicelib/adapters (the only code that touches boto3), or in
+    the adapter files `names`."""
     import botocore.session
     from botocore import xform_name
 
     session = botocore.session.get_session()
     actions = set()
     for path in ADAPTERS.glob("*.py"):
+        if names is not None and path.name not in names:
+            continue
         source = path.read_text()
         called = set(re.findall(r"\.(\w+)\(", source))
         # client("svc") builds a client where it is used; LazyClient("svc", ...) on an adapter class.
@@ -369,11 +466,19 @@ def aws_calls_of_the_adapters() -> set[str]:
 def test_worker_and_api_roles_allow_every_aws_call_the_adapters_make(resources: dict[str, Any]) -> None:
     needed = aws_calls_of_the_adapters()
     assert {"dynamodb:UpdateItem", "sqs:SendMessage", "lambda:InvokeFunction", "ecs:RunTask", "s3:PutObject"} <= needed
+    assert "execute-api:ManageConnections" in needed
     needed |= {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}  # the event source mappings poll
     needed |= {"logs:CreateLogStream", "logs:PutLogEvents"}
+    delivery = aws_calls_of_the_adapters(DELIVERY_ADAPTERS) | {"dynamodb:GetItem", "logs:PutLogEvents"}
+    delivery |= {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+    assert set(functions(resources)) >= DELIVERY_FUNCTIONS
     for function_id in set(functions(resources)) - {SANDBOX_FUNCTION}:
         granted = statements(resources, function_id)
-        assert sorted(a for a in needed if not allows(granted, a)) == [], function_id
+        wanted = delivery if function_id in DELIVERY_FUNCTIONS else needed
+        assert sorted(a for a in wanted if not allows(granted, a)) == [], function_id
+    for function_id in DELIVERY_FUNCTIONS:  # least privilege: no sandbox, no tier queue
+        allowed = allowed_actions(statements(resources, function_id))
+        assert not {"lambda:InvokeFunction", "ecs:RunTask", "s3:PutObject", "dynamodb:Scan"} & allowed, function_id
 
 
 def test_worker_and_api_roles_name_the_stacks_resources_not_wildcards(resources: dict[str, Any]) -> None:
@@ -385,9 +490,10 @@ def test_worker_and_api_roles_name_the_stacks_resources_not_wildcards(resources:
             assert actions == ["cloudwatch:PutMetricData"] and statement["Condition"], statement["Sid"]
     passed = [s for s in granted if "iam:PassRole" in _listed(s["Action"])]
     assert [s["Resource"] for s in passed] == [{"Fn::GetAtt": ["SandboxExecutionRole", "Arn"]}]
-    # The queues of every tier, and only those.
-    (sqs,) = [s for s in granted if "sqs:SendMessage" in _listed(s["Action"])]
-    assert sorted(r["Fn::GetAtt"][0] for r in sqs["Resource"]) == sorted(queue_id(t, d) for t, d in QUEUES)
+    # The queues of every tier and the webhook queue and its DLQ, and only those.
+    sqs = [s for s in granted if "sqs:SendMessage" in _listed(s["Action"])]
+    queues = sorted(r["Fn::GetAtt"][0] for s in sqs for r in s["Resource"])
+    assert queues == sorted([queue_id(t, d) for t, d in QUEUES] + ["WebhookQueue", "WebhookDeadLetterQueue"])
 
 
 # --- alarms, dashboard, WAF ---------------------------------------------------------------------------
@@ -481,20 +587,37 @@ def test_the_checks_catch_what_a_broken_merge_looks_like(template: dict[str, Any
     resources["Renamed"] = {"Properties": {"VpcConfig": {}}}
     resources["FreeQueueAgeAlarm"]["Properties"]["AlarmActions"] = [{"Ref": "NoSuchTopic"}]
     resources["DlqPro"]["Properties"]["Timeout"] = 900
+    resources["WorkerFree"]["Properties"]["Events"]["WorkerFreeSqsEventSource"]["Properties"][
+        "MaximumBatchingWindowInSeconds"
+    ] = 0
+    del resources["CountersTable"]["DeletionPolicy"]
+    resources["JobsTable"]["Properties"]["DeletionProtectionEnabled"] = False
+    del resources["FreeQueue"]["UpdateReplacePolicy"]
+    resources["WorkerProRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]["Resource"] = "TODO"
+    metrics = resources["JobsTableThrottlesAlarm"]["Properties"]["Metrics"]
+    metrics[:0] = [dict(metrics[0], Id=f"extra{n}") for n in range(3)]
     found = "\n".join(checks.problems(broken))
     for needle in (
         "WorkerProSqsEventSource: FunctionResponseTypes",
         "mixed with other keys",
         "/Resources/Renamed: no Type",
         "'NoSuchTopic' is not defined",
-        "DlqProSqsEventSource: ProDeadLetterQueue VisibilityTimeout",
+        "DlqProSqsEventSource: ProDeadLetterQueue VisibilityTimeout 360 s < 6 x the function's timeout 900 s",
+        "WorkerFreeSqsEventSource: MaximumBatchingWindowInSeconds on a FIFO queue",
+        "/Resources/CountersTable: AWS::DynamoDB::Table without DeletionPolicy: Retain",
+        "/Resources/JobsTable: DeletionProtectionEnabled is not true",
+        "/Resources/FreeQueue: AWS::SQS::Queue without an explicit",
+        "'TODO' is not an ARN",
+        "/Resources/JobsTableThrottlesAlarm: 11 metrics",
     ):
         assert needle in found
 
 
 def test_packaged_template_passes_cfn_lint(template: dict[str, Any]) -> None:
     lint = pytest.importorskip("cfnlint.api")
-    errors = [str(m) for m in lint.lint_all(json.dumps(template)) if m.rule.id[0] in "EW"]
+    # The checks `cfn-lint build/sam.json` runs (errors and warnings), as `make package` runs them.
+    args = lint.ManualArgs(regions=["us-east-1"], ignore_checks=["I"])
+    errors = [str(m) for m in lint.lint(json.dumps(template), args) if m.rule.id[0] in "EW"]
     assert errors == []
 
 
@@ -502,3 +625,183 @@ def test_every_function_handler_is_a_callable_of_app(template: dict[str, Any]) -
     import app
 
     assert checks.missing_handlers(template, app) == []
+
+
+# --- issue 11: queue settings, alarms, API operations, stateful resources ------------------------------
+
+
+def test_fifo_event_sources_take_no_batching_window(template: dict[str, Any]) -> None:
+    """Chalice 1.34 writes MaximumBatchingWindowInSeconds: 0; AWS documents no batching window on FIFO sources."""
+
+    def fifo(properties: dict[str, Any]) -> bool:
+        return template["Resources"][checks.event_queue(properties)]["Properties"].get("FifoQueue") is True
+
+    sources = [source for source in checks.sqs_event_sources(template) if fifo(source[2])]
+    assert len(sources) == 2 * len(TIER_NAMES)  # each tier's queue and DLQ (the webhook queue is a standard one)
+    for _, event_id, properties in sources:
+        assert properties["MaximumBatchingWindowInSeconds"] == {"Ref": "AWS::NoValue"}, event_id
+
+
+def test_max_receive_count_is_a_parameter(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["MaxReceiveCount"]["Type"] == "Number"
+    for tier in TIER_NAMES:
+        redrive = template["Resources"][queue_id(tier)]["Properties"]["RedrivePolicy"]
+        assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+
+
+def test_every_table_has_a_throttling_alarm_over_the_table_and_its_indexes(resources: dict[str, Any]) -> None:
+    for table_id, table in of_type(resources, "AWS::DynamoDB::Table").items():
+        (alarm,) = alarms_on(resources, {"Name": "TableName", "Value": {"Ref": table_id}}).values()
+        metrics = alarm["Properties"]["Metrics"]
+        watched = {
+            (m["MetricStat"]["Metric"]["MetricName"], next((d["Value"] for d in dims[1:]), None))
+            for m in metrics
+            if "MetricStat" in m
+            for dims in [m["MetricStat"]["Metric"]["Dimensions"]]
+        }
+        indexes = [None] + [g["IndexName"] for g in table["Properties"].get("GlobalSecondaryIndexes", [])]
+        assert watched == {(f"{kind}ThrottleEvents", index) for kind in ("Read", "Write") for index in indexes}
+        (total,) = [m for m in metrics if m.get("ReturnData")]
+        assert all(f"FILL({m['Id']}, 0)" in total["Expression"] for m in metrics if "MetricStat" in m)
+        assert alarm["Properties"]["Threshold"] == 0 and alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+@pytest.mark.parametrize("tier", TIER_NAMES)
+def test_every_tier_alarms_on_fargate_launch_failures_the_code_emits(resources: dict[str, Any], tier: str) -> None:
+    alarms = alarms_on(resources, {"Name": TIER_DIMENSION, "Value": tier})
+    (alarm,) = [a["Properties"] for a in alarms.values() if a["Properties"]["MetricName"] == FARGATE_LAUNCH_FAILURES]
+    assert alarm["Namespace"] == NAMESPACE
+    # Powertools adds the service dimension to every metric; a dimension set that differs matches nothing.
+    assert {"Name": "service", "Value": APP_NAME} in alarm["Dimensions"] and len(alarm["Dimensions"]) == 2
+    assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_api_submit_latency_p99_alarm(resources: dict[str, Any], template: dict[str, Any]) -> None:
+    (alarm,) = [
+        a["Properties"]
+        for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("MetricName") == "Latency"
+    ]
+    assert alarm["Namespace"] == "AWS/ApiGateway" and alarm["ExtendedStatistic"] == "p99"
+    dims = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+    assert dims["ApiName"] == resources["RestAPI"]["Properties"]["Name"] and dims["Stage"] == {"Ref": "RestAPI.Stage"}
+    assert (dims["Resource"], dims["Method"]) == ("/v1/jobs", "POST")
+    assert alarm["Threshold"] == {"Ref": "ApiLatencyP99AlarmMs"} and "ApiLatencyP99AlarmMs" in template["Parameters"]
+    # Per-method metrics exist only where detailed metrics are on.
+    settings = resources["RestAPI"]["Properties"]["MethodSettings"]
+    assert any(
+        s["ResourcePath"] == "/~1v1~1jobs" and s["HttpMethod"] == "POST" and s["MetricsEnabled"] for s in settings
+    )
+
+
+def test_api_stage_writes_json_access_logs_without_credentials(resources: dict[str, Any]) -> None:
+    api = resources["RestAPI"]
+    setting = api["Properties"]["AccessLogSetting"]
+    assert setting["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    fields = json.loads(setting["Format"])  # one JSON object per request
+    expected = {
+        "requestId": "$context.requestId",
+        "ip": "$context.identity.sourceIp",
+        "route": "$context.resourcePath",
+        "status": "$context.status",
+        "latency": "$context.responseLatency",
+    }
+    assert expected.items() <= fields.items()
+    assert not any(word in setting["Format"].lower() for word in ("authorization", "api-key", "apikey", "header"))
+    group = resources["ApiAccessLogGroup"]["Properties"]
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_api_gateway_has_its_account_logging_role_before_the_stage(resources: dict[str, Any], template: dict) -> None:
+    """The access log needs the (region-wide) API Gateway account setting to name a role: created here unless a
+    role is given, kept when the stack goes (the setting outlives it), and set before the API exists."""
+    account = resources["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"]
+    condition, created, given = account["Fn::If"]
+    assert (created, given) == (
+        {"Fn::GetAtt": ["ApiGatewayCloudWatchRole", "Arn"]},
+        {"Ref": "ApiGatewayCloudWatchRoleArn"},
+    )
+    assert template["Conditions"][condition] == {"Fn::Equals": [{"Ref": "ApiGatewayCloudWatchRoleArn"}, ""]}
+    role = resources["ApiGatewayCloudWatchRole"]
+    assert role["Condition"] == condition and role["DeletionPolicy"] == "Retain"
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "apigateway.amazonaws.com"
+    }
+    assert template["Parameters"]["ApiGatewayCloudWatchRoleArn"]["Default"] == ""
+    # SAM makes the stage from RestAPI, so the stage is created after the account setting.
+    assert "ApiGatewayAccount" in resources["RestAPI"]["DependsOn"]
+
+
+def test_api_stage_is_throttled_by_parameters(resources: dict[str, Any], template: dict[str, Any]) -> None:
+    settings = resources["RestAPI"]["Properties"]["MethodSettings"]
+    assert {"ResourcePath": "/*", "HttpMethod": "*"}.items() <= settings[0].items()
+    for setting in settings:  # a method's own entry replaces the stage-wide one: each carries the limits
+        assert setting["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRateLimit"}
+        assert setting["ThrottlingBurstLimit"] == {"Ref": "ApiThrottleBurstLimit"}
+    for name in ("ApiThrottleRateLimit", "ApiThrottleBurstLimit"):
+        assert template["Parameters"][name]["Type"] == "Number" and template["Parameters"][name]["Default"] > 0
+
+
+def test_stateful_resources_outlive_the_stack(resources: dict[str, Any]) -> None:
+    tables = of_type(resources, "AWS::DynamoDB::Table")
+    assert set(TABLES.values()) <= set(tables)
+    for logical_id, spec in {**tables, **of_type(resources, "AWS::S3::Bucket")}.items():
+        assert (spec["DeletionPolicy"], spec["UpdateReplacePolicy"]) == ("Retain", "Retain"), logical_id
+    for logical_id, spec in tables.items():
+        assert spec["Properties"]["DeletionProtectionEnabled"] is True, logical_id
+    # Queues and log groups say what happens to them (jobs in flight and logs with a retention: deleted).
+    for type_ in ("AWS::SQS::Queue", "AWS::Logs::LogGroup"):
+        for logical_id, spec in of_type(resources, type_).items():
+            assert spec["DeletionPolicy"] == "Delete", logical_id
+
+
+# --- issue 9: the Fargate task's network ---------------------------------------------------------------
+
+
+def test_fargate_tasks_reach_only_the_endpoints_and_s3(resources: dict[str, Any], template: dict[str, Any]) -> None:
+    group = resources["FargateTaskSecurityGroup"]["Properties"]
+    assert "SecurityGroupIngress" not in group
+    egress = list(group["SecurityGroupEgress"])
+    egress += [
+        spec["Properties"]
+        for spec in of_type(resources, "AWS::EC2::SecurityGroupEgress").values()
+        if spec["Properties"]["GroupId"] == {"Fn::GetAtt": ["FargateTaskSecurityGroup", "GroupId"]}
+    ]
+    destinations = []
+    for rule in egress:
+        assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 443, 443)
+        assert "CidrIp" not in rule and "CidrIpv6" not in rule, "no address range: 0.0.0.0/0 was the hole"
+        destinations.append(rule.get("DestinationPrefixListId") or rule["DestinationSecurityGroupId"])
+    assert sorted(map(json.dumps, destinations)) == sorted(
+        map(json.dumps, [{"Ref": "S3PrefixListId"}, {"Fn::GetAtt": ["EndpointSecurityGroup", "GroupId"]}])
+    )
+    assert "Default" not in template["Parameters"]["S3PrefixListId"]  # looked up per region by make deploy
+    # The endpoints admit the tasks, and every interface endpoint sits behind that group.
+    ingress = resources["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert [r["SourceSecurityGroupId"] for r in ingress] == [{"Fn::GetAtt": ["FargateTaskSecurityGroup", "GroupId"]}]
+    for spec in of_type(resources, "AWS::EC2::VPCEndpoint").values():
+        if spec["Properties"]["VpcEndpointType"] == "Interface":
+            assert spec["Properties"]["SecurityGroupIds"] == [{"Ref": "EndpointSecurityGroup"}]
+
+
+THIS_ACCOUNT = {"StringEquals": {"aws:PrincipalAccount": {"Ref": "AWS::AccountId"}}}
+
+
+def test_vpc_endpoints_admit_only_this_accounts_principals(resources: dict[str, Any]) -> None:
+    endpoints = of_type(resources, "AWS::EC2::VPCEndpoint")
+    interfaces = [e for e in endpoints.values() if e["Properties"]["VpcEndpointType"] == "Interface"]
+    services = {e["Properties"]["ServiceName"]["Fn::Sub"].rsplit(".", 1)[-1] for e in interfaces}
+    assert services >= {"api", "dkr", "logs"}
+    for endpoint in interfaces:
+        for statement in endpoint["Properties"]["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Allow" and statement["Condition"] == THIS_ACCOUNT
+    (gateway,) = [e["Properties"] for e in endpoints.values() if e["Properties"]["VpcEndpointType"] == "Gateway"]
+    by_resource = {json.dumps(s["Resource"]): s for s in gateway["PolicyDocument"]["Statement"]}
+    artifacts = by_resource[json.dumps({"Fn::Sub": "${ArtifactsBucket.Arn}/*"})]
+    assert artifacts["Condition"] == THIS_ACCOUNT
+    # ECR serves image layers from its own bucket by URLs it signs itself: no principal condition, or pulls fail.
+    layers = by_resource[
+        json.dumps({"Fn::Sub": "arn:${AWS::Partition}:s3:::prod-${AWS::Region}-starport-layer-bucket/*"})
+    ]
+    assert _listed(layers["Action"]) == ["s3:GetObject"] and "Condition" not in layers
+    assert len(by_resource) == 2

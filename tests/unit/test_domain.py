@@ -116,13 +116,20 @@ def test_refund_gives_back_one_and_never_goes_negative(m: int, d: int) -> None:
     assert refunded(state, minute_window(t) - 1, "1999-01-01") == state
 
 
-def test_callback_url_is_refused_until_callbacks_exist() -> None:
+def test_callback_url_is_checked_for_its_form_here_and_for_its_addresses_at_submit() -> None:
     import pydantic
 
     from chalicelib.domain.requests import SubmitRequest
 
-    with pytest.raises(pydantic.ValidationError, match="callbacks are not supported yet"):
-        SubmitRequest.model_validate({"runtime": "python", "source": "print(1)", "callback_url": "https://x.test/cb"})
+    ok = SubmitRequest.model_validate({"runtime": "python", "source": "1", "callback_url": "https://x.test/cb"})
+    assert ok.callback_url == "https://x.test/cb"
+    for bad, reason in [
+        ("https://user:pw@x.test/", "credentials"),
+        ("https:///nohost", "no host"),
+        ("ftp://x", "https"),
+    ]:
+        with pytest.raises(pydantic.ValidationError, match=reason):
+            SubmitRequest.model_validate({"runtime": "python", "source": "1", "callback_url": bad})
 
 
 def test_settings_refuse_a_tier_whose_workers_one_key_could_fill() -> None:
