@@ -11,7 +11,7 @@ from chalicelib.config import Settings, settings_from_env
 from chalicelib.domain.errors import AlreadyExists, QueueFull, StaleState, Unauthorized
 from chalicelib.domain.jobs import Job, JobStatus, check_transition
 from chalicelib.domain.quotas import QuotaState, charged, refunded
-from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxOffer
+from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxOffer, SandboxRefused
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey, Page, TaskStopped
 from chalicelib.services.signals import InProcessSignals
@@ -276,7 +276,10 @@ class FakeSandbox:
     def run(self, request: ExecutionRequest, cancel: Any = None) -> ExecutionResult:
         self.calls.append(request)
         if self.fail_with:
-            raise self.fail_with.pop(0)
+            failure = self.fail_with.pop(0)
+            if isinstance(failure, SandboxRefused):  # as the Lambda adapter: a refusal is what it offers now
+                self.offered = self.offered.model_copy(update={"refusal": failure.reason})
+            raise failure
         return self.result
 
     def offer(self) -> SandboxOffer:

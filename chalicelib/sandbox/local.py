@@ -116,12 +116,14 @@ class Isolation:
         exe = bwrap.bwrap_path()
         if exe is None:
             return False
-        uid = self.settings.slot_uid_base if switch else None
         argv = bwrap.sandbox_argv(["/bin/true"], {"PATH": _PATH}, [], 1 << 20, None)
         try:
-            done = subprocess.run(
-                argv, capture_output=True, timeout=20, user=uid, group=uid, extra_groups=[] if uid else None
-            )
+            # As a slot's uid, holding the slot: another process's run in that slot kills every process of it.
+            with self._pool.slot() as held:
+                uid = self.settings.slot_uid_base + held.number if switch else None
+                done = subprocess.run(
+                    argv, capture_output=True, timeout=20, user=uid, group=uid, extra_groups=[] if uid else None
+                )
         except (OSError, subprocess.SubprocessError) as exc:
             logger.warning("bubblewrap layer off: %s", exc)
             return False
