@@ -19,7 +19,7 @@ import pytest
 from chalicelib.adapters.fargate_sandbox import CONTAINER_NAME
 from chalicelib.adapters.metrics import NAMESPACE
 from chalicelib.config import APP_NAME, TIER_NAMES, Settings, settings_from_env
-from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, TIER_DIMENSION
+from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, SANDBOX_RESULT_REJECTED, TIER_DIMENSION
 from infra import build_template, chalice_template, checks, state
 from infra.chalice_template import ChaliceTemplate
 from infra.state import queue_id, tier_id
@@ -674,6 +674,17 @@ def test_every_tier_alarms_on_fargate_launch_failures_the_code_emits(resources: 
     # Powertools adds the service dimension to every metric; a dimension set that differs matches nothing.
     assert {"Name": "service", "Value": APP_NAME} in alarm["Dimensions"] and len(alarm["Dimensions"]) == 2
     assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_a_rejected_sandbox_result_of_either_cloud_sandbox_raises_the_alarm(resources: dict[str, Any]) -> None:
+    alarm = resources["SandboxResultRejectedAlarm"]["Properties"]
+    stats = [m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m]
+    assert {(m["Namespace"], m["MetricName"]) for m in stats} == {(NAMESPACE, SANDBOX_RESULT_REJECTED)}
+    # The worker and fargate_done emit it with `sandbox` (Powertools adds `service`): the same dimension sets.
+    dimensions = sorted(tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"])) for m in stats)
+    assert dimensions == [(("sandbox", kind), ("service", APP_NAME)) for kind in ("fargate", "lambda")]
+    (total,) = [m for m in alarm["Metrics"] if "Expression" in m]
+    assert total["ReturnData"] and alarm["Threshold"] == 0 and alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
 
 
 def test_api_submit_latency_p99_alarm(resources: dict[str, Any], template: dict[str, Any]) -> None:
