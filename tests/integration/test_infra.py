@@ -52,7 +52,7 @@ def chalice() -> ChaliceTemplate:
 @pytest.fixture(scope="module")
 def template(chalice: ChaliceTemplate) -> dict[str, Any]:
     """The packaged template (what chalice package writes, as build_template.build makes it)."""
-    return build_template.deep_merge(build_template.merge_template(STAGE, chalice), chalice.template)
+    return build_template.packaged(build_template.merge_template(STAGE, chalice), chalice.template)
 
 
 @pytest.fixture(scope="module")
@@ -674,6 +674,19 @@ def test_every_tier_alarms_on_fargate_launch_failures_the_code_emits(resources: 
     # Powertools adds the service dimension to every metric; a dimension set that differs matches nothing.
     assert {"Name": "service", "Value": APP_NAME} in alarm["Dimensions"] and len(alarm["Dimensions"]) == 2
     assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_sandbox_function_runs_the_fargate_tasks_image(resources: dict[str, Any]) -> None:
+    """One image for both sandboxes (the same runtimes at the same versions, no boto3): the function is a
+    container image of the task's image, started by Lambda's runtime client on the sandbox handler."""
+    function = resources[SANDBOX_FUNCTION]["Properties"]
+    (container,) = resources["SandboxTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert function["PackageType"] == "Image" and function["ImageUri"] == container["Image"]
+    assert not {"Runtime", "Handler", "CodeUri", "Layers"} & set(function)
+    assert function["ImageConfig"]["EntryPoint"] == ["python", "-m", "awslambdaric"]
+    assert function["ImageConfig"]["Command"] == ["chalicelib.sandbox.lambda_entry.handle"]
+    # No init process in the task: its environment (the result key, the URLs) would be readable by the job.
+    assert container["LinuxParameters"]["InitProcessEnabled"] is False
 
 
 def test_a_rejected_sandbox_result_of_either_cloud_sandbox_raises_the_alarm(resources: dict[str, Any]) -> None:
