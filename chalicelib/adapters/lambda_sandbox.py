@@ -37,11 +37,13 @@ class LambdaSandbox:
     def __init__(self, function_name: str, client: Any = None, offer_ttl_s: float = 300) -> None:
         self.function_name = function_name
         self._client = client
+        self._probe_client = client
         self.offer_ttl_s = offer_ttl_s
         self._offer: tuple[float, SandboxOffer] | None = None
         self._lock = threading.Lock()
 
     client = LazyClient("lambda", long_call_client)
+    probe_client = LazyClient("lambda", attr="_probe_client")  # short timeouts: probes serve API requests
     cancellable = False  # a synchronous invoke cannot be interrupted: the worker does not watch it
 
     def run(self, request: ExecutionRequest, cancel: threading.Event | None = None) -> ExecutionResult:
@@ -69,7 +71,8 @@ class LambdaSandbox:
                 return cached[1]
             try:
                 key = integrity.new_key()
-                sealed = integrity.open_sealed(self._invoke({"probe": True, "key": key}), key, PROBE_JOB_ID)
+                answer = self._invoke({"probe": True, "key": key}, self.probe_client)
+                sealed = integrity.open_sealed(answer, key, PROBE_JOB_ID)
                 found = SandboxOffer.model_validate_json(sealed.body) if sealed.kind == "offer" else None
             except (PlatformFault, UnknownRuntime, ValueError) as exc:
                 # Not cached for long: a throttled or cold function may answer next time.
@@ -86,9 +89,9 @@ class LambdaSandbox:
             known = self._offer[1] if self._offer is not None else SandboxOffer(sandbox="lambda")
             self._offer = (time.monotonic(), known.model_copy(update={"refusal": reason, "source": "refused a job"}))
 
-    def _invoke(self, payload: dict[str, Any]) -> bytes:
+    def _invoke(self, payload: dict[str, Any], client: Any = None) -> bytes:
         try:
-            response = self.client.invoke(
+            response = (client or self.client).invoke(
                 FunctionName=self.function_name,
                 InvocationType="RequestResponse",
                 Payload=json.dumps(payload).encode(),

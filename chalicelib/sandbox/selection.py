@@ -25,6 +25,12 @@ def fits_lambda(limits: SandboxLimits) -> bool:
     return limits.wall_time_s <= LAMBDA_TIMEOUT_S - LAMBDA_OVERHEAD_S and limits.memory_mb <= LAMBDA_MAX_MEMORY_MB
 
 
+def may_run(offer: SandboxOffer, runtime: str | None, tool: str | None) -> bool:
+    """Whether `auto` may send the job there: it has the runtime and does not refuse, or it could not be asked
+    (a throttled or cold function is no refusal: the run itself then fails and is retried as any fault)."""
+    return not offer.reachable or (offer.refusal is None and offer.offers(runtime, tool))
+
+
 def _what(runtime: str | None, tool: str | None) -> str:
     return f"runtime '{runtime}'" if runtime is not None else f"tool '{tool}'"
 
@@ -46,7 +52,7 @@ def pick_sandbox(
     if requested == "auto":
         for kind in KINDS:
             offer = offers.get(kind)
-            if offer is None or not offer.usable or not offer.offers(runtime, tool):
+            if offer is None or not may_run(offer, runtime, tool):
                 continue
             if kind == "lambda" and not fits_lambda(limits):
                 continue

@@ -12,7 +12,7 @@ from typing import Any
 
 from chalicelib.sandbox import runtimes
 from chalicelib.sandbox.models import SandboxOffer
-from chalicelib.sandbox.selection import KINDS
+from chalicelib.sandbox.selection import KINDS, may_run
 from chalicelib.services.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ def offers(deps: Deps) -> dict[str, SandboxOffer]:
 
 
 def offered(found: dict[str, SandboxOffer], runtime_name: str | None, tool_name: str | None) -> bool:
-    """True when a usable sandbox has the runtime (or tool)."""
-    return any(offer.usable and offer.offers(runtime_name, tool_name) for offer in found.values())
+    """True when a sandbox may run the runtime (or tool): it has it and does not refuse, or could not be asked."""
+    return any(may_run(offer, runtime_name, tool_name) for offer in found.values())
 
 
 def _entry(info: Any, found: dict[str, SandboxOffer], kind: str) -> dict[str, Any]:

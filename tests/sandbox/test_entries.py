@@ -142,6 +142,7 @@ def _offers(with_local: bool, **changes: dict[str, Any]) -> dict[str, SandboxOff
 
 NO_NODE = {"runtimes": {"python3": "3.11"}}
 REFUSES = {"refusal": "no layer can cut the network"}
+UNREACHABLE = {"reachable": False, "refusal": "could not be probed: throttled", "runtimes": {}}
 
 
 @pytest.mark.parametrize(
@@ -157,6 +158,7 @@ REFUSES = {"refusal": "no layer can cut the network"}
         ("auto", SMALL, _offers(False, **{"lambda": REFUSES}), "python3", "fargate"),  # a refusal moves on
         ("auto", SMALL, _offers(True, local=REFUSES), "python3", "lambda"),
         ("lambda", SMALL, _offers(False, **{"lambda": REFUSES}), "python3", "lambda"),  # explicit: error later
+        ("auto", SMALL, _offers(False, **{"lambda": UNREACHABLE}), "node", "lambda"),  # throttled is no refusal
     ],
 )
 def test_pick_sandbox(
