@@ -170,7 +170,7 @@ def _one_job(deps: Any, key: str, source: str) -> str:
 
     sqs, url = client("sqs"), deps.queue.url("enterprise")
     job_id = submit_job(deps, key, {**JOB, "source": source}).job.id
-    answer: list[dict[str, Any]] = []
+    answer: list[Any] = []
     getter = threading.Thread(target=lambda: answer.append(get_job(deps, authenticate(deps, key), job_id, 20)))
     getter.start()
     messages = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, MessageSystemAttributeNames=["All"])["Messages"]
@@ -179,7 +179,7 @@ def _one_job(deps: Any, key: str, source: str) -> str:
     entries = [{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(records)]
     sqs.delete_message_batch(QueueUrl=url, Entries=entries)
     getter.join(30)
-    return str(answer[0]["status"]) if answer else "no answer"
+    return str(answer[0].status) if answer else "no answer"
 
 
 @contextmanager

@@ -126,7 +126,8 @@ def test_enterprise_jobs_wait_less_than_free_jobs_under_saturation(stack: StackP
     observer = stack.api(stack.make_key("free"))
     capacity = observer.call("GET", "/v1/queue").body["tiers"]["free"]["capacity"]
     users = [stack.api(stack.make_key("free")) for _ in range(capacity // 2 + 1)]  # 2 running each, cap 2
-    backlog = [(user, user.submit_ok(sleeper(3, wall_time_s=6))) for user in users for _ in range(2)]
+    # Long enough that the tier stays saturated well past the moment the test sees it, even on a busy machine.
+    backlog = [(user, user.submit_ok(sleeper(5, wall_time_s=10))) for user in users for _ in range(2)]
 
     def saturated() -> bool:
         free = observer.call("GET", "/v1/queue").body["tiers"]["free"]
@@ -140,7 +141,9 @@ def test_enterprise_jobs_wait_less_than_free_jobs_under_saturation(stack: StackP
     assert all(job["status"] == "succeeded" for job in done), done
     assert enterprise_done["status"] == free_done["status"] == "succeeded"
     first_free_worker = min(timestamp(job["finished_at"]) for job in done)
+    # The free job had to wait for a free worker; the enterprise job, submitted after it, did not.
     assert timestamp(free_done["started_at"]) >= first_free_worker, ("the free tier was not saturated", free_done)
+    assert timestamp(enterprise_done["started_at"]) < first_free_worker, (enterprise_done, first_free_worker)
     assert enterprise_done["queue_wait_ms"] < free_done["queue_wait_ms"], (enterprise_done, free_done)
 
 
