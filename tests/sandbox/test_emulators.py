@@ -62,6 +62,21 @@ def test_an_unknown_function_is_unavailable(emulated: Emulated) -> None:
         missing.run(request_for(_program("print(1)")))
 
 
+def test_a_handler_error_is_a_function_error_the_adapter_types(emulated: Emulated) -> None:
+    from chalicelib.sandbox.runtimes import UnknownRuntime
+
+    request = request_for(_program("print(1)")).model_copy(update={"runtime": "cobol"})
+    with pytest.raises(UnknownRuntime, match="cobol"):  # X-Amz-Function-Error, errorType UnknownRuntime
+        emulated.sandboxes["sandbox"].run(request)
+
+
+def test_the_denied_prctl_options_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devtools.sandbox_emulators import DENY_PRCTL_ENV, deny_prctl_from_env
+
+    monkeypatch.setenv(DENY_PRCTL_ENV, "PR_SET_NAME, PR_SET_PDEATHSIG,")
+    assert deny_prctl_from_env() == ["PR_SET_NAME", "PR_SET_PDEATHSIG"]
+
+
 def test_every_environment_busy_is_a_throttle(emulated: Emulated) -> None:
     function = emulated.function("sandbox-warm")  # concurrency 1
     busy = threading.Thread(target=_run, args=(emulated, "sandbox-warm", "import time; time.sleep(3)"))
