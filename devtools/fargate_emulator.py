@@ -56,7 +56,7 @@ class FargateConfig:
     uid_first: int = 64650
     uid_count: int = 50
     deny_prctl: list[str] = field(default_factory=list)
-    poll_s: float = 0.1
+    poll_s: float = 0.25
 
 
 @dataclass

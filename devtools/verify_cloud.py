@@ -4,7 +4,8 @@ Every attack of devtools/attacks.py and every normal job is submitted through th
 `"sandbox"` set to each sandbox the stack offers (`GET /v1/runtimes`), and a table says, per attack and
 sandbox, whether it was contained, escaped, refused (the sandbox would not run user code and said why) or
 inconclusive (the platform failed). It exits non-zero on any escape, any normal job with the wrong verdict, or
-anything inconclusive. This is what only AWS can show: Lambda's own seccomp policy, Firecracker, the VPC with
+anything inconclusive; a sandbox that refuses (every job says why) is safe, not a failure: `auto` jobs then run
+in another sandbox. This is what only AWS can show: Lambda's own seccomp policy, Firecracker, the VPC with
 no route out, the endpoint policies, the roles. Use a pro or enterprise key (the attacks ask for up to 30 s
 and 1 GB; a free key's quota also makes the run slow). Locally it runs against `make dev`
 (tests/e2e/test_verify_cloud.py).
@@ -63,9 +64,15 @@ class Verifier:
             second = outcome_of(self.job(sandbox, attack.then, attack.then.stdin))
         return verdict(attack, first, second)
 
-    def normal(self, sandbox: str, index: int) -> str | None:
+    def normal(self, sandbox: str, index: int) -> tuple[str, str]:
+        """("ok" | "WRONG" | "refused", detail): a sandbox that refuses to run user code refuses these too."""
         job = NORMAL_JOBS[index]
-        return job.problem(self.job(sandbox, job, job.stdin))
+        finished = self.job(sandbox, job, job.stdin)
+        outcome = outcome_of(finished)
+        if outcome.status == "refused":
+            return "refused", outcome.detail
+        problem = job.problem(finished)
+        return ("ok", "") if problem is None else ("WRONG", problem)
 
 
 def _limits(program: Any) -> dict[str, float]:
@@ -99,10 +106,7 @@ def run(verifier: Verifier, sandboxes: list[str], parallel: int) -> tuple[dict[t
             except Exception as exc:  # noqa: BLE001 - a failed call is shown in its cell, the rest goes on
                 cells[cell] = ("inconclusive", f"{type(exc).__name__}: {exc}")
                 continue
-            if cell[0].startswith("job:"):
-                cells[cell] = ("ok", "") if found is None else ("WRONG", str(found))
-            else:
-                cells[cell] = found
+            cells[cell] = found
     bad = {"escaped", "inconclusive", "WRONG"}
     return cells, not any(value in bad for value, _ in cells.values())
 

@@ -81,7 +81,8 @@ def start(deps: Deps, job: Job, kind: SandboxKind | None = None) -> Job | None:
     if not deps.counters.acquire_slot(job.key_id, holder, policy.concurrency):
         raise RetryLater(deps.settings.slot_wait_s, "all of the key's running slots are taken")
     now = deps.clock.now()
-    lease_until = now + job.spec.limits.wall_time_s * max(1, len(job.spec.tests)) + deps.settings.lease_grace_s
+    grace = deps.settings.lease_grace_s + (deps.settings.task_start_grace_s if kind in deps.tasks else 0)
+    lease_until = now + job.spec.limits.wall_time_s * max(1, len(job.spec.tests)) + grace
     try:
         running = deps.jobs.transition(
             job,

@@ -63,3 +63,32 @@ def test_verify_cloud_passes_on_the_local_stack(user: Api, stack: StackProcess, 
     stored = json.dumps(stack.scan("jobs"), default=str)
     assert '"sandbox": "lambda"' in stored and '"sandbox": "fargate"' in stored
     assert PLANTED_SECRET not in stored  # in no job's output, error or anything else kept of it
+
+
+ALL_PRCTL = "PR_SET_NAME,PR_SET_PDEATHSIG,PR_SET_CHILD_SUBREAPER,PR_SET_NO_NEW_PRIVS,PR_SET_SECCOMP,PR_SET_DUMPABLE"
+
+
+def test_verify_cloud_when_the_platform_refuses_every_prctl(
+    tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture
+) -> None:
+    """The emulated Lambda refusing every prctl option: its sandbox refuses every job and says why (nothing
+    runs, nothing escapes), /v1/runtimes shows it, and verify-cloud passes with every cell refused."""
+    from tests.e2e.conftest import _run
+
+    settings = {"CODERUNNER_EMULATE_DENY_PRCTL": ALL_PRCTL, "CODERUNNER_LOCAL_SECRET_ACCESS_KEY": PLANTED_SECRET}
+    running = _run(tmp_path_factory.mktemp("denied"), settings=settings)
+    stack = next(running)
+    try:
+        api = stack.api(stack.make_key("enterprise"))
+        lambda_ = api.call("GET", "/v1/runtimes").body["sandboxes"].get("lambda")
+        if lambda_ is None:
+            pytest.skip("this stack runs no Lambda emulator (it needs root)")
+        assert not lambda_["usable"] and "non-dumpable" in lambda_["refusal"], lambda_
+        code = verify_cloud.main(["--url", stack.base_url, "--key", api.key or "", "--sandbox", "lambda"])
+        report = capsys.readouterr().out
+        assert code == 0, report
+        assert "ESCAPED" not in report and "contained " not in report.split("\n\n")[0]  # every run refused
+        assert "cannot make itself non-dumpable" in report
+        assert PLANTED_SECRET not in json.dumps(stack.scan("jobs"), default=str)
+    finally:
+        running.close()  # stops the stack
