@@ -55,7 +55,7 @@ def test_lambda_and_fargate_give_every_job_the_local_sandboxs_verdict(user: Api)
 
 
 def test_verify_cloud_passes_on_the_local_stack(user: Api, stack: StackProcess, capsys: pytest.CaptureFixture) -> None:
-    argv = ["--url", stack.base_url, "--key", user.key or "", "--parallel", "6"]
+    argv = ["--url", stack.base_url, "--key", user.key or "", "--parallel", "8"]
     code = verify_cloud.main([*argv, *(arg for sandbox in CLOUD for arg in ("--sandbox", sandbox))])
     report = capsys.readouterr().out
     assert code == 0, report
@@ -68,6 +68,7 @@ def test_verify_cloud_passes_on_the_local_stack(user: Api, stack: StackProcess, 
 ALL_PRCTL = "PR_SET_NAME,PR_SET_PDEATHSIG,PR_SET_CHILD_SUBREAPER,PR_SET_NO_NEW_PRIVS,PR_SET_SECCOMP,PR_SET_DUMPABLE"
 
 
+@pytest.mark.extended  # a stack of its own: beyond make test's budget (the sandbox tests cover the refusal)
 def test_verify_cloud_when_the_platform_refuses_every_prctl(
     tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture
 ) -> None:
