@@ -10,7 +10,7 @@ STAGE ?= dev
 # image/deploy need only the standard library: the venv's Python when there is one.
 DEPLOY_PY := $(firstword $(wildcard $(BIN)/python) python3)
 
-.PHONY: dev test test-extended lint bench chaos package image deploy verify-cloud clean install debs
+.PHONY: dev test test-extended lint bench chaos fuzz fuzz-api package image deploy verify-cloud clean install debs
 
 # Python packages only; the targets that run the local sandbox also need `debs`.
 install: $(STAMP)
@@ -19,12 +19,15 @@ debs: $(DEB_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	@echo "make: creating $(VENV) and installing the Python packages (a few minutes the first time)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip<26.3"  # chalice 1.34 pins pip<26.3 for `chalice package`
+	@echo "make: installing requirements-dev.txt (chalice, moto, pytest, schemathesis, ...)"
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e clients/python  # the Python client and the `coderunner` command
 	$(BIN)/pip install -q --no-deps -e .  # devtools (the operator's `coderunner keys`), chalicelib
 	touch $(STAMP)
+	@echo "make: Python packages installed"
 
 # Debian packages: bubblewrap, Debian's python3 and Node.js for the sandbox's runtimes, chromium for the
 # playground's browser test. Re-checked whenever this Makefile changes (only missing ones are installed).
@@ -34,7 +37,7 @@ $(DEB_STAMP): Makefile
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null; then \
 	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	    echo "installing Debian packages:$$missing"; \
+	    echo "make: installing Debian packages:$$missing (apt-get; a minute or two)"; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "please install:$$missing"; exit 1; fi; \
 	fi
@@ -61,6 +64,14 @@ bench: install debs
 
 chaos: install debs
 	PYTHONPATH=. $(BIN)/python -m tests.e2e.chaos --jobs $${JOBS:-200}
+
+# Generated requests against a local stack; each fuzzer is its own target (`make fuzz` runs them all).
+fuzz: fuzz-api
+
+# schemathesis from the OpenAPI document: >= 1,000 requests, no 5xx, no undocumented 503, no schema break.
+fuzz-api: install debs
+	@mkdir -p .dev
+	PYTHONPATH=. $(BIN)/python -m tests.e2e.fuzz --examples $${EXAMPLES:-40} --min-requests 1000 --workdir .dev/fuzz
 
 # The three deploy commands (infra/DEPLOY.md): make package STAGE=prod; make image; make deploy STAGE=prod.
 # DRY_RUN=1 makes image and deploy print their AWS CLI and docker commands instead of running them.

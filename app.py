@@ -28,6 +28,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.inbox import normalize_device
 from chalicelib.domain.views import BatchItemView, BatchView, ErrorDetail
+from chalicelib.edge import house, openapi
 from chalicelib.edge.errors import (
     error_response,
     handshake_refusal,
@@ -41,6 +42,7 @@ from chalicelib.services import catalog, channel, inbox, keys, lifecycle, querie
 from chalicelib.services.ipguard import IpGuard
 from chalicelib.services.ports import ApiKey
 from chalicelib.tier_resources import missing_functions
+from chalicelib.web import docs
 
 app = Chalice(app_name=APP_NAME)
 app.experimental_feature_flags.update(["WEBSOCKETS"])
@@ -187,7 +189,7 @@ def cancel_job(job_id: str) -> dict[str, Any]:
 @api
 def list_jobs() -> dict[str, Any]:
     params = _query()
-    page = queries.list_jobs(get_deps(), _caller(), params.get("limit"), params.get("cursor"))
+    page = queries.list_jobs(get_deps(), _caller(), params.get("limit"), params.get("cursor"), params.get("status"))
     return page.model_dump(mode="json")
 
 
@@ -234,6 +236,29 @@ def static_file(name: str) -> Response:
 
 
 # --- end of static pages ---
+
+
+# --- The API's description (chalicelib/edge/openapi.py): OpenAPI 3.1 as JSON, and as a page. No key needed. ---
+@app.route("/v1/openapi.json", methods=["GET"])
+@api
+def openapi_document() -> Response:
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json", "Cache-Control": "no-cache"}
+    return Response(body=openapi.document(), status_code=200, headers=headers)
+
+
+@app.route("/docs", methods=["GET"])
+@api
+def api_docs() -> Response:
+    return _static(web.serve_html(docs.render(openapi.document()), _request().headers.get("if-none-match")))
+
+
+# --- end of the API's description ---
+
+
+# --- Chalice's own refusals (405 unknown method, 415 content type) in the house format: chalicelib/edge/house.py
+@app.middleware("http")
+def house_errors(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    return house.as_house_error(get_response(event))
 
 
 # --- Delivering results (DESIGN.md section 8): events, webhooks, the WebSocket channel ----------------------

@@ -8,13 +8,14 @@ of socketserver's 5, which a burst of clients opening connections at once overfl
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 from typing import Any
 
+from devtools import logs
 from devtools.children import exit_with_parent
+from devtools.local_gateway import answer_unknown_routes
 from devtools.stack import ROOT
 
 
@@ -33,7 +34,7 @@ def local_server(app: Any, host: str, port: int) -> Any:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s api %(levelname)s %(message)s")
+    logs.configure("api")
     port = int(sys.argv[1])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the stack, which stops its pieces in order
@@ -42,12 +43,13 @@ def main() -> None:
     from app import app
     from chalicelib.adapters.aws import client
 
-    # Importing the app hands Powertools' INFO level to every registered logger, werkzeug's too. Quiet it.
-    for noisy in ("werkzeug", "botocore", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Importing the app hands Powertools' JSON handler and INFO level to every registered logger (botocore's
+    # and werkzeug's too): give them back to this process's handler and quiet the libraries again.
+    logs.take_back_from_powertools()
     for service in ("dynamodb", "sqs"):  # build the clients now rather than in the first request
         client(service)
     server = local_server(app, "127.0.0.1", port)
+    answer_unknown_routes(server)  # the house 404, as API Gateway's GatewayResponses in the cloud
     server.server.serve_forever()
 
 

@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devtools import logs
+
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("coderunner.stack")
 SERVICES = ("dynamodb", "sqs")  # what the platform uses locally: each gets a moto process of its own
@@ -293,9 +295,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("werkzeug", "botocore", "urllib3", "websockets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure("stack")
     port = int(os.environ.get("PORT", "8000"))
     moto_port = int(os.environ.get("MOTO_PORT") or free_port())
     stack = Stack(

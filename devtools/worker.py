@@ -22,6 +22,7 @@ from chalicelib.bootstrap import get_deps
 from chalicelib.services.batch import process_dead_letters, process_jobs
 from chalicelib.services.deps import Deps
 from chalicelib.services.webhooks import process_webhooks
+from devtools import logs
 
 log = logging.getLogger("coderunner.worker")
 WEBHOOK_CONCURRENCY = 4  # attempts in flight at once (each at most ~5 s)
@@ -139,9 +140,7 @@ def run_workers(stop: threading.Event, tiers: list[str] | None = None) -> list[t
 def main() -> None:
     from devtools.children import exit_with_parent
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
-    for noisy in ("botocore", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure("worker")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -13,6 +13,7 @@ document on stdout (the Makefile keeps a copy in .dev/bench.json). Progress goes
   job (submit, the worker's run, one `GET ?wait`), counted in-process against a moto server with botocore
   hooks, by operation; a whole job both as the local stack runs it (changes announced) and as AWS does (polls).
 - machine: cores, Python, and the load average before and after (other work on the machine skews figures).
+- estimated_wait: `estimated_wait_s` at submit against the real wait, per scenario (tests/bench_estimates.py).
 """
 
 from __future__ import annotations
@@ -341,6 +342,7 @@ def _timed(figures: dict[str, Any], name: str, measure: Callable[[], Any]) -> No
 
 def main() -> dict[str, Any]:
     from devtools.sandbox_bench import measure
+    from tests.bench_estimates import estimate_accuracy
     from tests.e2e.stackproc import start_stack
 
     workers = int(os.environ.get("CODERUNNER_WORKER_PROCESSES", "2"))  # as `make dev` runs
@@ -370,6 +372,7 @@ def main() -> dict[str, Any]:
             "after the submit; the first job of the process is not counted",
         },
     )
+    _timed(figures, "estimated_wait", estimate_accuracy)  # a stack of its own: fresh statistics
     figures["machine"]["load_after"] = os.getloadavg()
     print(json.dumps(figures, indent=2), flush=True)
     return figures

@@ -13,7 +13,7 @@ from chalicelib.domain.jobs import Job, JobStatus, check_transition
 from chalicelib.domain.quotas import QuotaState, charged, refunded
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxOffer, SandboxRefused
 from chalicelib.services.deps import Deps
-from chalicelib.services.ports import ApiKey, Page, TaskStopped
+from chalicelib.services.ports import ApiKey, KeyLoad, Page, TaskStopped
 from chalicelib.services.signals import InProcessSignals
 from tests.fakes_delivery import memory_delivery
 
@@ -83,8 +83,11 @@ class MemoryJobStore:
             job_id, lambda j: j.status is JobStatus.QUEUED and not j.redriven_late, redriven_late=True, due_at=None
         )
 
-    def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> Page:
-        mine = sorted((j for j in self.jobs.values() if j.owner == owner), key=lambda j: -j.created_at)
+    def list_by_owner(self, owner: str, limit: int, cursor: str | None, status: JobStatus | None = None) -> Page:
+        mine = sorted(
+            (j for j in self.jobs.values() if j.owner == owner and status in (None, j.status)),
+            key=lambda j: -j.created_at,
+        )
         if cursor is not None and not cursor.isdigit():
             raise ValueError("not a cursor this store issued")
         start = int(cursor or 0)
@@ -146,6 +149,7 @@ class MemoryCounters:
         self.lock = threading.Lock()
         self.tiers: dict[str, dict[str, int]] = {}
         self.slots: dict[str, set[str]] = {}
+        self.active: dict[str, set[str]] = {}
         self.runs: dict[tuple[str, int], list[int]] = {}
         self.idem: dict[str, tuple[str, str]] = {}
         self.suspects: dict[str, object] = {}
@@ -208,6 +212,21 @@ class MemoryCounters:
 
     def slot_holders(self) -> dict[str, set[str]]:
         return {k: set(v) for k, v in self.slots.items()}
+
+    def track_active(self, owner: str, job_id: str) -> KeyLoad:
+        with self.lock:
+            self.active.setdefault(owner, set()).add(job_id)
+        return self.key_load(owner)
+
+    def key_load(self, owner: str) -> KeyLoad:
+        return KeyLoad(frozenset(self.active.get(owner, set())), len(self.slots.get(owner, set())))
+
+    def forget_active(self, owner: str, job_id: str) -> None:
+        with self.lock:
+            self.active.get(owner, set()).discard(job_id)
+
+    def active_by_owner(self) -> dict[str, set[str]]:
+        return {k: set(v) for k, v in self.active.items() if v}
 
     def record_run(self, tier: str, run_ms: int, now: float) -> None:
         self.runs.setdefault((tier, int(now // STATS_BUCKET_S)), []).append(run_ms)

@@ -9,12 +9,18 @@ from typing import Any
 from chalicelib.adapters.aws import ConditionFailed, LazyClient
 from chalicelib.adapters.dynamo import marshal, unmarshal, value
 from chalicelib.domain.errors import QueueFull
+from chalicelib.services.ports import KeyLoad
 
 _STATS_BUCKET_S = 300  # run-time stats are kept per 5-minute bucket; "recent" = this bucket and the last
 
 
+def _load(item: dict[str, Any]) -> KeyLoad:
+    return KeyLoad(frozenset(item.get("active", set())), len(item.get("holders", set())))
+
+
 class DynamoCounters:
-    """Counters table: pk `pk`. Items: `tier#T` (queued, running, seq), `slots#OWNER` (holders: string set),
+    """Counters table: pk `pk`. Items: `tier#T` (queued, running, seq), `slots#OWNER` (holders: string set;
+    active: the owner's jobs in flight, string set),
     `stats#T#BUCKET` (sum_ms, n), `idem#SCOPE` (body_hash, job_id)."""
 
     def __init__(self, table: str, client: Any = None) -> None:
@@ -114,7 +120,11 @@ class DynamoCounters:
         return set(self._get(f"slots#{owner}").get("holders", set()))
 
     def slot_holders(self) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
+        return {owner: set(item.get("holders", set())) for owner, item in self._slot_items()}
+
+    def _slot_items(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every `slots#OWNER` item (a consistent scan)."""
+        out: list[tuple[str, dict[str, Any]]] = []
         start = None
         while True:
             kwargs: dict[str, Any] = {
@@ -128,10 +138,24 @@ class DynamoCounters:
             resp = self.client.scan(**kwargs)
             for raw in resp.get("Items", []):
                 item = unmarshal(raw) or {}
-                out[item["pk"].removeprefix("slots#")] = set(item.get("holders", set()))
+                out.append((item["pk"].removeprefix("slots#"), item))
             start = resp.get("LastEvaluatedKey")
             if not start:
                 return out
+
+    # -- per-owner jobs in flight (on the slots item: one read gives the whole load) -------------------------
+    def track_active(self, owner: str, job_id: str) -> KeyLoad:
+        item = self._update(f"slots#{owner}", "ADD active :id", {":id": {job_id}})
+        return _load(item)
+
+    def key_load(self, owner: str) -> KeyLoad:
+        return _load(self._get(f"slots#{owner}"))
+
+    def forget_active(self, owner: str, job_id: str) -> None:
+        self._update(f"slots#{owner}", "DELETE active :id", {":id": {job_id}})
+
+    def active_by_owner(self) -> dict[str, set[str]]:
+        return {owner: set(item["active"]) for owner, item in self._slot_items() if item.get("active")}
 
     # -- run-time statistics --------------------------------------------------------------------------------
     def record_run(self, tier: str, run_ms: int, now: float) -> None:

@@ -23,6 +23,9 @@ _JSON_FIELDS = ("spec", "result")
 _INDEX_ONLY = ("queue_tier", "active", "ttl")
 UNPUBLISHED = "unpublished"
 _JOB_FIELDS = frozenset(Job.model_fields)
+# A listing filtered by status reads index pages of this many items, at most this many pages per request.
+_FILTERED_PAGE = 100
+_FILTERED_PAGES = 5
 
 
 def to_item(job: Job) -> dict[str, Any]:
@@ -153,7 +156,10 @@ class DynamoJobStore:
         except ConditionFailed as exc:
             raise StaleState(f"job {job_id}: {condition} did not hold") from exc
 
-    def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> Page:
+    def list_by_owner(self, owner: str, limit: int, cursor: str | None, status: JobStatus | None = None) -> Page:
+        """Newest first. With `status`, DynamoDB filters after reading (its `Limit` counts items read), so
+        pages are read until `limit` match or `_FILTERED_PAGES` pages were read: a page may then hold fewer
+        than `limit` jobs, and `cursor` goes on from where the reading stopped."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "by_owner",
@@ -163,12 +169,26 @@ class DynamoJobStore:
             "ScanIndexForward": False,
             "Limit": limit,
         }
-        if cursor:
-            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor)
-        resp = self.client.query(**kwargs)
-        items = [from_item(unmarshal(i) or {}) for i in resp.get("Items", [])]
-        last = resp.get("LastEvaluatedKey")
-        next_cursor = base64.urlsafe_b64encode(json.dumps(last).encode()).decode() if last else None
+        if status is not None:
+            kwargs["FilterExpression"] = "#s = :s"
+            kwargs["ExpressionAttributeNames"]["#s"] = "status"
+            kwargs["ExpressionAttributeValues"][":s"] = {"S": status.value}
+            kwargs["Limit"] = max(limit, _FILTERED_PAGE)
+        start = _decode_cursor(cursor) if cursor else None
+        found: list[dict[str, Any]] = []
+        for _ in range(_FILTERED_PAGES):
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            resp = self.client.query(**kwargs)
+            found += resp.get("Items", [])
+            start = resp.get("LastEvaluatedKey")
+            if len(found) >= limit or not start:
+                break
+        if len(found) > limit or (len(found) == limit and start):
+            found = found[:limit]
+            start = {name: found[-1][name] for name in ("id", "owner", "created_at")}
+        items = [from_item(unmarshal(i) or {}) for i in found]
+        next_cursor = base64.urlsafe_b64encode(json.dumps(start).encode()).decode() if start else None
         return Page(items, next_cursor)
 
     def count_queued_ahead(self, tier: str, seq: int) -> int:

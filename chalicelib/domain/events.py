@@ -60,6 +60,15 @@ class Event(BaseModel):
         return json.dumps(self.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False)
 
 
+class EventsView(BaseModel):
+    """`GET /v1/events`: the device's waiting events, oldest first (at most 50), and how many older ones were
+    dropped from its full inbox since its last read."""
+
+    device: str
+    events: list[Event]
+    dropped: int = 0
+
+
 def _result_summary(job: Job) -> dict[str, Any] | None:
     result = job.result
     if result is None:
@@ -73,9 +82,11 @@ def _result_summary(job: Job) -> dict[str, Any] | None:
         "max_rss_kb": result.max_rss_kb,
     }
     for name in ("stdout", "stderr"):
-        text, cut = truncate_utf8(getattr(result, name))
-        if job.spec.output_encoding == "base64":
-            text = base64.b64encode(text.encode()).decode()
+        if job.spec.output_encoding == "base64":  # the exact bytes the program wrote, as on the job
+            raw = result.output_bytes(name)
+            text, cut = base64.b64encode(raw[:SUMMARY_OUTPUT_BYTES]).decode(), len(raw) > SUMMARY_OUTPUT_BYTES
+        else:
+            text, cut = truncate_utf8(getattr(result, name))
         summary[name] = text
         summary[f"{name}_truncated"] = cut or bool(getattr(result, f"{name}_truncated"))
     if job.spec.output_encoding == "base64":

@@ -112,3 +112,16 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jobs: list[dict[str, object]] = Field(min_length=1, max_length=20)
+
+
+class AckRequest(BaseModel):
+    """`POST /v1/events/ack`: remove the device's events up to and including `through`."""
+
+    device: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="the device (case-insensitive)")
+    through: str = Field(pattern=r"^evt_\d{12}$", description="the last event id handled")
+
+
+class WebhookUrlRequest(BaseModel):
+    """`PUT /v1/webhook`: the key's default webhook URL, or null for none."""
+
+    url: str | None = Field(max_length=2048, description="https://... (checked against private addresses)")

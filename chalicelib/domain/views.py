@@ -13,7 +13,16 @@ from pydantic import BaseModel, Field
 
 from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.domain.webhooks import WebhookDelivery
-from chalicelib.sandbox.models import ExecutionResult, FailureReason, TestSummary
+from chalicelib.sandbox.models import (
+    ExecutionResult,
+    FailureReason,
+    TestCase,
+    TestResult,
+    TestVerdict,
+    first_failure,
+    raw_bytes,
+)
+from chalicelib.sandbox.runtimes import RuntimeInfo, ToolInfo
 
 
 def iso(ts: float | None) -> str | None:
@@ -23,8 +32,76 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+ECHO_BYTES = 1024  # a test case's input and expected output are echoed up to this many bytes
+
+
+def _encoded(data: bytes, encoding: str) -> str:
+    return base64.b64encode(data).decode("ascii") if encoding == "base64" else data.decode("utf-8", "replace")
+
+
+def _echo(text: str) -> tuple[str, bool]:
+    """`text` cut to ECHO_BYTES of UTF-8 (never inside a character), and whether it was cut."""
+    data = text.encode()
+    if len(data) <= ECHO_BYTES:
+        return text, False
+    return data[:ECHO_BYTES].decode("utf-8", "ignore"), True
+
+
+class TestCaseView(BaseModel):
+    """One graded case: what it ran (`stdin`, `expected_stdout`, each cut to 1 KiB with a flag) and what the
+    program did (`stdout`/`stderr` in the job's output encoding)."""
+
+    __test__ = False
+
+    index: int = Field(description="1-based, in the order the tests were given")
+    verdict: TestVerdict
+    exit_code: int | None = None
+    reason: FailureReason | None = None
+    stdin: str | None = Field(None, description="the case's input (first 1 KiB); null for a job stored without it")
+    stdin_truncated: bool = False
+    expected_stdout: str | None = Field(None, description="the expected output (first 1 KiB)")
+    expected_stdout_truncated: bool = False
+    stdout: str = ""
+    stderr: str = ""
+    wall_ms: int = 0
+    cpu_ms: int = 0
+    max_rss_kb: int = 0
+
+    @classmethod
+    def of(cls, index: int, case: TestResult, given: TestCase | None, encoding: str) -> TestCaseView:
+        stdin, stdin_cut = _echo(given.stdin) if given is not None else (None, False)
+        expected, expected_cut = _echo(given.expected_stdout) if given is not None else (None, False)
+        return cls(
+            index=index,
+            verdict=case.verdict,
+            exit_code=case.exit_code,
+            reason=case.reason,
+            stdin=stdin,
+            stdin_truncated=stdin_cut,
+            expected_stdout=expected,
+            expected_stdout_truncated=expected_cut,
+            stdout=_encoded(raw_bytes(case.stdout, case.stdout_raw), encoding),
+            stderr=_encoded(raw_bytes(case.stderr, case.stderr_raw), encoding),
+            wall_ms=case.wall_ms,
+            cpu_ms=case.cpu_ms,
+            max_rss_kb=case.max_rss_kb,
+        )
+
+
+class TestSummaryView(BaseModel):
+    """Counts over the graded cases, and each case."""
+
+    __test__ = False
+
+    total: int
+    accepted: int
+    cases: list[TestCaseView]
+
+
 class ResultView(BaseModel):
-    """What the run did. `stdout`/`stderr` are UTF-8 text (invalid bytes replaced), or base64 on request."""
+    """What the run did. `stdout`/`stderr` are UTF-8 text (invalid bytes replaced), or base64 of the exact
+    bytes on request. With tests, the top-level fields describe the first failing case (or the last one),
+    `verdict` grades the job, and `reason` is set whenever a case failed (`wrong_answer` for a wrong output)."""
 
     exit_code: int | None = None
     signal: str | None = None
@@ -36,17 +113,40 @@ class ResultView(BaseModel):
     wall_ms: int = 0
     cpu_ms: int = 0
     max_rss_kb: int = 0
-    tests: TestSummary | None = None
+    tests: TestSummaryView | None = None
+    verdict: TestVerdict | None = Field(None, description="with tests: the first failing case's, or accepted")
     encoding: Literal["utf-8", "base64"] = "utf-8"
 
     @classmethod
-    def of(cls, result: ExecutionResult, encoding: str) -> ResultView:
-        data: dict[str, Any] = result.model_dump(exclude={"sandbox"})
-        if encoding == "base64":
-            for name in ("stdout", "stderr"):
-                data[name] = base64.b64encode(data[name].encode()).decode()
-            data["encoding"] = "base64"
-        return cls.model_validate(data)
+    def of(cls, result: ExecutionResult, encoding: str, given: list[TestCase] | None = None) -> ResultView:
+        """The view of a stored result; `given` are the job's test cases (echoed next to each case's output)."""
+        encoding = "base64" if encoding == "base64" else "utf-8"
+        tests, verdict, reason = None, result.verdict, result.reason
+        if result.tests is not None:
+            given = given or []
+            cases = [
+                TestCaseView.of(i, case, given[i - 1] if i <= len(given) else None, encoding)
+                for i, case in enumerate(result.tests.cases, 1)
+            ]
+            tests = TestSummaryView(total=result.tests.total, accepted=result.tests.accepted, cases=cases)
+            verdict = verdict or first_failure(result.tests.cases)  # a result stored before `verdict` existed
+            if reason is None and verdict is TestVerdict.WRONG_ANSWER:
+                reason = FailureReason.WRONG_ANSWER
+        return cls(
+            exit_code=result.exit_code,
+            signal=result.signal,
+            reason=reason,
+            stdout=_encoded(result.output_bytes("stdout"), encoding),
+            stderr=_encoded(result.output_bytes("stderr"), encoding),
+            stdout_truncated=result.stdout_truncated,
+            stderr_truncated=result.stderr_truncated,
+            wall_ms=result.wall_ms,
+            cpu_ms=result.cpu_ms,
+            max_rss_kb=result.max_rss_kb,
+            tests=tests,
+            verdict=verdict,
+            encoding=encoding,
+        )
 
 
 class DeliveryView(BaseModel):
@@ -95,7 +195,7 @@ class JobView(BaseModel):
             queue_wait_ms=job.queue_wait_ms,
             sandbox=job.sandbox,
             error=job.error,
-            result=ResultView.of(job.result, job.spec.output_encoding) if job.result is not None else None,
+            result=None if job.result is None else ResultView.of(job.result, job.spec.output_encoding, job.spec.tests),
             delivery=_delivery(job),
         )
 
@@ -150,6 +250,50 @@ class QueueView(BaseModel):
     """Per tier: queued and running jobs, worker capacity, queue cap, estimated wait for a new job."""
 
     tiers: dict[str, TierQueueView]
+
+
+class RuntimesView(BaseModel):
+    """`GET /v1/runtimes`: the languages and registered tools, with version, availability and default limits."""
+
+    runtimes: list[RuntimeInfo]
+    tools: list[ToolInfo]
+
+
+class HealthView(BaseModel):
+    """`GET /health`: the API answers (no dependency is checked); where the WebSocket channel listens."""
+
+    status: Literal["ok"]
+    stage: str
+    websocket: str | None = None
+
+
+class AckView(BaseModel):
+    """`POST /v1/events/ack`: how many of the device's events were removed."""
+
+    device: str
+    removed: int
+
+
+class TicketView(BaseModel):
+    """`POST /v1/ws-tickets`: a single-use ticket for one WebSocket connect (`?ticket=`) within `expires_in` s."""
+
+    ticket: str
+    expires_in: int
+    url: str | None = None
+
+
+class WebhookSecretView(BaseModel):
+    """The key's webhook signing secret (`whsec_...`); after a rotation the previous one keeps signing until
+    `previous_secret_valid_until` (epoch seconds)."""
+
+    secret: str
+    previous_secret_valid_until: float | None = None
+
+
+class WebhookUrlView(BaseModel):
+    """The key's default webhook URL (null: none)."""
+
+    url: str | None = None
 
 
 class ErrorDetail(BaseModel):

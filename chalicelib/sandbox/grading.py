@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import signal as _signal
 from dataclasses import dataclass
 
@@ -37,6 +38,15 @@ class RawOutcome:
 def decode(data: bytes) -> str:
     """UTF-8 with replacement characters: user output never makes us raise."""
     return data.decode("utf-8", errors="replace")
+
+
+def raw_unless_utf8(data: bytes) -> str | None:
+    """The bytes in base64 when they are not valid UTF-8 (their text lost some), else None (the text is exact)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii")
+    return None
 
 
 def normalise(text: str) -> str:

@@ -6,6 +6,7 @@ These are the contract between the worker and every sandbox (local, Lambda, Farg
 
 from __future__ import annotations
 
+import base64
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -23,6 +24,7 @@ class FailureReason(StrEnum):
     CPU_TIME = "cpu_time"
     WALL_TIME = "wall_time"
     CANCELLED = "cancelled"
+    WRONG_ANSWER = "wrong_answer"  # graded: the program ran cleanly but a test's output did not match
 
 
 class TestVerdict(StrEnum):
@@ -81,7 +83,7 @@ class ExecutionRequest(BaseModel):
 
 
 class TestResult(BaseModel):
-    """The verdict of one test case, with what the program did."""
+    """The verdict of one test case, with what the program did (`stdout_raw`: as on ExecutionResult)."""
 
     __test__ = False
 
@@ -90,6 +92,8 @@ class TestResult(BaseModel):
     reason: FailureReason | None = None
     stdout: str = ""
     stderr: str = ""
+    stdout_raw: str | None = None
+    stderr_raw: str | None = None
     wall_ms: int = 0
     cpu_ms: int = 0
     max_rss_kb: int = 0
@@ -105,21 +109,44 @@ class TestSummary(BaseModel):
     cases: list[TestResult]
 
 
+def first_failure(cases: list[TestResult]) -> TestVerdict:
+    """The verdict of a graded run: its first failing case's, or accepted."""
+    return next((case.verdict for case in cases if case.verdict is not TestVerdict.ACCEPTED), TestVerdict.ACCEPTED)
+
+
 class ExecutionResult(BaseModel):
-    """What the run did. A user-code failure is a result (never an exception)."""
+    """What the run did. A user-code failure is a result (never an exception).
+
+    `stdout`/`stderr` are the output as UTF-8 text, invalid bytes replaced by U+FFFD. When the bytes were not
+    valid UTF-8, `stdout_raw`/`stderr_raw` carry them exactly, in base64 (None otherwise: the text's UTF-8
+    encoding is then the bytes), so `output_encoding: base64` can return what the program wrote. A result
+    stored before these fields existed reads as None: its text is all that is left.
+    """
 
     exit_code: int | None = None
     signal: str | None = None  # e.g. "SIGKILL"
-    reason: FailureReason | None = None  # None when the program exited 0
+    reason: FailureReason | None = None  # None when the program exited 0 (graded: wrong_answer, see verdict)
     stdout: str = ""
     stderr: str = ""
+    stdout_raw: str | None = None
+    stderr_raw: str | None = None
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     wall_ms: int = 0
     cpu_ms: int = 0
     max_rss_kb: int = 0
     tests: TestSummary | None = None
+    verdict: TestVerdict | None = None  # graded: the first failing case's verdict, or accepted; None without tests
     sandbox: str = "local"  # which sandbox ran it: local | lambda | fargate
+
+    def output_bytes(self, stream: str) -> bytes:
+        """What the program wrote on `stream` ("stdout" or "stderr"), byte for byte when the sandbox kept it."""
+        return raw_bytes(getattr(self, stream), getattr(self, f"{stream}_raw"))
+
+
+def raw_bytes(text: str, raw: str | None) -> bytes:
+    """The bytes behind an output: `raw` (base64) when set, else the text's UTF-8 encoding."""
+    return base64.b64decode(raw) if raw is not None else text.encode()
 
 
 class SandboxUnavailable(PlatformFault):

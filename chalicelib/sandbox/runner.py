@@ -11,7 +11,7 @@ import posixpath
 import threading
 
 from chalicelib.sandbox import runtimes
-from chalicelib.sandbox.grading import RawOutcome, decode, failure_reason, signal_name, verdict
+from chalicelib.sandbox.grading import RawOutcome, decode, failure_reason, raw_unless_utf8, signal_name, verdict
 from chalicelib.sandbox.local import Isolation, PreparedJob, default_isolation
 from chalicelib.sandbox.models import (
     ExecutionRequest,
@@ -22,6 +22,7 @@ from chalicelib.sandbox.models import (
     TestResult,
     TestSummary,
     TestVerdict,
+    first_failure,
 )
 from chalicelib.sandbox.runtimes import UnknownRuntime
 
@@ -66,6 +67,8 @@ def _result(raw: RawOutcome, limits: SandboxLimits) -> ExecutionResult:
         reason=failure_reason(raw, limits),
         stdout=decode(raw.stdout),
         stderr=decode(raw.stderr),
+        stdout_raw=raw_unless_utf8(raw.stdout),
+        stderr_raw=raw_unless_utf8(raw.stderr),
         stdout_truncated=raw.stdout_truncated,
         stderr_truncated=raw.stderr_truncated,
         wall_ms=raw.wall_ms,
@@ -98,7 +101,12 @@ def execute(
             break
     top = shown or result
     accepted = sum(1 for case in cases if case.verdict is TestVerdict.ACCEPTED)
-    return top.model_copy(update={"tests": TestSummary(total=len(request.tests), accepted=accepted, cases=cases)})
+    # A wrong answer is the one failing verdict the run itself has no reason for (it exited 0): say it, so a
+    # failed job always has a reason.
+    graded_as = first_failure(cases)
+    reason = FailureReason.WRONG_ANSWER if graded_as is TestVerdict.WRONG_ANSWER else top.reason
+    summary = TestSummary(total=len(request.tests), accepted=accepted, cases=cases)
+    return top.model_copy(update={"tests": summary, "verdict": graded_as, "reason": reason})
 
 
 def _case(result: ExecutionResult, graded: TestVerdict) -> TestResult:
@@ -108,6 +116,8 @@ def _case(result: ExecutionResult, graded: TestVerdict) -> TestResult:
         reason=result.reason,
         stdout=result.stdout,
         stderr=result.stderr,
+        stdout_raw=result.stdout_raw,
+        stderr_raw=result.stderr_raw,
         wall_ms=result.wall_ms,
         cpu_ms=result.cpu_ms,
         max_rss_kb=result.max_rss_kb,

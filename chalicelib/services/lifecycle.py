@@ -11,6 +11,8 @@ platform's last word (the DLQ) re-read and try again with `end_current`.
 
 The consequences are separate writes made after the commit, in an order where a crash between any two leaves
 only what the reaper repairs (services/reaper.py, one test per repair):
+0. the announcement (local stack): a waiting GET returns, a cancelled run's watcher kills it (best effort:
+   waiters poll now and then all the same);
 1. tier counters: a missed update is a drift that `reconcile_counters` corrects;
 2. the task is stopped before the slot is freed, so the owner's next job never overlaps a task still running
    (a missed stop: the reaper stops tasks of jobs past their lease, and a stopped task's result is discarded);
@@ -20,8 +22,9 @@ only what the reaper repairs (services/reaper.py, one test per repair):
 5. the refund: the terminal write itself set `refunded`, so only the winner refunds, and never twice. A crash
    between that write and the refund loses the one refund (the owner is short one submit of quota): the one
    consequence the reaper does not repair, since finding such jobs would cost an index write on every job;
-6. run statistics and metrics: best effort;
-7. the job.finished event: the terminal write marked the job unpublished (`due_at` = finished + grace), so a
+6. a terminal job leaves its key's jobs in flight (the wait estimate's key bound; `forget_stale_active`);
+7. run statistics (the tier's and the key's) and metrics: best effort;
+8. the job.finished event: the terminal write marked the job unpublished (`due_at` = finished + grace), so a
    crash before the event is produced leaves it to the reaper's `republish`.
 Each consequence is tried even if an earlier one failed (the state already changed); failures are logged and
 counted (`ExitConsequenceFailed`).
@@ -39,6 +42,7 @@ from chalicelib.domain.exits import Cancelled, Exit, ExitPlan, RetryPolicy, plan
 from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.services.delivery import job_finished
 from chalicelib.services.deps import Deps
+from chalicelib.services.estimates import key_scope
 from chalicelib.services.ports import ApiKey
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,20 @@ class Ended:
         """For the worker: seconds until its held message should come back, if the job was re-queued."""
         message = self.plan.message
         return message.delay_s if message is not None and message.kind == "delay" else None
+
+
+def log_transition(job: Job, **fields: Any) -> None:
+    """One structured line per job transition (queued, running, and each exit): the job, its key and tier, its
+    new status and attempt, how long it waited in the queue, and what the caller adds (run time, exit...)."""
+    facts = {
+        "job_id": job.id,
+        "key_id": job.key_id,
+        "tier": job.tier,
+        "status": job.status.value,
+        "attempt": job.attempts,
+        "queue_wait_ms": job.queue_wait_ms,
+    }
+    log.info("job %s", job.status.value, extra={**facts, **fields})
 
 
 def slot_holder(job: Job) -> str:
@@ -81,7 +99,7 @@ def end_job(deps: Deps, job: Job, exit_: Exit) -> Ended | None:
             _attempt(deps, "release_slot", deps.counters.release_slot, job.key_id, slot_holder(job))
         return None
     _apply(deps, job, done, plan)
-    log.info("job %s", done.status.value, extra={"job_id": job.id, "tier": job.tier, "exit": type(exit_).__name__})
+    log_transition(done, exit=type(exit_).__name__, run_ms=plan.run_ms)
     return Ended(done, plan)
 
 
@@ -117,14 +135,27 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
         _attempt(deps, "dead_letter", deps.queue.send_to_dlq, before.tier, before.id, message.reason)
     if plan.refund:
         _attempt(deps, "refund", deps.keys.refund, before.key_hash, before.charged_minute, before.charged_day)
-    if plan.run_ms is not None and done.finished_at is not None:
-        _attempt(deps, "record_run", deps.counters.record_run, before.tier, plan.run_ms, done.finished_at)
+    _for_estimates(deps, before, done, plan)
     for name, value, unit, dims in plan.metrics:
         deps.metric(name, value, unit, **dims)
     if plan.terminal:
         # Its one job.finished event (webhook, devices, inbox). Never raises: the terminal write left the job
         # marked unpublished, and the reaper's `republish` produces the event if this does not.
         job_finished(deps, done)
+
+
+def _for_estimates(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
+    """What the wait estimate learns from an exit: a terminal job leaves its key's jobs in flight, and a run
+    joins the tier's and the key's statistics. The estimate needs how long a run holds its worker and slot:
+    start to finish, the sandbox's setup included (the program's own wall time when the start is not known)."""
+    if done.status.terminal:
+        _attempt(deps, "forget_active", deps.counters.forget_active, before.key_id, before.id)
+    if plan.run_ms is None or done.finished_at is None:
+        return
+    finished = done.finished_at
+    held_ms = plan.run_ms if before.started_at is None else int((finished - before.started_at) * 1000)
+    _attempt(deps, "record_run", deps.counters.record_run, before.tier, held_ms, finished)
+    _attempt(deps, "record_run", deps.counters.record_run, key_scope(before.key_id), held_ms, finished)
 
 
 def _attempt(deps: Deps, what: str, action: Callable[..., Any], *args: Any) -> None:

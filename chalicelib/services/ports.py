@@ -34,6 +34,19 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class KeyLoad:
+    """A key's jobs in flight (queued or running, by id) and the running slots it holds: what its next
+    job waits behind (services/estimates.py)."""
+
+    active: frozenset[str]
+    running: int
+
+    def ahead_of(self, job_id: str) -> int:
+        """The key's jobs in flight submitted before `job_id` (job ids are time-ordered)."""
+        return sum(1 for other in self.active if other < job_id)
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Job]
     cursor: str | None
@@ -94,8 +107,9 @@ class JobStore(Protocol):
     def mark_redriven_late(self, job_id: str) -> bool:
         """Flag a queued job as re-driven after the deduplication window (once); False if done or not queued."""
 
-    def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> Page:
-        """The owner's jobs, newest first. ValueError for a cursor this store did not issue."""
+    def list_by_owner(self, owner: str, limit: int, cursor: str | None, status: JobStatus | None = None) -> Page:
+        """The owner's jobs (only those in `status`, if given), newest first, at most `limit`.
+        ValueError for a cursor this store did not issue."""
 
     def count_queued_ahead(self, tier: str, seq: int) -> int:
         """How many jobs of `tier` are queued with a smaller sequence number."""
@@ -152,11 +166,23 @@ class Counters(Protocol):
     def slot_holders(self) -> dict[str, set[str]]:
         """Every owner's slot holders (for the reaper: a scan)."""
 
+    def track_active(self, owner: str, job_id: str) -> KeyLoad:
+        """Count `job_id` among the owner's jobs in flight (idempotent); the owner's load with it (one write)."""
+
+    def key_load(self, owner: str) -> KeyLoad:
+        """The owner's jobs in flight and the slots it holds (one read)."""
+
+    def forget_active(self, owner: str, job_id: str) -> None:
+        """The job is terminal: no longer in flight (idempotent)."""
+
+    def active_by_owner(self) -> dict[str, set[str]]:
+        """Every owner's jobs in flight (for the reaper: a scan)."""
+
     def record_run(self, tier: str, run_ms: int, now: float) -> None:
-        """Add one run to the tier's recent run-time statistics."""
+        """Add one run to the recent run-time statistics of `tier` (or of a key: `estimates.key_scope`)."""
 
     def recent_run_ms(self, tier: str, now: float) -> float | None:
-        """Mean run time of the tier's runs in this 5-minute bucket and the previous one, or None."""
+        """Mean run time of the tier's (or key's) runs in this 5-minute bucket and the previous one, or None."""
 
     def claim_idempotency(self, scope: str, body_hash: str, job_id: str, now: float) -> tuple[str, str] | None:
         """Claim `scope` for this body; if already claimed return the stored (body_hash, job_id)."""

@@ -42,7 +42,8 @@ def job_view(deps: Deps, job: Job) -> JobView:
     """The job with its live position and estimated wait while queued."""
     if job.status is JobStatus.QUEUED:
         ahead = deps.jobs.count_queued_ahead(job.tier, job.seq)
-        return JobView.of(job, ahead, estimate_wait(deps, job.tier, ahead))
+        key_ahead = deps.counters.key_load(job.key_id).ahead_of(job.id)
+        return JobView.of(job, ahead, estimate_wait(deps, job.tier, ahead, job.key_id, key_ahead))
     running = job.status is JobStatus.RUNNING
     return JobView.of(job, 0 if running else None, 0.0 if running else None)
 
@@ -63,15 +64,32 @@ def get_job(deps: Deps, key: ApiKey, job_id: str, wait_s: float = 0.0) -> JobVie
     return job_view(deps, job)
 
 
-def list_jobs(deps: Deps, key: ApiKey, limit_raw: str | None, cursor: str | None) -> JobsPage:
+def parse_status(raw: str | None) -> JobStatus | None:
+    """`?status=` of the job listing: one of the job statuses, or absent."""
+    if raw is None or raw == "":
+        return None
+    try:
+        return JobStatus(raw)
+    except ValueError as exc:
+        allowed = ", ".join(s.value for s in JobStatus)
+        raise ValidationFailed(
+            f"status must be one of {allowed}", [{"field": "status", "message": f"unknown status {raw!r}"}]
+        ) from exc
+
+
+def list_jobs(
+    deps: Deps, key: ApiKey, limit_raw: str | None, cursor: str | None, status_raw: str | None = None
+) -> JobsPage:
+    """The caller's jobs, newest first; with `status_raw`, only jobs in that status."""
     try:
         limit = int(limit_raw or 20)
     except ValueError as exc:
         raise ValidationFailed("limit must be an integer", [{"field": "limit", "message": limit_raw}]) from exc
     if not 1 <= limit <= 100:
         raise ValidationFailed("limit must be between 1 and 100", [{"field": "limit", "message": limit_raw}])
+    status = parse_status(status_raw)
     try:
-        page = deps.jobs.list_by_owner(key.owner, limit, cursor)
+        page = deps.jobs.list_by_owner(key.owner, limit, cursor, status)
     except ValueError as exc:
         raise ValidationFailed("invalid cursor", [{"field": "cursor", "message": "not a cursor we issued"}]) from exc
     return JobsPage(jobs=[JobView.of(j) for j in page.items], next_cursor=page.cursor)

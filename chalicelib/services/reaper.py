@@ -5,6 +5,7 @@ Each pass repairs, and each repair has its own test (tests/unit/test_reaper.py):
   stopped) through the one lifecycle exit;
 - a queued job whose message never went, or went with a worker that died: sent again;
 - a slot held by a job that is not running it any more: released;
+- a job counted among its key's jobs in flight after it ended: forgotten;
 - tier counters that drifted from the job records: corrected (on a repeated sighting only);
 - a terminal job whose job.finished event was never produced: produced now (services/delivery.py);
 - WebSocket connections that went away without saying so: removed.
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 DEDUP_WINDOW_S = 300  # SQS FIFO drops a message whose deduplication id it saw in the last 5 minutes
 REDRIVE_EVERY_S = 90  # a queued job that has not started is re-sent at most this often
+STALE_ACTIVE_S = 300  # a key's job in flight is checked once it is this old
+STALE_ACTIVE_READS = 200  # job reads per pass for that check
 
 
 def reap(deps: Deps) -> dict[str, int]:
@@ -40,6 +43,7 @@ def reap(deps: Deps) -> dict[str, int]:
     for job in deps.jobs.due(JobStatus.QUEUED, now):
         actions[_redrive_queued(deps, job, now)] += 1
     actions["slots_released"] += release_leaked_slots(deps)
+    actions["active_forgotten"] += forget_stale_active(deps, now)
     actions["counters_reconciled"] += reconcile_counters(deps)
     actions["events_republished"] += republish(deps)
     actions["connections_swept"] += sweep(deps)
@@ -86,6 +90,30 @@ def release_leaked_slots(deps: Deps) -> int:
                 deps.counters.release_slot(key_id, holder)
                 released += 1
     return released
+
+
+def forget_stale_active(deps: Deps, now: float) -> int:
+    """Forget jobs still counted in flight for their key after they ended (a crash between a job's terminal
+    write and its `forget_active`): they would lengthen the key's wait estimates. Only ids older than
+    `STALE_ACTIVE_S` are read, at most `STALE_ACTIVE_READS` per pass (ids are time-ordered: ms in hex)."""
+    forgotten, reads = 0, 0
+    for key_id, job_ids in deps.counters.active_by_owner().items():
+        for job_id in sorted(job_ids):
+            if reads >= STALE_ACTIVE_READS or _id_time(job_id) > now - STALE_ACTIVE_S:
+                break
+            reads += 1
+            job = deps.jobs.get(job_id)
+            if job is None or job.status.terminal:
+                deps.counters.forget_active(key_id, job_id)
+                forgotten += 1
+    return forgotten
+
+
+def _id_time(job_id: str) -> float:
+    try:
+        return int(job_id[:12], 16) / 1000.0
+    except ValueError:
+        return 0.0  # not one of our ids: old enough to look at
 
 
 def reconcile_counters(deps: Deps) -> int:

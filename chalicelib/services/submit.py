@@ -23,6 +23,7 @@ from chalicelib.services import catalog
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import estimate_wait
 from chalicelib.services.keys import authenticate, hash_key
+from chalicelib.services.lifecycle import log_transition
 from chalicelib.services.specs import build_spec, field_errors, parse_submit
 from chalicelib.services.webhooks import check_url
 
@@ -110,6 +111,7 @@ def _submit(deps: Deps, plain_key: str, request: SubmitRequest, job_id: str) -> 
         _undo(deps.counters.adjust_tier, key.tier, -1, 0)
         _undo(deps.keys.refund, key.key_hash, job.charged_minute, job.charged_day)
         raise
+    key_ahead = _track(deps, job)  # before the send: a worker may end the job as soon as it is sent
     try:
         deps.queue.send(job)
     except Exception:
@@ -118,7 +120,19 @@ def _submit(deps: Deps, plain_key: str, request: SubmitRequest, job_id: str) -> 
         log.exception("send failed; the reaper will re-drive the job", extra={"job_id": job.id})
         deps.metric("SendFailed", tier=key.tier)
     deps.metric("JobsSubmitted", tier=key.tier)
-    return Accepted(job, ahead, estimate_wait(deps, key.tier, ahead), usage(quota, now, policy))
+    wait = estimate_wait(deps, key.tier, ahead, key.key_id, key_ahead)
+    log_transition(job, position=ahead, estimated_wait_s=wait)
+    return Accepted(job, ahead, wait, usage(quota, now, policy))
+
+
+def _track(deps: Deps, job: Job) -> int:
+    """Count the job among its key's jobs in flight; how many of them are ahead of it (0 if that failed: the
+    estimate is then the tier's alone, and the job ends untracked, which only makes later estimates short)."""
+    try:
+        return len(deps.counters.track_active(job.key_id, job.id).active - {job.id})  # all came before it
+    except Exception:  # noqa: BLE001 - an estimate never fails an accepted submit
+        log.warning("could not track the job among its key's jobs", exc_info=True, extra={"job_id": job.id})
+        return 0
 
 
 def _undo(action: Any, *args: Any) -> None:

@@ -27,7 +27,7 @@ from chalicelib.sandbox.runtimes import UnknownRuntime
 from chalicelib.sandbox.selection import SandboxKind, pick_sandbox
 from chalicelib.services import catalog
 from chalicelib.services.deps import Deps
-from chalicelib.services.lifecycle import end_job, slot_holder
+from chalicelib.services.lifecycle import end_job, log_transition, slot_holder
 from chalicelib.services.ports import SyncSandbox, TaskSandbox, WaitChanged
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def start(deps: Deps, job: Job, kind: SandboxKind | None = None) -> Job | None:
         log.warning("tier counter update failed; the reaper reconciles it", extra={"job_id": job.id})
     deps.signals.job_changed(job.id)  # a waiting GET shows it running
     deps.metric("QueueWait", running.queue_wait_ms or 0, "Milliseconds", tier=job.tier)
+    log_transition(running, sandbox=kind)
     return running
 
 

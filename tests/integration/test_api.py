@@ -110,6 +110,21 @@ def test_cancel_then_409(client: Any) -> None:
     assert body(client.http.get(f"/v1/jobs/{job['id']}", headers=auth(key)))["result"] is None
 
 
+def test_listing_filters_by_status_and_refuses_an_unknown_one(client: Any) -> None:
+    key = new_key()
+    ids = [body(post(client, key, JOB))["id"] for _ in range(3)]
+    assert client.http.delete(f"/v1/jobs/{ids[1]}", headers=auth(key)).status_code == 200
+    cancelled = body(client.http.get("/v1/jobs?status=cancelled", headers=auth(key)))
+    assert [j["id"] for j in cancelled["jobs"]] == [ids[1]] and cancelled["next_cursor"] is None
+    queued = body(client.http.get("/v1/jobs?status=queued&limit=1", headers=auth(key)))
+    assert [j["id"] for j in queued["jobs"]] == [ids[2]]
+    rest = body(client.http.get(f"/v1/jobs?status=queued&cursor={queued['next_cursor']}", headers=auth(key)))
+    assert [j["id"] for j in rest["jobs"]] == [ids[0]]
+    bad = client.http.get("/v1/jobs?status=failure", headers=auth(key))
+    assert bad.status_code == 422, bad.body
+    assert body(bad)["error"]["details"][0]["field"] == "status"
+
+
 def test_list_usage_runtimes_queue(client: Any) -> None:
     key = new_key()
     ids = [body(post(client, key, JOB))["id"] for _ in range(3)]
@@ -198,3 +213,29 @@ def test_tool_jobs_run_their_allowed_args_and_runtimes_lists_them(client: Any) -
         ["-i", "--ignore-garbage"],
         ["-w", "--wrap"],
     ]
+
+
+def test_base64_output_is_the_bytes_the_program_wrote(client: Any) -> None:
+    key = new_key()
+    source = "import sys; sys.stdout.buffer.write(bytes([0, 255, 10]))"
+    job = body(post(client, key, {"runtime": "python", "source": source, "output_encoding": "base64"}))
+    drain()
+    got = body(client.http.get(f"/v1/jobs/{job['id']}", headers=auth(key)))
+    assert got["status"] == "succeeded", got
+    assert got["result"]["encoding"] == "base64" and got["result"]["stdout"] == "AP8K"  # was AO+/vQo=
+
+
+def test_a_failed_grading_says_why_and_shows_each_case_next_to_what_it_ran(client: Any) -> None:
+    key = new_key()
+    tests = [{"stdin": "1 2", "expected_stdout": "3"}, {"stdin": "2 2", "expected_stdout": "5"}]
+    tests.append({"stdin": "1 1\n" + "#" * 2000, "expected_stdout": "2"})
+    source = "a, b = map(int, input().split())\nprint(a + b)"
+    job = body(post(client, key, {"runtime": "python", "source": source, "tests": tests}))
+    drain()
+    result = body(client.http.get(f"/v1/jobs/{job['id']}", headers=auth(key)))["result"]
+    assert result["reason"] == "wrong_answer" and result["verdict"] == "wrong_answer", result  # was null
+    cases = result["tests"]["cases"]
+    assert [c["index"] for c in cases] == [1, 2, 3]
+    assert [c["verdict"] for c in cases] == ["accepted", "wrong_answer", "accepted"]
+    assert (cases[1]["stdin"], cases[1]["expected_stdout"], cases[1]["stdout"]) == ("2 2", "5", "4\n")
+    assert cases[2]["stdin_truncated"] and len(cases[2]["stdin"]) == 1024 and not cases[1]["stdin_truncated"]

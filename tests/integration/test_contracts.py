@@ -12,7 +12,7 @@ from chalicelib.config import settings_from_env
 from chalicelib.domain.errors import AlreadyExists, QueueFull, QuotaExceeded, StaleState, Unauthorized
 from chalicelib.domain.jobs import Job, JobSpec, JobStatus
 from chalicelib.sandbox.models import ExecutionResult, SandboxLimits
-from chalicelib.services.ports import ApiKey
+from chalicelib.services.ports import ApiKey, KeyLoad
 from tests.fakes import MemoryCounters, MemoryJobStore, MemoryKeyStore
 
 LIMITS = SandboxLimits(wall_time_s=1, cpu_time_s=1, memory_mb=64, output_kb=8, processes=8)
@@ -124,6 +124,22 @@ def test_listing_is_newest_first_and_paginated(stores: Any) -> None:
             jobs.list_by_owner("acme", 3, forged)
 
 
+def test_listing_filters_by_status(stores: Any) -> None:
+    jobs, _, _ = stores
+    for i in range(7):
+        job = make_job(f"s{i}", created=1000.0 + i)
+        jobs.create(job)
+        if i % 2:
+            jobs.transition(job, JobStatus.CANCELLED, {"finished_at": 1.0})
+    page = jobs.list_by_owner("acme", 2, None, JobStatus.CANCELLED)
+    assert [j.id for j in page.items] == ["s5", "s3"] and page.cursor
+    rest = jobs.list_by_owner("acme", 2, page.cursor, JobStatus.CANCELLED)
+    assert [j.id for j in rest.items] == ["s1"] and rest.cursor is None
+    queued = jobs.list_by_owner("acme", 10, None, JobStatus.QUEUED)
+    assert [j.id for j in queued.items] == ["s6", "s4", "s2", "s0"] and queued.cursor is None
+    assert jobs.list_by_owner("acme", 10, None, JobStatus.FAILED).items == []
+
+
 def test_keys_charge_and_refund(stores: Any) -> None:
     _, keys, _ = stores
     keys.put(ApiKey(key_hash="h1", key_id="key_1", owner="acme", tier="free", created_at=1.0))
@@ -171,6 +187,24 @@ def test_counters(stores: Any) -> None:
     assert counters.recent_run_ms("free", now) == 200
     assert counters.recent_run_ms("free", now + 900) is None  # older than two buckets: forgotten
     assert counters.recent_run_ms("pro", now) is None
+
+
+def test_a_keys_jobs_in_flight_and_its_slots_make_its_load(stores: Any) -> None:
+    _, _, counters = stores
+    assert counters.key_load("key_9") == KeyLoad(frozenset(), 0)
+    assert counters.track_active("key_9", "j1") == KeyLoad(frozenset({"j1"}), 0)
+    assert counters.acquire_slot("key_9", "j1#1", 2)
+    load = counters.track_active("key_9", "j2")
+    assert load == KeyLoad(frozenset({"j1", "j2"}), 1) and load.ahead_of("j2") == 1 and load.ahead_of("j1") == 0
+    assert counters.track_active("key_9", "j2") == load  # idempotent
+    counters.track_active("key_8", "k1")
+    assert counters.active_by_owner() == {"key_9": {"j1", "j2"}, "key_8": {"k1"}}
+    counters.forget_active("key_9", "j1")
+    counters.forget_active("key_9", "j1")  # idempotent
+    counters.forget_active("key_8", "k1")
+    assert counters.key_load("key_9") == KeyLoad(frozenset({"j2"}), 1)
+    assert counters.active_by_owner() == {"key_9": {"j2"}}
+    assert counters.slot_holders()["key_9"] == {"j1#1"}  # the slots are the slots
 
 
 def test_tier_counters_are_corrected_only_on_a_repeated_sighting(stores: Any) -> None:

@@ -53,6 +53,13 @@ def test_non_utf8_output_becomes_replacement_characters(full_isolation: Isolatio
     assert result.stdout == "ok \ufffd\ufffd end"
 
 
+def test_the_raw_bytes_are_kept_when_they_are_not_utf8(full_isolation: Isolation) -> None:
+    code = "import sys\nsys.stdout.buffer.write(bytes([0, 255, 10]))\nsys.stderr.write('é')"
+    result = run_code(full_isolation, "python3", code)
+    assert result.stdout_raw == "AP8K" and result.output_bytes("stdout") == b"\x00\xff\n"
+    assert result.stderr_raw is None and result.output_bytes("stderr") == "é".encode()  # valid UTF-8: the text
+
+
 def test_stderr_over_the_cap_is_truncated_and_stopped(full_isolation: Isolation) -> None:
     result = run_code(full_isolation, "python3", "import sys\nwhile True: sys.stderr.write('e' * 4096)")
     assert result.stderr_truncated and not result.stdout_truncated
@@ -99,13 +106,15 @@ def test_grading_gives_all_five_verdicts(full_isolation: Isolation) -> None:
     ]
     assert (result.tests.total, result.tests.accepted) == (5, 1)
     assert result.stdout == "different\n"  # top level shows the first failing case
+    # ...and says why it failed, though that run exited 0
+    assert (result.verdict, result.reason) == (TestVerdict.WRONG_ANSWER, FailureReason.WRONG_ANSWER)
 
 
 def test_all_accepted_shows_the_last_case(full_isolation: Isolation) -> None:
     cases = [TestCase(stdin=str(n), expected_stdout=str(n * 2)) for n in range(3)]
     result = run_code(full_isolation, "python3", "print(int(input()) * 2)", tests=cases)
     assert result.tests is not None and result.tests.accepted == 3
-    assert (result.reason, result.stdout) == (None, "4\n")
+    assert (result.reason, result.stdout, result.verdict) == (None, "4\n", TestVerdict.ACCEPTED)
 
 
 def test_cancel_mid_run_stops_the_tree(full_isolation: Isolation) -> None:
