@@ -284,7 +284,7 @@ def usage() -> dict[str, Any]:
 @app.route("/v1/runtimes", methods=["GET"])
 @api
 def runtimes() -> dict[str, Any]:
-    return catalog.describe()
+    return catalog.describe(get_deps())
 
 
 @app.route("/v1/queue", methods=["GET"])

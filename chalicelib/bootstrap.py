@@ -34,7 +34,7 @@ def _sync_sandboxes(settings: Settings) -> dict[str, SyncSandbox]:
     return out
 
 
-def _task_sandboxes(settings: Settings) -> dict[str, TaskSandbox]:
+def _task_sandboxes(settings: Settings, sync: dict[str, SyncSandbox]) -> dict[str, TaskSandbox]:
     if not settings.fargate_cluster:
         return {}
     from chalicelib.adapters.fargate_sandbox import FargateSandbox
@@ -45,6 +45,7 @@ def _task_sandboxes(settings: Settings) -> dict[str, TaskSandbox]:
         subnets=settings.fargate_subnets,
         security_groups=settings.fargate_security_groups,
         bucket=settings.artifacts_bucket,
+        image_twin=sync.get("lambda"),  # one image for both: what the function has, the task has
     )
     return {"fargate": fargate}
 
@@ -76,14 +77,15 @@ def build(settings: Settings) -> Deps:
         from chalicelib.adapters.blobs_s3 import S3Blobs
 
         blobs = S3Blobs(settings.results_bucket)
+    sync = _sync_sandboxes(settings)
     return Deps(
         settings=settings,
         jobs=DynamoJobStore(settings.table("jobs"), list(settings.tiers), ttl_days=settings.job_ttl_days),
         keys=DynamoKeyStore(settings.table("keys"), settings.tiers),
         counters=DynamoCounters(settings.table("counters")),
         queue=SqsJobQueue(settings.queue),
-        sandboxes=_sync_sandboxes(settings),
-        tasks=_task_sandboxes(settings),
+        sandboxes=sync,
+        tasks=_task_sandboxes(settings, sync),
         metrics=EmfMetrics() if in_lambda else InMemoryMetrics(),
         signals=_signals(settings),
         delivery=delivery_ports(settings),

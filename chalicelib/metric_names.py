@@ -7,3 +7,8 @@ from __future__ import annotations
 # (Powertools adds `service`). Alarm: infra/wiring.py `<Tier>FargateLaunchFailuresAlarm`.
 FARGATE_LAUNCH_FAILURES = "FargateLaunchFailures"
 TIER_DIMENSION = "tier"
+
+# Count of sandbox answers refused because their MAC did not hold (forged by a job through a hole, or corrupted),
+# emitted by the worker (Lambda) and fargate_done (Fargate) with the dimension `sandbox`. Alarm:
+# infra/cfn/sandbox_integrity.json `SandboxResultRejectedAlarm` (any one is worth a page).
+SANDBOX_RESULT_REJECTED = "SandboxResultRejected"

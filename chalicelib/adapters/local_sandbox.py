@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
+from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxOffer
 
 
 class LocalSandbox:
@@ -18,3 +18,10 @@ class LocalSandbox:
         from chalicelib.sandbox.runner import execute
 
         return execute(request, cancel=cancel, isolation=worker_isolation(self.pool_size))
+
+    def offer(self) -> SandboxOffer:
+        from chalicelib.sandbox.local import refusal_reason, worker_isolation
+        from chalicelib.sandbox.offers import host_offer
+
+        layers = worker_isolation(self.pool_size).layers()
+        return host_offer("local", layers, refusal_reason(layers), "probed on this host")

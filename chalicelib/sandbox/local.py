@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from chalicelib.sandbox import bwrap, hostclean, kernel
 from chalicelib.sandbox.cgroups import CgroupRoot, JobCgroup
 from chalicelib.sandbox.grading import RawOutcome
-from chalicelib.sandbox.models import SandboxLimits, SandboxUnavailable, SourceFile
+from chalicelib.sandbox.models import SandboxLimits, SandboxRefused, SandboxUnavailable, SourceFile
 from chalicelib.sandbox.process import LaunchSpec, NotStarted, Supervisor, memfd, probe_kernel, run_supervised
 from chalicelib.sandbox.runtimes import _system_python
 from chalicelib.sandbox.seccomp_filter import compiled_filter
@@ -58,6 +58,7 @@ class IsolationSettings(BaseModel):
     cgroup_root: str = "/sys/fs/cgroup"
     cgroup_name: str = "code-runner"
     tmpfs_mb: int = 64  # size of the sandbox's /work and /tmp each (bubblewrap only)
+    sandbox: str = "local"  # which sandbox this isolation serves (named in a refusal)
     # Prepared sandboxes kept ready (pool.py); 0 starts every run from nothing. Each holds a slot.
     pool_size: int = 0
     # A pool never takes the host's last free slot (other workers' runs must not wait on idle sandboxes);
@@ -132,12 +133,14 @@ class Isolation:
         exe = bwrap.bwrap_path()
         if exe is None:
             return False
-        uid = self.settings.slot_uid_base if switch else None
         argv = bwrap.sandbox_argv(["/bin/true"], {"PATH": _PATH}, [], 1 << 20, None)
         try:
-            done = subprocess.run(
-                argv, capture_output=True, timeout=20, user=uid, group=uid, extra_groups=[] if uid else None
-            )
+            # As a slot's uid, holding the slot: another process's run in that slot kills every process of it.
+            with self.slots.slot() as held:
+                uid = self.settings.slot_uid_base + held.number if switch else None
+                done = subprocess.run(
+                    argv, capture_output=True, timeout=20, user=uid, group=uid, extra_groups=[] if uid else None
+                )
         except (OSError, subprocess.SubprocessError) as exc:
             logger.warning("bubblewrap layer off: %s", exc)
             return False
@@ -164,7 +167,7 @@ class Isolation:
         layers = self.layers()
         refusal = refusal_reason(layers)
         if refusal is not None:
-            raise SandboxUnavailable(refusal)
+            raise SandboxRefused(self.settings.sandbox, refusal)
         pool = self.pool
         prepared = pool.take() if pool is not None else None
         if pool is not None and prepared is not None:

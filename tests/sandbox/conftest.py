@@ -7,7 +7,10 @@ import shutil
 import sys
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -20,6 +23,7 @@ from chalicelib.sandbox import hostclean  # noqa: E402
 from chalicelib.sandbox.local import Isolation, IsolationSettings  # noqa: E402
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxLimits, SourceFile  # noqa: E402
 from chalicelib.sandbox.runner import execute  # noqa: E402
+from chalicelib.sandbox.selection import memory_class  # noqa: E402
 
 SMALL = SandboxLimits(wall_time_s=2, cpu_time_s=1, memory_mb=128, output_kb=16, processes=16)
 ENTRY = {"python3": "main.py", "node": "main.js", "bash": "main.sh"}
@@ -156,3 +160,104 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+# -- the cloud sandboxes on their emulators ------------------------------------------------------------------
+
+PLANTED_SECRET = f"planted-secret-{uuid.uuid4().hex}"  # the stack's AWS_SECRET_ACCESS_KEY: no job may see it
+ALL_PRCTL = [
+    "PR_SET_NAME",
+    "PR_SET_PDEATHSIG",
+    "PR_SET_CHILD_SUBREAPER",
+    "PR_SET_NO_NEW_PRIVS",
+    "PR_SET_SECCOMP",
+    "PR_SET_DUMPABLE",
+]
+REPORTED_IN_LAMBDA = ["PR_SET_NAME", "PR_SET_PDEATHSIG", "PR_SET_CHILD_SUBREAPER"]
+
+
+@dataclass
+class Emulated:
+    """The Lambda and Fargate emulators on one copy of the sandbox image, and the adapters on them."""
+
+    lambda_emulator: Any
+    fargate_emulator: Any
+    events: Any
+    sandboxes: dict[str, Any]  # function name -> LambdaSandbox
+    fargate: Any  # FargateSandbox
+
+    def function(self, name: str) -> Any:
+        return self.lambda_emulator.functions[name]
+
+
+FUNCTIONS = {
+    "sandbox": {"concurrency": 4},  # the attack suite, several at a time
+    "sandbox-warm": {"concurrency": 1},  # one environment: consecutive jobs land in the same one
+    "sandbox-deny-all": {"concurrency": 2, "deny_prctl": ALL_PRCTL},
+    "sandbox-deny-dumpable": {"concurrency": 1, "deny_prctl": ["PR_SET_DUMPABLE"]},
+    "sandbox-lambda-policy": {"concurrency": 4, "deny_prctl": REPORTED_IN_LAMBDA},
+    "sandbox-small": {"concurrency": 1, "timeout_s": 4, "memory_mb": 256},  # the function's own limits
+}
+
+
+def _client(service: str, endpoint: str, **config: Any) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(  # type: ignore[call-overload]
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(**config) if config else None,
+    )
+
+
+@pytest.fixture(scope="session")
+def emulated(moto_endpoint: str) -> Iterator[Emulated]:
+    from sandboxes import TaskEvents
+
+    from chalicelib.adapters.fargate_sandbox import FargateSandbox
+    from chalicelib.adapters.lambda_sandbox import LambdaSandbox
+    from devtools.fargate_emulator import FargateConfig, FargateEmulator
+    from devtools.lambda_emulator import FunctionConfig, LambdaEmulator
+    from devtools.sandbox_emulators import create_fargate_resources
+    from devtools.sandbox_host import Host, can_emulate
+
+    why_not = can_emulate()
+    if why_not is not None:
+        pytest.skip(why_not)
+    role = {"AWS_ACCESS_KEY_ID": "ASIATESTINGEMULATED", "AWS_SECRET_ACCESS_KEY": PLANTED_SECRET,
+            "AWS_SESSION_TOKEN": f"token-{PLANTED_SECRET}"}  # fmt: skip
+    host = Host()
+    # Deployed by memory class: the adapter invokes `<name>_<mb>`, and the tests' jobs all fit the smallest.
+    size = memory_class(SMALL.memory_mb)
+    functions = [
+        FunctionConfig(name=f"{name}_{size}", environment=role, **options) for name, options in FUNCTIONS.items()
+    ]
+    lambda_emulator = LambdaEmulator(functions, host)
+    endpoint = lambda_emulator.start()
+    settings = create_fargate_resources(lambda service: _client(service, moto_endpoint), f"a{uuid.uuid4().hex[:8]}")
+    events = TaskEvents()
+    ecs, s3 = _client("ecs", moto_endpoint), _client("s3", moto_endpoint)
+    fargate_emulator = FargateEmulator(ecs, FargateConfig(cluster=settings["CODERUNNER_FARGATE_CLUSTER"]),
+                                       events.deliver, host)  # fmt: skip
+    fargate_emulator.start()
+    invoke = _client("lambda", endpoint, retries={"max_attempts": 1}, read_timeout=960, max_pool_connections=20)
+    fargate = FargateSandbox(
+        settings["CODERUNNER_FARGATE_CLUSTER"],
+        settings["CODERUNNER_FARGATE_TASK_DEFINITION"],
+        [settings["CODERUNNER_FARGATE_SUBNETS"]],
+        [settings["CODERUNNER_FARGATE_SECURITY_GROUPS"]],
+        settings["CODERUNNER_ARTIFACTS_BUCKET"],
+        client=ecs,
+        s3_client=s3,
+    )
+    sandboxes = {name: LambdaSandbox(name, client=invoke) for name in FUNCTIONS}
+    try:
+        yield Emulated(lambda_emulator, fargate_emulator, events, sandboxes, fargate)
+    finally:
+        fargate_emulator.stop()
+        lambda_emulator.stop()
+        host.close()
