@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import functools
+import importlib
+import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
-from chalicelib import web
 from chalicelib.bootstrap import get_deps
 from chalicelib.config import APP_NAME, TIER_NAMES, get_settings, queue_name
 from chalicelib.domain.errors import (
@@ -24,11 +25,7 @@ from chalicelib.domain.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from chalicelib.domain.inbox import normalize_device
-from chalicelib.domain.views import BatchItemView, BatchView, ErrorDetail
-from chalicelib.edge import body as bodies
-from chalicelib.edge import cursors, house, openapi, params
-from chalicelib.edge import headers as request_headers
+from chalicelib.edge import house
 from chalicelib.edge.errors import (
     error_response,
     handshake_refusal,
@@ -38,17 +35,91 @@ from chalicelib.edge.errors import (
     usage_headers,
 )
 from chalicelib.metric_names import BACKEND_REJECTED, UNHANDLED_ERRORS
-from chalicelib.services import batch as batches
-from chalicelib.services import catalog, channel, inbox, keys, lifecycle, queries, reaper, submit, webhooks
 from chalicelib.services.ipguard import IpGuard
-from chalicelib.services.ports import ApiKey
 from chalicelib.tier_resources import missing_functions
-from chalicelib.web import docs
+
+
+class _OnFirstUse:
+    """A module imported when a handler first uses it: every function (API, workers, cleanup, sandbox) imports
+    this file, and each cold start should pay only for what its own handler runs."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._module is None:
+            self._module = importlib.import_module(self._name)  # thread-safe; a second import is a lookup
+        return getattr(self._module, attr)
+
+
+class _PowertoolsLogger:
+    """Powertools' Logger, built when a handler first logs (its import is a good part of a cold start).
+
+    It then lends its JSON handler and level to every top-level logger registered by then, `chalicelib`
+    among them (registered below): our modules log through their `chalicelib.*` children, including the ones
+    imported on first use, after this copy.
+    """
+
+    def __init__(self) -> None:
+        self._logger: Logger | None = None
+        self._lock = threading.Lock()  # built once, even when the first requests come at once (local stack)
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._logger is None:
+            with self._lock:
+                if self._logger is None:
+                    self._logger = self._build()
+        return getattr(self._logger, attr)
+
+    @staticmethod
+    def _build() -> Logger:
+        from aws_lambda_powertools import Logger
+        from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+        built = Logger(service=APP_NAME)
+        copy_config_to_registered_loggers(source_logger=built)
+        return built
+
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
+
+    from chalicelib import web
+    from chalicelib.domain import inbox as inbox_domain
+    from chalicelib.domain import views
+    from chalicelib.edge import body as bodies
+    from chalicelib.edge import cursors, openapi, params
+    from chalicelib.edge import headers as request_headers
+    from chalicelib.services import batch as batches
+    from chalicelib.services import catalog, channel, inbox, keys, lifecycle, queries, reaper, submit, webhooks
+    from chalicelib.services.ports import ApiKey
+    from chalicelib.web import docs
+else:
+    web = _OnFirstUse("chalicelib.web")
+    inbox_domain = _OnFirstUse("chalicelib.domain.inbox")
+    views = _OnFirstUse("chalicelib.domain.views")
+    openapi = _OnFirstUse("chalicelib.edge.openapi")
+    bodies = _OnFirstUse("chalicelib.edge.body")
+    cursors = _OnFirstUse("chalicelib.edge.cursors")
+    params = _OnFirstUse("chalicelib.edge.params")
+    request_headers = _OnFirstUse("chalicelib.edge.headers")
+    docs = _OnFirstUse("chalicelib.web.docs")
+    batches = _OnFirstUse("chalicelib.services.batch")
+    catalog = _OnFirstUse("chalicelib.services.catalog")
+    channel = _OnFirstUse("chalicelib.services.channel")
+    inbox = _OnFirstUse("chalicelib.services.inbox")
+    keys = _OnFirstUse("chalicelib.services.keys")
+    lifecycle = _OnFirstUse("chalicelib.services.lifecycle")
+    queries = _OnFirstUse("chalicelib.services.queries")
+    reaper = _OnFirstUse("chalicelib.services.reaper")
+    submit = _OnFirstUse("chalicelib.services.submit")
+    webhooks = _OnFirstUse("chalicelib.services.webhooks")
 
 app = Chalice(app_name=APP_NAME, configure_logs=False)  # Powertools owns the "code-runner" logger
 app.experimental_feature_flags.update(["WEBSOCKETS"])
-logger = Logger(service=APP_NAME)
-copy_config_to_registered_loggers(source_logger=logger)
+logging.getLogger("chalicelib")  # registered now: the Logger's configuration reaches all of our modules
+logger = _PowertoolsLogger()
 
 # Queue names are needed when the app is imported (by `chalice package` too), so the stage comes from the
 # environment with the same default as the settings.
@@ -189,12 +260,12 @@ def submit_batch() -> Response:
     items = []
     for outcome in submit.submit_batch(get_deps(), _plain_key(), _json_body()):
         if isinstance(outcome, CodeRunnerError):
-            detail = ErrorDetail(code=outcome.code, message=outcome.message, details=outcome.details)
-            items.append(BatchItemView(status=status_of(outcome), error=detail))
+            detail = views.ErrorDetail(code=outcome.code, message=outcome.message, details=outcome.details)
+            items.append(views.BatchItemView(status=status_of(outcome), error=detail))
         else:
-            items.append(BatchItemView(status=202, job=outcome.view()))
+            items.append(views.BatchItemView(status=202, job=outcome.view()))
     accepted = sum(1 for item in items if item.status == 202)
-    view = BatchView(accepted=accepted, rejected=len(items) - accepted, results=items)
+    view = views.BatchView(accepted=accepted, rejected=len(items) - accepted, results=items)
     return Response(body=view.model_dump(mode="json"), status_code=202 if accepted == len(items) else 207)
 
 
@@ -233,7 +304,7 @@ def usage() -> dict[str, Any]:
 @app.route("/v1/runtimes", methods=["GET"])
 @api
 def runtimes() -> dict[str, Any]:
-    return catalog.describe()
+    return catalog.describe(get_deps())
 
 
 @app.route("/v1/queue", methods=["GET"])
@@ -291,7 +362,9 @@ def api_docs() -> Response:
 def house_errors(event: Request, get_response: Callable[[Request], Response]) -> Response:
     response = get_response(event)
     if response.status_code >= 500 and house.is_chalice_error(response):  # an exception outside `api`
-        get_deps().metric(UNHANDLED_ERRORS, route="(chalice)")
+        deps = get_deps()
+        deps.metric(UNHANDLED_ERRORS, route="(chalice)")
+        deps.flush_metrics()
     return house.as_house_error(response, _request_id())
 
 
@@ -304,7 +377,7 @@ def read_events() -> dict[str, Any]:
     query = _query()
     wait = params.wait(query)
     key = _caller()
-    device = normalize_device(params.one(query, "device"))
+    device = inbox_domain.normalize_device(params.one(query, "device"))
     return inbox.read(get_deps(), key.key_id, device, wait)
 
 
@@ -314,7 +387,7 @@ def ack_events() -> dict[str, Any]:
     key, body = _caller(), _json_body()
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object", [{"field": "(body)", "message": "not an object"}])
-    device = normalize_device(body.get("device"))
+    device = inbox_domain.normalize_device(body.get("device"))
     return {"device": device, "removed": inbox.ack(get_deps(), key.key_id, device, body.get("through"))}
 
 

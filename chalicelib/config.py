@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     # Sandbox: "local" runs on the worker's host (dev, single machine); "cloud" uses Lambda/Fargate.
     sandbox_mode: Literal["local", "cloud"] = "local"
     sandbox_function: str = ""
+    # Local sandbox: prepared sandboxes each worker process keeps ready (each holds one of the host's slots).
+    sandbox_pool_size: int = Field(default=2, ge=0)
     fargate_cluster: str = ""
     fargate_task_definition: str = ""
     fargate_subnets: CommaList = Field(default_factory=list)
@@ -108,6 +110,8 @@ class Settings(BaseSettings):
     retry_base_s: int = Field(default=2, gt=0)  # exponential backoff base for platform retries (visibility)
     throttle_cap_s: int = Field(default=60, gt=0)  # longest back-off after a throttled sandbox (never an attempt)
     lease_grace_s: int = Field(default=30, ge=0)  # a running job past wall time + grace is reaped
+    # ... plus this for a task sandbox (Fargate), whose task must first be placed and pull its image.
+    task_start_grace_s: int = Field(default=180, ge=0)
     orphan_after_s: int = Field(default=60, gt=0)  # a queued job not started this long after it was queued is re-sent
     job_ttl_days: int = Field(default=7, gt=0)
     # Per-IP guard (before auth): requests per minute; a failed auth costs double.

@@ -14,3 +14,8 @@ TIER_DIMENSION = "tier"
 # infra/alarms.py `ApiBackendRejectedAlarm`, `ApiUnhandledErrorsAlarm` (over every dimension).
 BACKEND_REJECTED = "BackendRejected"
 UNHANDLED_ERRORS = "UnhandledErrors"
+
+# Count of sandbox answers refused because their MAC did not hold (forged by a job through a hole, or corrupted),
+# emitted by the worker (Lambda) and fargate_done (Fargate) with the dimension `sandbox`. Alarm:
+# infra/cfn/sandbox_integrity.json `SandboxResultRejectedAlarm` (any one is worth a page).
+SANDBOX_RESULT_REJECTED = "SandboxResultRejected"

@@ -40,11 +40,13 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the stack, which stops its pieces in order
     exit_with_parent()
     sys.path.insert(0, str(ROOT))
-    from app import app
+    from app import app, logger
     from chalicelib.adapters.aws import client
 
-    # Importing the app hands Powertools' JSON handler and INFO level to every registered logger (botocore's
-    # and werkzeug's too): give them back to this process's handler and quiet the libraries again.
+    # The app's Powertools Logger (built here rather than by the first request) hands its JSON handler and
+    # INFO level to every registered logger (botocore's and werkzeug's too): give them back to this process's
+    # handler and quiet the libraries again.
+    logger.append_keys()
     logs.take_back_from_powertools()
     for service in ("dynamodb", "sqs"):  # build the clients now rather than in the first request
         client(service)

@@ -52,9 +52,9 @@ def quiet() -> None:
 
 
 def take_back_from_powertools() -> int:
-    """Undo what importing app.py does to loggers (Powertools' `copy_config_to_registered_loggers` gives each
-    logger its JSON handler, stops propagation and sets INFO, botocore's too): their records go to the root
-    handler again. Returns how many loggers it changed."""
+    """Undo what building app.py's Logger does to loggers (Powertools' `copy_config_to_registered_loggers`
+    gives each logger its JSON handler, stops propagation and sets INFO, botocore's too): their records go to
+    the root handler again. Returns how many loggers it changed."""
     changed = 0
     for logger in list(logging.root.manager.loggerDict.values()):
         if not isinstance(logger, logging.Logger):

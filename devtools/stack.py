@@ -20,6 +20,10 @@ CODERUNNER_WORKER_PROCESSES, CODERUNNER_REAP_EVERY_S,
 CODERUNNER_VISIBILITY_TIMEOUT, CODERUNNER_KEYS_FILE (default .dev/keys.json) and CODERUNNER_STACK_FILE
 (default .dev/stack.json: endpoints and environment, read by `coderunner --local`). Every CODERUNNER_*
 setting of chalicelib/config.py (lease grace, per-IP limit, run log, ...) reaches the API and the workers.
+
+As root, the stack also runs the Lambda and Fargate emulators (devtools/sandbox_emulators.py), so jobs may
+ask for `"sandbox": "lambda"` or `"fargate"`; CODERUNNER_EMULATE_DENY_PRCTL makes them refuse prctl options,
+CODERUNNER_EMULATE_LAMBDA_CONCURRENCY sets the function's concurrency (8).
 """
 
 from __future__ import annotations
@@ -59,13 +63,14 @@ def dev_file(variable: str, default_name: str) -> Path:
 
 def local_environment(moto_port: int, service_ports: dict[str, int] | None = None) -> dict[str, str]:
     """Fake credentials and the local endpoints (one per service given, the catch-all for any other, S3's
-    results bucket included): nothing here can reach real AWS."""
+    results bucket included): nothing here can reach real AWS. The tests plant a secret of their own with
+    CODERUNNER_LOCAL_SECRET_ACCESS_KEY, to show that no job ever sees the stack's credentials."""
     from devtools.resources import results_bucket
 
     endpoints = {f"AWS_ENDPOINT_URL_{s.upper()}": f"http://127.0.0.1:{p}" for s, p in (service_ports or {}).items()}
     return {
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("CODERUNNER_LOCAL_SECRET_ACCESS_KEY", "testing"),
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1",
@@ -114,6 +119,7 @@ class Stack:
         self.signal_dir = tempfile.mkdtemp(prefix="coderunner-signals-")
         self._servers: list[Any] = []
         self.ws_url = ""
+        self.emulators: Any = None
 
     def environment(self) -> dict[str, str]:
         return local_environment(self.moto_port, self.service_ports)
@@ -123,10 +129,11 @@ class Stack:
         self._bind_websockets()  # before any child starts: they learn its URLs from the environment
         for service, port in self.service_ports.items():
             self.services[service] = self._spawn("devtools.motoserver", service, str(port))
-        self.api = self._spawn("devtools.api", str(self.port))  # its imports overlap moto's
         from devtools.motoserver import start_moto
 
         self._servers.append(start_moto(self.moto_port))
+        self._start_cloud_sandboxes()  # before the API and the workers start: they learn the settings
+        self.api = self._spawn("devtools.api", str(self.port))
         for service, port in self.service_ports.items():
             wait_for_port(port, self.services[service])
         from chalicelib.bootstrap import reset
@@ -172,6 +179,29 @@ class Stack:
         os.environ["CODERUNNER_WS_URL"] = ws.url
         os.environ["CODERUNNER_WS_MANAGEMENT_URL"] = ws.management_url
 
+    def _start_cloud_sandboxes(self) -> None:
+        """The Lambda and Fargate emulators (devtools/sandbox_emulators.py): `"sandbox": "lambda"` and
+        `"fargate"` then run through the cloud's adapters. Their settings reach the API and the workers."""
+        import boto3
+
+        from chalicelib.bootstrap import reset
+        from devtools.sandbox_emulators import start_emulators
+
+        def deliver(event: dict[str, Any]) -> Any:
+            import app
+            from devtools.sandbox_emulators import app_rule_target
+
+            return app_rule_target(app)(event)
+
+        def client(service: str) -> Any:
+            return boto3.client(service)  # type: ignore[call-overload]
+
+        env = self.environment()
+        self.emulators = start_emulators(os.environ["CODERUNNER_STAGE"], client, deliver, env)
+        if self.emulators is not None:
+            os.environ.update(self.emulators.environment)
+            reset()
+
     def _make_keys(self) -> dict[str, str]:
         from chalicelib.bootstrap import get_deps
         from chalicelib.services.keys import create_key
@@ -191,6 +221,7 @@ class Stack:
             "endpoints": {service: f"http://127.0.0.1:{port}" for service, port in self.service_ports.items()},
             "stage": os.environ["CODERUNNER_STAGE"],
             "environment": self.environment(),
+            "lambda_endpoint": os.environ.get("AWS_ENDPOINT_URL_LAMBDA"),
         }
 
     def _spawn(self, module: str, *args: str) -> subprocess.Popen[bytes]:
@@ -240,6 +271,8 @@ class Stack:
         self.stop.set()
         _terminate([self.api] if self.api else [])
         _terminate(self.workers)
+        if self.emulators is not None:
+            self.emulators.stop()
         _terminate(list(self.services.values()))
         for server in reversed(self._servers):
             with contextlib.suppress(Exception):  # best effort on the way out

@@ -1,6 +1,6 @@
 """The alarms that follow from the app and its state: per tier (dead letters, queue age, worker errors and
-throttles, Fargate launch failures) and per DynamoDB table (throttling). The others are in infra/cfn/alarms.json;
-infra/DEPLOY.md says what each means and where to look."""
+throttles, Fargate launch failures), per DynamoDB table (throttling), and rejected sandbox results. The others
+are in infra/cfn/alarms.json; infra/DEPLOY.md says what each means and where to look."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from typing import Any
 
 from chalicelib.adapters.metrics import NAMESPACE
 from chalicelib.config import APP_NAME
-from chalicelib.metric_names import BACKEND_REJECTED, FARGATE_LAUNCH_FAILURES, TIER_DIMENSION, UNHANDLED_ERRORS
+from chalicelib.metric_names import (
+    BACKEND_REJECTED,
+    FARGATE_LAUNCH_FAILURES,
+    SANDBOX_RESULT_REJECTED,
+    TIER_DIMENSION,
+    UNHANDLED_ERRORS,
+)
 from infra.state import queue_id, tier_id
 
 POWERTOOLS_SERVICE = ("service", APP_NAME)  # Powertools adds POWERTOOLS_SERVICE_NAME to every app metric
@@ -184,3 +190,23 @@ def table_alarms(resources: dict[str, Any]) -> dict[str, Any]:
             **_greater_than_zero(EvaluationPeriods=1),
         )
     return out
+
+
+def integrity_alarms(sandboxes: tuple[str, ...] = ("lambda", "fargate")) -> dict[str, Any]:
+    """One alarm on any sandbox answer whose MAC did not hold (chalicelib/sandbox/integrity.py): a job forged
+    its result through a hole in a sandbox, or answers are corrupted. Either is worth a look at once."""
+    metrics = [
+        metric(sandbox, NAMESPACE, SANDBOX_RESULT_REJECTED, [POWERTOOLS_SERVICE, ("sandbox", sandbox)], "Sum")
+        for sandbox in sandboxes
+    ]
+    total = " + ".join(f"FILL({m['Id']}, 0)" for m in metrics)
+    return {
+        "SandboxResultRejectedAlarm": alarm(
+            "sandbox-result-rejected",
+            "A Lambda or Fargate sandbox answered with a result that does not carry the run's MAC: a job may have "
+            "escaped its sandbox and forged its result (posted to the Runtime API, uploaded to the result URL). "
+            "The job ended in 'error' without running again. Run `make verify-cloud` and read the sandbox logs.",
+            Metrics=[*metrics, {"Id": "rejected", "Expression": total, "ReturnData": True}],
+            **_greater_than_zero(EvaluationPeriods=1),
+        )
+    }

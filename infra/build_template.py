@@ -21,7 +21,7 @@ from typing import Any
 
 from chalicelib.config import APP_NAME, TIER_NAMES
 from chalicelib.tier_resources import missing_functions
-from infra import chalice_template, checks, dashboard, state, wiring
+from infra import chalice_template, checks, dashboard, sandbox_function, state, wiring
 
 INFRA = Path(__file__).resolve().parent
 FRAGMENTS = INFRA / "cfn"
@@ -119,7 +119,12 @@ def build(stage: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(merge template, the packaged template it yields) for `stage`, without building the zip."""
     chalice = chalice_template.generate(stage)
     merge = merge_template(stage, chalice)
-    return merge, deep_merge(merge, chalice.template)
+    return merge, packaged(merge, chalice.template)
+
+
+def packaged(merge: dict[str, Any], chalice: dict[str, Any]) -> dict[str, Any]:
+    """What `make package` ships: chalice's merge, then the sandbox function as the sandbox image."""
+    return sandbox_function.as_image(deep_merge(merge, chalice))
 
 
 def _report(label: str, found: list[str]) -> int:
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="dev", help="Chalice stage (.chalice/config.json)")
     parser.add_argument("--out", type=Path, help="write the merge template here")
     parser.add_argument("--check", type=Path, help="check a packaged template (build/sam.json)")
+    parser.add_argument("--finalize", type=Path, help="rewrite what chalice packaged: the sandbox as an image")
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.finalize:
+        args.finalize.write_text(json.dumps(sandbox_function.as_image(load(args.finalize)), indent=2) + "\n")
     if args.out:
         merge, packaged = build(args.stage)
         args.out.parent.mkdir(parents=True, exist_ok=True)

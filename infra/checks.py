@@ -203,11 +203,26 @@ def problems(template: dict[str, Any]) -> list[str]:
     ]
 
 
+def _missing_image_handler(function_id: str, properties: dict[str, Any]) -> list[str]:
+    """An image function's handler is its Command, a module path of the image's code (chalicelib)."""
+    import importlib
+
+    handler = (properties.get("ImageConfig") or {}).get("Command", [""])[0]
+    module_name, _, attribute = handler.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute, None) if module_name else None
+    except ImportError:
+        found = None
+    return [] if callable(found) else [f"/Resources/{function_id}: image handler {handler!r} is not a callable"]
+
+
 def missing_handlers(template: dict[str, Any], module: Any) -> list[str]:
     """Functions whose Handler ("app.name") is not a callable of the app module: Lambda could not start them."""
     out = []
     for function_id, spec in _resources(template):
-        if spec.get("Type") == "AWS::Serverless::Function":
+        if spec.get("Type") == "AWS::Serverless::Function" and spec["Properties"].get("PackageType") == "Image":
+            out += _missing_image_handler(function_id, spec["Properties"])
+        elif spec.get("Type") == "AWS::Serverless::Function":
             handler = spec["Properties"]["Handler"]
             attribute = handler.split(".", 1)[1]
             if not callable(getattr(module, attribute, None)):

@@ -16,6 +16,7 @@ mkdir -p "$OUT"
 rm -f "$OUT/sam.json" "$OUT/deployment.zip"
 "$BIN/python" -m infra.build_template --stage "$STAGE" --out "$OUT/merge-template.json"
 "$BIN/chalice" package --stage "$STAGE" --merge-template "$OUT/merge-template.json" "$OUT"
+"$BIN/python" -m infra.build_template --stage "$STAGE" --finalize "$OUT/sam.json"  # the sandbox: an image
 "$BIN/python" -m infra.build_template --stage "$STAGE" --check "$OUT/sam.json"
 "$BIN/python" -m infra.package_contents "$OUT/deployment.zip"  # no dev tooling (moto, devtools) ships
 "$BIN/cfn-lint" "$OUT/sam.json"  # errors and warnings stop the package, as in tests/integration/test_infra.py

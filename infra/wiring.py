@@ -280,6 +280,7 @@ def generate(chalice: ChaliceTemplate, state: dict[str, Any], stage: str, tiers:
     sandboxes = sandbox_fragment(settings_from_env())
     for logical_id, patch in sandboxes["Resources"].items():
         out[logical_id] = _merged(out.get(logical_id, {}), patch)
+    out.update(alarms.integrity_alarms())
     return {"Parameters": sandboxes["Parameters"], "Conditions": sandboxes["Conditions"], "Resources": out}
 
 

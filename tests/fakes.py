@@ -11,7 +11,7 @@ from chalicelib.config import Settings, settings_from_env
 from chalicelib.domain.errors import AlreadyExists, QueueFull, StaleState, Unauthorized
 from chalicelib.domain.jobs import Job, JobStatus, check_transition
 from chalicelib.domain.quotas import QuotaState, charged, refunded
-from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
+from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxOffer, SandboxRefused
 from chalicelib.services.deps import Deps
 from chalicelib.services.ports import ApiKey, KeyLoad, Page, Slots, TaskStopped
 from chalicelib.services.signals import InProcessSignals
@@ -340,12 +340,27 @@ class FakeSandbox:
         self.result = result or ExecutionResult(exit_code=0, stdout="ok\n", wall_ms=5)
         self.calls: list[ExecutionRequest] = []
         self.fail_with: list[Exception] = []
+        self.offered = _every_runtime("local")
 
     def run(self, request: ExecutionRequest, cancel: Any = None) -> ExecutionResult:
         self.calls.append(request)
         if self.fail_with:
-            raise self.fail_with.pop(0)
+            failure = self.fail_with.pop(0)
+            if isinstance(failure, SandboxRefused):  # as the Lambda adapter: a refusal is what it offers now
+                self.offered = self.offered.model_copy(update={"refusal": failure.reason})
+            raise failure
         return self.result
+
+    def offer(self) -> SandboxOffer:
+        return self.offered
+
+
+def _every_runtime(sandbox: str) -> SandboxOffer:
+    return SandboxOffer(
+        sandbox=sandbox,
+        runtimes={"python3": "3", "node": "20", "bash": "5"},
+        tools={"sort": "9", "wc": "9", "base64": "9"},
+    )
 
 
 class FakeTaskSandbox:
@@ -356,6 +371,10 @@ class FakeTaskSandbox:
         self.results: dict[str, ExecutionResult] = {}
         self.stopped_tasks: list[str] = []
         self.fail_with: list[Exception] = []
+        self.offered = _every_runtime("fargate")
+
+    def offer(self) -> SandboxOffer:
+        return self.offered
 
     def launch(self, request: ExecutionRequest) -> str:
         if self.fail_with:

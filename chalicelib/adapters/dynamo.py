@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+if TYPE_CHECKING:
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-_ser = TypeSerializer()
-_de = TypeDeserializer()
+
+@functools.cache
+def _ser() -> TypeSerializer:
+    from boto3.dynamodb.types import TypeSerializer  # on first use: importing an adapter stays cheap
+
+    return TypeSerializer()
+
+
+@functools.cache
+def _de() -> TypeDeserializer:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    return TypeDeserializer()
 
 
 def _to_dynamo(value: Any) -> Any:
@@ -35,16 +48,16 @@ def _from_dynamo(value: Any) -> Any:
 
 def marshal(item: dict[str, Any]) -> dict[str, Any]:
     """Plain Python values (floats included) to DynamoDB's typed JSON; None values are dropped."""
-    return {k: _ser.serialize(_to_dynamo(v)) for k, v in item.items() if v is not None}
+    return {k: _ser().serialize(_to_dynamo(v)) for k, v in item.items() if v is not None}
 
 
 def value(v: Any) -> Any:
     """One plain value to DynamoDB's typed JSON."""
-    return _ser.serialize(_to_dynamo(v))
+    return _ser().serialize(_to_dynamo(v))
 
 
 def unmarshal(item: dict[str, Any] | None) -> dict[str, Any] | None:
     """DynamoDB's typed JSON to plain Python values (integral numbers as int)."""
     if item is None:
         return None
-    return {k: _from_dynamo(_de.deserialize(v)) for k, v in item.items()}
+    return {k: _from_dynamo(_de().deserialize(v)) for k, v in item.items()}

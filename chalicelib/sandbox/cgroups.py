@@ -39,11 +39,19 @@ class CgroupRoot:
 class JobCgroup:
     """The memory and pids groups of one run."""
 
-    def __init__(self, root: CgroupRoot, job_name: str, memory_mb: int, processes: int) -> None:
+    def __init__(self, root: CgroupRoot, job_name: str, memory_mb: int | None, processes: int | None) -> None:
         self.memory = os.path.join(root.parent("memory"), job_name)
         self.pids = os.path.join(root.parent("pids"), job_name)
         for path in (self.memory, self.pids):
             os.makedirs(path, exist_ok=True)
+        if memory_mb is not None and processes is not None:
+            self.set_limits(memory_mb, processes)
+
+    def set_limits(self, memory_mb: int, processes: int) -> None:
+        """Limit the group (a prepared sandbox's group gets its job's limits when the job arrives).
+
+        Lowering only: memory before memory+swap, which must never be below it (a new group has neither).
+        """
         limit = str(memory_mb * 1024 * 1024)
         _write(self.memory, "memory.limit_in_bytes", limit)
         # Swap would let a job exceed its memory limit; the file exists only with swap accounting on.
@@ -52,8 +60,10 @@ class JobCgroup:
         _write(self.pids, "pids.max", str(processes))
 
     @classmethod
-    def fresh(cls, root: CgroupRoot, name: str, memory_mb: int, processes: int) -> JobCgroup:
-        """A new group `name`, first removing a same-named one left behind (its members are killed)."""
+    def fresh(cls, root: CgroupRoot, name: str, memory_mb: int | None, processes: int | None) -> JobCgroup:
+        """A new group `name`, first removing a same-named one left behind (its members are killed).
+
+        Without limits (None) the group is unlimited until `set_limits`."""
         stale = cls.__new__(cls)
         stale.memory = os.path.join(root.parent("memory"), name)
         stale.pids = os.path.join(root.parent("pids"), name)

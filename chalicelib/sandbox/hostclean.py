@@ -8,7 +8,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 
@@ -35,23 +35,57 @@ class SlotPool:
         The lock's descriptor is handed to the run's supervisor too: a worker killed mid-run then does not
         free its slot while its supervisor (and the job it is ending) still use the slot's uid.
         """
-        os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
-        while True:
-            for index in range(self.size):
-                fd = os.open(
-                    os.path.join(self.lock_dir, f"{self.key_base + index}.lock"), os.O_CREAT | os.O_RDWR, 0o600
-                )
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    os.close(fd)
-                    continue
-                try:
-                    yield HeldSlot(index, fd)
-                    return
-                finally:
-                    os.close(fd)  # closing the descriptor releases the lock
+        while (held := self.acquire()) is None:
             time.sleep(0.02)
+        try:
+            yield held
+        finally:
+            self.release(held)
+
+    def acquire(self, keep_free: int = 0) -> HeldSlot | None:
+        """A free slot, or None at once if none is; with `keep_free`, None unless that many others stay free.
+
+        `keep_free` is what a pool of prepared sandboxes uses: it never takes the host's last free slot, so
+        a run that waits for a slot only ever waits for runs (bounded by their wall time), never for idle
+        prepared sandboxes. Pools serialise their checks under `pool.lock` (a run does not need it).
+        """
+        os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
+        if not keep_free:
+            return self._first_free(range(self.size))
+        guard = os.open(os.path.join(self.lock_dir, "pool.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            held = self._first_free(range(self.size))
+            if held is None:
+                return None
+            spare: list[HeldSlot] = []
+            others = [index for index in range(self.size) if index != held.number]
+            while len(spare) < keep_free and (found := self._first_free(others)) is not None:
+                spare.append(found)
+                others.remove(found.number)
+            for other in spare:
+                self.release(other)
+            if len(spare) < keep_free:
+                self.release(held)
+                return None
+            return held
+        finally:
+            os.close(guard)  # and with it the pools' lock
+
+    def release(self, held: HeldSlot) -> None:
+        """Give the slot back (closing our descriptor releases the lock once no supervisor holds it)."""
+        os.close(held.lock_fd)
+
+    def _first_free(self, indexes: Iterable[int]) -> HeldSlot | None:
+        for index in indexes:
+            fd = os.open(os.path.join(self.lock_dir, f"{self.key_base + index}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            return HeldSlot(index, fd)
+        return None
 
 
 def pids_of_uid(uid: int) -> list[int]:

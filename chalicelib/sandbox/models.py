@@ -156,3 +156,45 @@ class SandboxUnavailable(PlatformFault):
 
     Retryable, never the user's fault.
     """
+
+
+class SandboxRefused(SandboxUnavailable):
+    """The sandbox will not run user code here because one of its guarantees cannot hold (no layer cuts the
+    network, the handler cannot make itself non-dumpable, ...). `reason` says which, for the job's error.
+
+    Nothing ran. Another sandbox may still run the job (`auto` moves on); the refusing one will not.
+    """
+
+    def __init__(self, sandbox: str, reason: str) -> None:
+        super().__init__(f"the {sandbox} sandbox refuses to run user code: {reason}")
+        self.sandbox = sandbox
+        self.reason = reason
+
+
+class ResultRejected(SandboxUnavailable):
+    """A sandbox answer without a valid MAC: forged (by the user's program, through a hole) or corrupted.
+
+    Never accepted as the job's result, counted (`SandboxResultRejected`) and never retried: re-running a
+    program that forged a result only gives it another try.
+    """
+
+
+class SandboxOffer(BaseModel):
+    """What one sandbox offers here: its runtimes and tools (name -> version), its layers, and whether it
+    runs user code at all (`refusal` says why not)."""
+
+    sandbox: str
+    reachable: bool = True  # False: it could not be asked (then `refusal` says what failed)
+    refusal: str | None = None
+    runtimes: dict[str, str] = Field(default_factory=dict)
+    tools: dict[str, str] = Field(default_factory=dict)
+    layers: dict[str, bool | str] = Field(default_factory=dict)
+    source: str = ""  # how this was learnt ("probed on this host", "probed in the function", ...)
+
+    @property
+    def usable(self) -> bool:
+        return self.reachable and self.refusal is None
+
+    def offers(self, runtime: str | None, tool: str | None) -> bool:
+        """True when this sandbox has the runtime (or the tool)."""
+        return (runtime in self.runtimes) if runtime is not None else (tool in self.tools)

@@ -41,10 +41,16 @@ class InvalidRequest(UnknownRuntime):
 
 
 def _checked_files(files: list[SourceFile]) -> list[SourceFile]:
+    paths = {posixpath.normpath(source.path) for source in files}
     for source in files:
         normal = posixpath.normpath(source.path)
         if not source.path or posixpath.isabs(normal) or normal.split("/")[0] in ("..", ".") or "\0" in normal:
             raise InvalidRequest(f"file path {source.path!r} must be relative and stay in the work dir")
+        parent = posixpath.dirname(normal)
+        while parent:
+            if parent in paths:
+                raise InvalidRequest(f"{parent!r} cannot be both a file and the directory of {source.path!r}")
+            parent = posixpath.dirname(parent)
     return files
 
 

@@ -13,7 +13,9 @@ What it does, in order:
   AF_INET/AF_INET6/AF_PACKET reach a network too (AF_VSOCK reaches Lambda's Firecracker host, AF_SMC falls
   back to TCP, AF_RDS and AF_TIPC have IP transports), and kernels keep adding families;
 - `kill(-1, ...)` fails with EPERM (it would reach every process of our uid, a same-uid supervisor too);
-- optionally, chosen `prctl` options fail with EPERM (the Lambda emulator imitates Lambda's own policy).
+- optionally, chosen `prctl` options fail with EPERM, and new namespaces are refused (`unshare`, `setns`,
+  `clone` with a CLONE_NEW* flag: EPERM; `clone3`: ENOSYS, so libc falls back to `clone`, whose flags a
+  filter can see): the Lambda and Fargate emulators (devtools/) imitate the platforms' own policies with it.
 
 Each test is a block that falls through when it does not match, so no jump spans more than one block and
 every jump offset stays far below the 255 a classic BPF jump can hold.
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from chalicelib.sandbox import kernel
 from chalicelib.sandbox.kernel import install_filter
 
-__all__ = ["build_filter", "compiled_filter", "deny_prctl_filter", "install_filter"]
+__all__ = ["build_filter", "compiled_filter", "deny_prctl_filter", "install_filter", "platform_policy_filter"]
 
 # Syscalls user code has no business making: debugging other processes, kernel and namespace control,
 # keyrings, BPF, perf, io_uring (it bypasses per-syscall filtering, sockets included), cross-process memory
@@ -64,7 +66,11 @@ SYSCALLS: dict[str, tuple[int | None, int | None]] = {
     "adjtimex": (159, 171), "fanotify_init": (300, 262), "mount_setattr": (442, 442), "fsopen": (430, 430),
     "fsmount": (432, 432), "move_mount": (429, 429), "open_tree": (428, 428), "pidfd_getfd": (438, 438),
     "socket": (41, 198), "kill": (62, 129), "prctl": (157, 167), "seccomp": (317, 277),
+    "clone": (56, 220), "clone3": (435, 435),
 }  # fmt: skip
+
+# clone() flags that create a namespace: CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET.
+CLONE_NEW_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ RET_ALLOW = 0x7FFF0000
 MAX_INSTRUCTIONS = 4096  # BPF_MAXINSNS
 
 # Classic BPF opcodes (linux/bpf_common.h) and the layout of struct seccomp_data.
-LD_W_ABS, JMP_JA, JMP_JEQ_K, JMP_JGE_K, RET_K = 0x20, 0x05, 0x15, 0x35, 0x06
+LD_W_ABS, JMP_JA, JMP_JEQ_K, JMP_JGE_K, JMP_JSET_K, RET_K = 0x20, 0x05, 0x15, 0x35, 0x45, 0x06
 _NR, _ARCH, _ARGS = 0, 4, 16
 
 Instruction = tuple[int, int, int, int]  # code, jt, jf, k
@@ -96,8 +102,9 @@ class Rule:
     """Make `syscall` fail with `errno`: always, or by the low 32 bits of argument `arg`.
 
     With `arg`, the call fails when the argument is one of `values`, or, with `unless=True`, when it is
-    none of them. Only the low 32 bits are compared: the arguments we test are C ints, and the kernel
-    ignores their upper half, so comparing 64 bits would let 0x1_0000_0002 through as AF_INET.
+    none of them, or, with `mask`, when it has any of the mask's bits set. Only the low 32 bits are
+    compared: the arguments we test are C ints, and the kernel ignores their upper half, so comparing 64
+    bits would let 0x1_0000_0002 through as AF_INET (clone's namespace flags are all in the low half).
     """
 
     syscall: str
@@ -105,6 +112,7 @@ class Rule:
     arg: int | None = None
     values: tuple[int, ...] = ()
     unless: bool = False
+    mask: int = 0
 
 
 def build_filter(
@@ -113,12 +121,16 @@ def build_filter(
     allowed_socket_families: Collection[int] | None = None,
     deny_kill_all: bool = False,
     deny_prctl_options: Collection[int] = (),
+    deny_namespaces: bool = False,
 ) -> bytes:
     """The program bytes (8 per instruction) for a filter that allows everything else.
 
     `allowed_socket_families=None` leaves socket() alone; an empty collection refuses every family.
     """
     rules = [Rule(name, errno.EPERM) for name in denied_syscalls]
+    if deny_namespaces:
+        rules += [Rule("clone3", errno.ENOSYS), Rule("clone", errno.EPERM, 0, mask=CLONE_NEW_FLAGS)]
+        rules += [Rule(name, errno.EPERM) for name in ("unshare", "setns") if name not in denied_syscalls]
     if allowed_socket_families is not None:
         rules.append(Rule("socket", errno.EACCES, 0, tuple(allowed_socket_families), unless=True))
     if deny_kill_all:
@@ -140,12 +152,20 @@ def deny_prctl_filter(option_names: Iterable[str]) -> bytes:
     Naming PR_SET_SECCOMP refuses the seccomp() syscall as well: a platform that forbids installing a filter
     forbids it both ways, and our installer tries both.
     """
+    return platform_policy_filter(option_names, deny_namespaces=False)
+
+
+def platform_policy_filter(option_names: Iterable[str], *, deny_namespaces: bool = True) -> bytes:
+    """A platform's own policy as the emulators impose it: the named prctl options refused (as in
+    `deny_prctl_filter`) and, by default, no new namespaces (Lambda and Fargate allow none: no bubblewrap)."""
     names = list(option_names)
     unknown = [name for name in names if name not in kernel.PRCTL_OPTIONS]
     if unknown:
         raise ValueError(f"unknown prctl options {unknown}; known: {sorted(kernel.PRCTL_OPTIONS)}")
     denied = ("seccomp",) if "PR_SET_SECCOMP" in names else ()
-    return build_filter(denied, deny_prctl_options=[kernel.PRCTL_OPTIONS[name] for name in names])
+    return build_filter(
+        denied, deny_prctl_options=[kernel.PRCTL_OPTIONS[name] for name in names], deny_namespaces=deny_namespaces
+    )
 
 
 def assemble(rules: Sequence[Rule]) -> list[Instruction]:
@@ -186,6 +206,10 @@ def _block(number: int, rule: Rule) -> list[Instruction]:
     verdict = _stmt(RET_K, RET_ERRNO | rule.errno)
     if rule.arg is None:
         return [_jump(JMP_JEQ_K, number, 0, 1), verdict]
+    if rule.mask:  # any of the bits set: the verdict; else reload the number and fall through
+        body = [_stmt(LD_W_ABS, _ARGS + 8 * rule.arg), _jump(JMP_JSET_K, rule.mask, 0, 1), verdict]
+        body.append(_stmt(LD_W_ABS, _NR))
+        return [_jump(JMP_JEQ_K, number, 0, len(body)), *body]
     tests: list[Instruction] = []
     for index, value in enumerate(rule.values):
         if rule.unless:  # a match skips the remaining values and the verdict

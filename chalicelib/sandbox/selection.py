@@ -1,13 +1,19 @@
 """Which sandbox runs a job: local in dev, Lambda when the whole job fits one invocation, Fargate beyond; and
-which of the Lambda sandbox functions (one per memory class) holds it."""
+which of the Lambda sandbox functions (one per memory class) holds it.
+
+A sandbox is only ever picked for a job when it has the job's runtime (or tool), as its offer says, and
+`auto` skips a sandbox that refuses to run user code (a guarantee cannot hold there) or could not be asked.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
-from chalicelib.sandbox.models import SandboxLimits
+from chalicelib.sandbox.models import SandboxLimits, SandboxOffer
 
 SandboxKind = Literal["local", "lambda", "fargate"]
+KINDS: tuple[SandboxKind, ...] = ("local", "lambda", "fargate")  # auto's order of preference
 
 LAMBDA_TIMEOUT_S = 900  # the sandbox functions' timeout (.chalice/config.json), also the workers' that wait on them
 # Cold start, /tmp wipe, supervisor start and result transfer come out of the 15 minutes, once per invocation;
@@ -63,25 +69,48 @@ def why_not_lambda(limits: SandboxLimits, runs: int) -> str:
     )
 
 
-def pick_sandbox(requested: str, limits: SandboxLimits, local_enabled: bool, runs: int = 1) -> SandboxKind:
-    """Resolve `requested` ("auto", "local", "lambda", "fargate") to a concrete sandbox for a job of `runs`
-    runs (its test cases, at least one).
+def may_run(offer: SandboxOffer, runtime: str | None, tool: str | None) -> bool:
+    """Whether `auto` may send the job there: it has the runtime and does not refuse, or it could not be asked
+    (a throttled or cold function is no refusal: the run itself then fails and is retried as any fault)."""
+    return not offer.reachable or (offer.refusal is None and offer.offers(runtime, tool))
 
-    Raises ValueError for an unknown name, "local" where it is disabled, or "lambda" for a job Lambda
-    cannot hold.
+
+def _what(runtime: str | None, tool: str | None) -> str:
+    return f"runtime '{runtime}'" if runtime is not None else f"tool '{tool}'"
+
+
+def pick_sandbox(
+    requested: str,
+    limits: SandboxLimits,
+    offers: Mapping[str, SandboxOffer],
+    runtime: str | None = None,
+    tool: str | None = None,
+    runs: int = 1,
+) -> SandboxKind:
+    """Resolve `requested` ("auto", "local", "lambda", "fargate") to a sandbox of `offers` (the configured ones)
+    for a job of `runs` runs of its program (its test cases, at least one).
+
+    `auto` takes the first of local, Lambda (if the whole job fits) and Fargate that is usable and has the
+    runtime. An explicit choice only needs to be configured, to fit, and to have the runtime (when its offer is
+    known): if it refuses to run user code the job ends in an error that says why, rather than running elsewhere.
+    Raises ValueError saying why no sandbox fits.
     """
     if requested == "auto":
-        if local_enabled:
-            return "local"
-        return "lambda" if fits_lambda(limits, runs) else "fargate"
-    if requested == "local":
-        if not local_enabled:
-            raise ValueError("the local sandbox is disabled on this stage")
-        return "local"
-    if requested == "lambda":
-        if not fits_lambda(limits, runs):
-            raise ValueError(f"the job cannot run in a Lambda sandbox: {why_not_lambda(limits, runs)}")
-        return "lambda"
-    if requested == "fargate":
-        return "fargate"
-    raise ValueError(f"unknown sandbox {requested!r}")
+        for kind in KINDS:
+            offer = offers.get(kind)
+            if offer is None or not may_run(offer, runtime, tool):
+                continue
+            if kind == "lambda" and not fits_lambda(limits, runs):
+                continue
+            return kind
+        raise ValueError(f"no sandbox of this stage can run {_what(runtime, tool)} with these limits now")
+    if requested not in KINDS:
+        raise ValueError(f"unknown sandbox {requested!r}")
+    offer = offers.get(requested)
+    if offer is None:
+        raise ValueError(f"this stage has no '{requested}' sandbox")
+    if requested == "lambda" and not fits_lambda(limits, runs):
+        raise ValueError(f"the job cannot run in a Lambda sandbox: {why_not_lambda(limits, runs)}")
+    if offer.reachable and not offer.offers(runtime, tool):
+        raise ValueError(f"the '{requested}' sandbox has no {_what(runtime, tool)}")
+    return requested  # type: ignore[return-value]

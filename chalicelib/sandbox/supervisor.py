@@ -1,12 +1,18 @@
 """Per-job supervisor process: it starts the user's program and ends its whole tree.
 
-Run as `python -I -S supervisor.py CONFIG_JSON` with stdio wired to the job and the status pipe on
+Run as `python -I -S supervisor.py CONFIG_JSON` with stdio wired to the job and the status socket on
 `status_fd`. Standard library and our own stdlib-only `kernel` module only, so it starts in milliseconds and
 never imports our venv's packages. It runs as the worker's user (root locally, where the job runs as the slot
 uid and cannot signal it; the same uid in Lambda and Fargate).
 One JSON line goes to the status pipe at the end, saying which prctl calls the kernel refused; a line
 starting with "error" means the platform failed. `supervisor.py --probe PROGRAM_HEX` instead reports which of
 the kernel calls the sandbox relies on this host allows.
+
+With `stub_fd` in the config the supervisor starts a prepared sandbox (see `pool.py`): its child becomes
+`stub.py` (through bubblewrap, as the slot uid, under seccomp) instead of the program. It reports "ready"
+once the stub is, then waits for the job on the status socket (the wall time, and two descriptors that it
+hands to the stub: the job and its stdin), says "started" and from then on is the same supervisor as for a
+program started directly. The worker closing the status socket before sending a job discards the sandbox.
 
 A refused prctl is not fatal where the guarantee holds without it. PR_SET_CHILD_SUBREAPER keeps a job's
 daemons in our tree; without it, the job runs in its own session and process group, and when it has no uid
@@ -16,10 +22,13 @@ us. PR_SET_PDEATHSIG only ends a job early when the worker dies (the wall time s
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import json
+import marshal
 import os
 import resource
+import select
 import signal
 import sys
 import time
@@ -84,6 +93,19 @@ class _Job:
         for pid in self.strays():
             _kill_quietly(pid)
 
+    def end(self) -> None:
+        """The main process has exited: end what it left behind.
+
+        In bubblewrap's pid namespace nothing is left: its init exits only once the kernel has killed and
+        reaped every process of the namespace, and no process can leave a pid namespace. The slot's cleanup
+        kills the uid once more before the slot is used again, off the job's path.
+        """
+        if self.cfg["pid_namespace"]:
+            _kill_quietly(-self.pid)
+            self._kill_cgroup_members()
+        else:
+            self.kill_tree()
+
     def strays(self) -> list[int]:
         """Live processes of the job that are not our children: descendants, or the uid scan's finds."""
         found = [pid for pid, fields in kernel.descendants(os.getpid()) if fields[0] not in ("Z", "X")]
@@ -127,8 +149,37 @@ def _kill_quietly(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+class _Late(Exception):
+    pass
+
+
+def _raise_late(*_: object) -> None:
+    raise _Late
+
+
+def _await_namespace(job: _Job) -> None:
+    """Wait (at most 1 s) for what is left of bubblewrap's pid namespace to go: nothing to kill there.
+
+    bubblewrap's outer process exits as soon as its init reports the program's status; the init (then ours:
+    we are the subreaper) exits once the kernel has killed and reaped everything else in the namespace.
+    Waiting for that in `waitpid` costs no scans, no forks and no polling.
+    """
+    if not job.cfg["pid_namespace"]:
+        return
+    signal.signal(signal.SIGALRM, _raise_late)
+    signal.setitimer(signal.ITIMER_REAL, 1)
+    try:
+        while True:
+            os.waitpid(-1, 0)
+    except (ChildProcessError, _Late):
+        pass
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def _reap_all(job: _Job) -> None:
     """Reap our children and re-kill the job's processes until none is left or 3 s pass."""
+    _await_namespace(job)
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
         # Without children a subreaper has no descendants left; only the uid scan can find more.
@@ -148,7 +199,7 @@ def _reap_children() -> bool:
     return True
 
 
-def _status(job: _Job, wait_status: int, wall_ms: int, refused: list[str]) -> dict[str, Any]:
+def _status(job: _Job, wait_status: int, wall_ms: int, refused: list[str], stub_cpu_ms: int) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     exit_code: int | None = None
     sig: int | None = None
@@ -164,7 +215,8 @@ def _status(job: _Job, wait_status: int, wall_ms: int, refused: list[str]) -> di
         "exit_code": exit_code,
         "signal": sig,
         "wall_ms": wall_ms,
-        "cpu_ms": max(int((usage.ru_utime + usage.ru_stime) * 1000), job.cpu_ms_at_stop),
+        # A prepared sandbox's program is its stub after exec: the stub's own start-up is not the job's.
+        "cpu_ms": max(int((usage.ru_utime + usage.ru_stime) * 1000), job.cpu_ms_at_stop, stub_cpu_ms) - stub_cpu_ms,
         "max_rss_kb": usage.ru_maxrss,
         "killed_for": job.killed_for,
         "refused": refused,
@@ -215,22 +267,105 @@ def _start(cfg: dict[str, Any]) -> tuple[_Job, list[str]] | None:
     return job, refused
 
 
+def _say(fd: int, line: bytes) -> None:
+    """One status line to the worker; a worker that is gone (killed) no longer listens."""
+    with contextlib.suppress(OSError):
+        os.write(fd, line)
+
+
+class _Stub:
+    """The supervisor's end of a prepared sandbox: the stub's socket, and the job handed over on ours."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.status_fd = cfg["status_fd"]
+        self.control = _socket.socket(fileno=os.dup(cfg["status_fd"]))
+        os.set_inheritable(cfg["stub_parent_fd"], False)  # the child keeps only the stub's end
+        self.sock = _socket.socket(fileno=cfg["stub_parent_fd"])
+
+    def hand_over(self) -> float | None:
+        """Wait until the stub is ready, report it, wait for the job, give it to the stub; the wall time.
+
+        None when there is nothing to run: the worker discarded the sandbox, or the stub died first
+        ("error not started" then tells the worker that the job never reached it).
+        """
+        readable, _, _ = select.select([self.control, self.sock], [], [])
+        if self.control in readable:
+            return None  # discarded by the worker before the sandbox was even ready
+        if _recv_quietly(self.sock) != b"ready":
+            _say(self.status_fd, b"error not started: the prepared sandbox died before it was ready\n")
+            return None
+        _say(self.status_fd, b"ready\n")
+        readable, _, _ = select.select([self.control, self.sock], [], [])
+        if self.sock in readable:  # nothing is expected from the stub before its job: it died
+            _say(self.status_fd, b"error not started: the prepared sandbox died while it waited\n")
+            return None
+        message, fds = _receive_fds(self.control)
+        if not message:
+            return None  # discarded by the worker
+        try:
+            go = marshal.loads(message)
+            payload = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
+            self.sock.sendmsg([b"job"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, payload)])
+        except (OSError, ValueError, EOFError) as exc:
+            _say(self.status_fd, f"error not started: the job did not reach the stub: {exc!r}\n".encode())
+            return None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        _say(self.status_fd, b"started\n")
+        return float(go["wall_time_s"])
+
+    def cpu_ms(self) -> int:
+        """The stub's own CPU time before it exec'd the program; an error it reported goes to the status."""
+        said = b""
+        self.sock.setblocking(False)
+        while chunk := _recv_quietly(self.sock):
+            said += chunk
+        cpu_us = 0
+        if said.startswith(b"exec "):
+            head, _, said = said.partition(b"error")
+            cpu_us = int(head[5:].strip() or 0)
+            said = b"error" + said if said else b""
+        if said.startswith(b"error"):
+            _say(self.status_fd, said.replace(b"\n", b" ") + b"\n")
+        return cpu_us // 1000
+
+
+def _recv_quietly(sock: _socket.socket) -> bytes:
+    try:
+        return sock.recv(4096)
+    except OSError:
+        return b""
+
+
+def _receive_fds(sock: _socket.socket) -> tuple[bytes, list[int]]:
+    """One message and the descriptors that came with it (b"" at EOF)."""
+    message, ancillary, _, _ = sock.recvmsg(4096, _socket.CMSG_SPACE(8 * 4))
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += [int.from_bytes(data[i : i + 4], sys.byteorder) for i in range(0, len(data) - len(data) % 4, 4)]
+    return message, fds
+
+
 def main() -> None:
     """Start the job, enforce wall time and stop requests, end the tree, report one status line."""
     if sys.argv[1] == "--probe":
         print(json.dumps(probe(sys.argv[2])))
         return
     cfg = json.loads(sys.argv[1])
-    os.set_inheritable(cfg["status_fd"], False)  # the user's program must never hold our status pipe
+    os.set_inheritable(cfg["status_fd"], False)  # the user's program must never hold our status socket
     if cfg.get("slot_lock_fd") is not None:
         os.set_inheritable(cfg["slot_lock_fd"], False)  # we hold the slot; the user's program must not
+    stub = _Stub(cfg) if cfg.get("stub_fd") is not None else None
     started_job = _start(cfg)
     if started_job is None:
         return
     job, refused = started_job
     signal.signal(signal.SIGUSR2, lambda *_: job.stop("output_limit"))
     signal.signal(signal.SIGALRM, lambda *_: job.stop("wall_time"))
-    os.write(cfg["status_fd"], b"ready\n")  # stop requests are safe from now on
+    if stub is None:
+        os.write(cfg["status_fd"], b"ready\n")  # stop requests are safe from now on
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:
@@ -242,14 +377,25 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    signal.setitimer(signal.ITIMER_REAL, cfg["wall_time_s"])
+    wall_time_s = cfg["wall_time_s"]
+    if stub is not None:
+        os.close(cfg["stub_fd"])  # the stub's end lives on in the child only
+        handed = stub.hand_over()
+        if handed is None:
+            job.kill_tree()
+            _reap_all(job)
+            return
+        wall_time_s, started = handed, time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, wall_time_s)
     _, wait_status, _ = os.wait4(pid, 0)
     wall_ms = int((time.monotonic() - started) * 1000)
     signal.setitimer(signal.ITIMER_REAL, 0)
     # The job ends when its main process ends; daemons it left behind go with it.
-    job.kill_tree()
+    job.end()
     _reap_all(job)
-    os.write(cfg["status_fd"], (json.dumps(_status(job, wait_status, wall_ms, refused)) + "\n").encode())
+    stub_cpu_ms = stub.cpu_ms() if stub is not None else 0
+    status = _status(job, wait_status, wall_ms, refused, stub_cpu_ms)
+    os.write(cfg["status_fd"], (json.dumps(status) + "\n").encode())
 
 
 if __name__ == "__main__":

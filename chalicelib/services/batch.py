@@ -5,19 +5,24 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-
-from chalicelib.services.deps import Deps
 from chalicelib.services.reaper import dead_letter
 from chalicelib.services.worker import RetryLater, handle_message
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from chalicelib.services.deps import Deps
 
 log = logging.getLogger(__name__)
 
 
 def _processor() -> SqsFifoPartialProcessor:
+    # Powertools' batch utilities on first use: only the queue functions need them, not every cold start.
+    from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor
+
     # A failure holds back only its own message group (one slot of one key), never the whole batch.
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
     processor.raise_on_entire_batch_failure = False  # report failures; do not fail the invocation
@@ -56,5 +61,7 @@ def process_dead_letters(deps: Deps, event: dict[str, Any], context: Any = None)
 
 
 def _process(event: dict[str, Any], context: Any, handler: Callable[[SQSRecord], Any]) -> dict[str, Any]:
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
     response = process_partial_response(event=event, record_handler=handler, processor=_processor(), context=context)
     return dict(response)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.domain.quotas import QuotaState
-from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult
+from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxOffer
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,11 @@ class SyncSandbox(Protocol):
     cancellable: bool
 
     def run(self, request: ExecutionRequest, cancel: threading.Event | None = None) -> ExecutionResult:
-        """Run the request; SandboxUnavailable (a PlatformFault) when the platform cannot."""
+        """Run the request; SandboxUnavailable (a PlatformFault) when the platform cannot, SandboxRefused when
+        a guarantee cannot hold there, ResultRejected when its answer is not sealed with the run's key."""
+
+    def offer(self) -> SandboxOffer:
+        """Its runtimes and tools with versions, its layers, and whether it refuses to run user code."""
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,10 @@ class TaskSandbox(Protocol):
         """The task-stopped fact in a platform event, or None for an event about something else."""
 
     def fetch_result(self, job_id: str) -> ExecutionResult | None:
-        """The result the task left, or None if it left none."""
+        """The result the task left, or None if it left none (ResultRejected, SandboxRefused as `run`)."""
+
+    def offer(self) -> SandboxOffer:
+        """Its runtimes and tools with versions (its layers are a task's own)."""
 
     def stop(self, task_arn: str, reason: str) -> None:
         """Stop a task (fine if it already stopped)."""

@@ -12,7 +12,7 @@ from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.jobs import JobSpec
 from chalicelib.domain.requests import SubmitRequest
 from chalicelib.sandbox import tools
-from chalicelib.sandbox.models import SandboxLimits, SourceFile, TestCase
+from chalicelib.sandbox.models import SandboxLimits, SandboxOffer, SourceFile, TestCase
 from chalicelib.sandbox.selection import pick_sandbox
 from chalicelib.services import catalog
 
@@ -104,13 +104,13 @@ def _limits(req: SubmitRequest, defaults: SandboxLimits, tier: TierPolicy) -> Sa
     )
 
 
-def _check_sandbox(requested: str, limits: SandboxLimits, runs: int, settings: Settings) -> None:
-    """Refuse now a sandbox this stage cannot give, rather than failing the job after it was queued (a job for
-    the Lambda sandbox must fit one invocation with every test case's run)."""
-    if settings.sandbox_mode == "local" and requested not in ("auto", "local"):
-        raise _invalid("sandbox", f"this stage runs jobs in the local sandbox only, not '{requested}'")
+def _check_sandbox(req: SubmitRequest, limits: SandboxLimits, offers: dict[str, SandboxOffer]) -> None:
+    """Refuse now a sandbox this stage cannot give, rather than failing the job after it was queued (one that
+    is not configured or lacks the runtime; for the Lambda sandbox, a job whose every test case's run does not
+    fit one invocation)."""
+    runtime = catalog.canonical(req.runtime) if req.runtime else None
     try:
-        pick_sandbox(requested, limits, settings.sandbox_mode == "local", runs)
+        pick_sandbox(req.sandbox, limits, offers, runtime, req.tool, len(req.tests))
     except ValueError as exc:
         raise _invalid("sandbox", str(exc)) from exc
 
@@ -123,8 +123,9 @@ def _check_tool_args(tool: str, args: list[str]) -> None:
         raise _invalid(f"args.{exc.index}", exc.message) from exc
 
 
-def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobSpec:
-    """The runnable spec, or ValidationFailed naming the field (unknown or unavailable runtime, sizes, caps)."""
+def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings, offers: dict[str, SandboxOffer]) -> JobSpec:
+    """The runnable spec, or ValidationFailed naming the field (unknown runtime, one no sandbox of this stage
+    offers, sizes, caps, a sandbox that is not configured or lacks the runtime). `offers`: catalog.offers."""
     _check_sizes(req, settings)
     if req.runtime is not None:
         entry = catalog.runtime(req.runtime)
@@ -136,7 +137,7 @@ def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobS
         # Named back only when it looks like a name: a client's misplaced key or a long string is not echoed.
         named = f" '{what}'" if re.fullmatch(r"[A-Za-z0-9._+-]{1,24}", what) else ""
         raise _invalid(field, f"unknown {field}{named}; see GET /v1/runtimes")
-    if not entry.available:
+    if not catalog.offered(offers, entry.name if req.runtime else None, req.tool):
         raise _invalid(field, f"{field} '{what}' is not available on this deployment; see GET /v1/runtimes")
     if req.tool is not None:
         _check_tool_args(req.tool, req.args)
@@ -145,7 +146,7 @@ def build_spec(req: SubmitRequest, tier: TierPolicy, settings: Settings) -> JobS
     else:
         files = [SourceFile(path=f.path, content=f.content) for f in req.files or []]
     limits = _limits(req, entry.default_limits, tier)
-    _check_sandbox(req.sandbox, limits, len(req.tests), settings)
+    _check_sandbox(req, limits, offers)
     spec = JobSpec(
         runtime=catalog.canonical(req.runtime) if req.runtime else None,
         tool=req.tool,

@@ -19,7 +19,7 @@ from chalicelib.domain.jobs import Job, JobStatus
 from chalicelib.domain.quotas import QuotaState, day_window, minute_window, refunded, usage
 from chalicelib.domain.requests import BatchRequest, SubmitRequest
 from chalicelib.domain.views import JobView
-from chalicelib.services import payloads
+from chalicelib.services import catalog, payloads
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import estimate_wait
 from chalicelib.services.keys import authenticate, check_scope, hash_key
@@ -79,7 +79,7 @@ def _submit(deps: Deps, plain_key: str, request: SubmitRequest, job_id: str) -> 
     key, quota = deps.keys.charge(hash_key(plain_key), now)
     policy = deps.settings.tier(key.tier)
     try:
-        spec = build_spec(request, policy, deps.settings)
+        spec = build_spec(request, policy, deps.settings, catalog.offers(deps))
         check_scope(key, spec.runtime, spec.tool)  # 403: refused like any invalid job, so refunded below
         seq, ahead = deps.counters.reserve_queue_place(key.tier, policy.queue_cap)
     except CodeRunnerError as exc:

@@ -16,13 +16,19 @@ from typing import Any
 from chalicelib.domain.errors import DependencyThrottled, PlatformFault, StaleState
 from chalicelib.domain.exits import Faulted, Finished, GaveUp, Throttled
 from chalicelib.domain.jobs import Job, JobStatus
-from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, TIER_DIMENSION
-from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxUnavailable
+from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, SANDBOX_RESULT_REJECTED, TIER_DIMENSION
+from chalicelib.sandbox.models import (
+    ExecutionRequest,
+    ExecutionResult,
+    ResultRejected,
+    SandboxRefused,
+    SandboxUnavailable,
+)
 from chalicelib.sandbox.runtimes import UnknownRuntime
-from chalicelib.sandbox.selection import pick_sandbox
-from chalicelib.services import parking, payloads
+from chalicelib.sandbox.selection import SandboxKind, pick_sandbox
+from chalicelib.services import catalog, parking, payloads
 from chalicelib.services.deps import Deps
-from chalicelib.services.lifecycle import end_job, log_transition, slot_holder
+from chalicelib.services.lifecycle import Ended, end_job, log_transition, slot_holder
 from chalicelib.services.ports import SyncSandbox, TaskSandbox, WaitChanged
 
 log = logging.getLogger(__name__)
@@ -51,15 +57,30 @@ def handle_message(deps: Deps, message: dict[str, Any], receives: int = 1) -> st
         return f"skipped:{job.status.value}"
     if job.parked:
         return "skipped:parked"  # a late duplicate of the message it had before it was parked
-    started = start(deps, payloads.with_whole_spec(deps, job))
+    job = payloads.with_whole_spec(deps, job)
+    try:
+        kind = pick(deps, job)
+    except ValueError as exc:
+        # e.g. the only sandbox with the job's runtime refuses to run user code on this stage now
+        ended = end_job(deps, job, GaveUp(f"no sandbox can run this job: {exc}"))
+        return ended.job.status.value if ended is not None else "discarded"
+    started = start(deps, job, kind)
     if isinstance(started, str):
         return started
     return run(deps, started, renew=receives >= deps.settings.max_receive_count - 1)
 
 
-def start(deps: Deps, job: Job) -> Job | str:
-    """Take one of the owner's slots and move the job to running. Otherwise what happened instead: "parked"
-    (every slot taken), "yielded" (an older job of the owner was parked: it gets the slot), "lost-race"."""
+def pick(deps: Deps, job: Job) -> SandboxKind:
+    """The sandbox for this attempt, from what each sandbox offers now (a refusing one is skipped by `auto`)."""
+    spec = job.spec
+    return pick_sandbox(spec.sandbox, spec.limits, catalog.offers(deps), spec.runtime, spec.tool, len(spec.tests))
+
+
+def start(deps: Deps, job: Job, kind: SandboxKind | None = None) -> Job | str:
+    """Take one of the owner's slots and move the job to running in sandbox `kind` (default: `pick`).
+    Otherwise what happened instead: "parked" (every slot taken), "yielded" (an older job of the owner was
+    parked: it gets the slot), "lost-race"."""
+    kind = kind or pick(deps, job)
     policy = deps.settings.tier(job.tier)
     next_attempt = job.model_copy(update={"attempts": job.attempts + 1})
     holder = slot_holder(next_attempt)
@@ -72,9 +93,9 @@ def start(deps: Deps, job: Job) -> Job | str:
         parking.release(deps, job.key_id, holder)
         return "yielded" if outcome == "parked" else outcome
     now = deps.clock.now()
-    runs = len(job.spec.tests)
-    kind = pick_sandbox(job.spec.sandbox, job.spec.limits, deps.settings.sandbox_mode == "local", runs)
-    lease_until = now + job.spec.limits.wall_time_s * max(1, runs) + deps.settings.lease_grace_s
+    # A task sandbox's lease also allows for its task to start (an image pull is not a lost worker).
+    grace = deps.settings.lease_grace_s + (deps.settings.task_start_grace_s if kind in deps.tasks else 0)
+    lease_until = now + job.spec.limits.wall_time_s * max(1, len(job.spec.tests)) + grace
     try:
         running = deps.jobs.transition(
             job,
@@ -136,25 +157,47 @@ def run(deps: Deps, job: Job, renew: bool = False) -> str:
         if sandbox is None:
             raise SandboxUnavailable(f"no '{kind}' sandbox is configured")
         result = _run_watched(deps, job, sandbox, request)
+    except (SandboxRefused, ResultRejected) as exc:
+        return _not_run(deps, job, exc)
     except DependencyThrottled as exc:
         log.warning("sandbox throttled", extra={"job_id": job.id, "error": str(exc)})
-        ended = end_job(deps, job, Throttled(f"sandbox throttled: {exc}", renew=renew))
-        if ended is not None and ended.retry_in_s is not None:
-            raise RetryLater(ended.retry_in_s, str(exc)) from exc
-        return ended.job.status.value if ended is not None else "discarded"
+        return _ended(end_job(deps, job, Throttled(f"sandbox throttled: {exc}", renew=renew)), exc)
     except PlatformFault as exc:
         log.warning("platform fault", extra={"job_id": job.id, "error": str(exc)})
-        ended = end_job(deps, job, Faulted(f"platform fault: {exc}"))
-        if ended is not None and ended.retry_in_s is not None:
-            raise RetryLater(ended.retry_in_s, str(exc)) from exc
-        return ended.job.status.value if ended is not None else "discarded"
+        return _ended(end_job(deps, job, Faulted(f"platform fault: {exc}")), exc)
     except UnknownRuntime as exc:
         # The sandbox cannot run what the API accepted (a runtime it lacks): retrying cannot help.
         log.error("sandbox refused the job", extra={"job_id": job.id, "error": str(exc)})
-        ended = end_job(deps, job, GaveUp(f"the sandbox cannot run this job: {exc}"))
-        return ended.job.status.value if ended is not None else "discarded"
-    ended = end_job(deps, job, Finished(result))
+        return _ended(end_job(deps, job, GaveUp(f"the sandbox cannot run this job: {exc}")), exc)
+    return _ended(end_job(deps, job, Finished(result)))
+
+
+def _ended(ended: Ended | None, cause: Exception | None = None) -> str:
+    """What the worker reports for an exit: the job's new status; RetryLater when its held message comes
+    back after a delay (a retry or a throttle's back-off)."""
+    if ended is not None and ended.retry_in_s is not None:
+        raise RetryLater(ended.retry_in_s, str(cause or "retry")) from cause
     return ended.job.status.value if ended is not None else "discarded"
+
+
+def _not_run(deps: Deps, job: Job, exc: SandboxRefused | ResultRejected) -> str:
+    """A sandbox refused the job (a guarantee cannot hold there) or answered without a valid seal.
+
+    A refusal of an `auto` job is retried: the next attempt's `pick` skips the refusing sandbox (Fargate takes
+    a job Lambda refuses). A refusal of an explicitly chosen sandbox, or a rejected result, ends the job in
+    `error` at once: re-running a program that may have forged its result gives it another try.
+    """
+    kind = job.sandbox or "local"
+    if isinstance(exc, ResultRejected):
+        deps.metric(SANDBOX_RESULT_REJECTED, 1, "Count", sandbox=kind)
+        log.error("sandbox result rejected", extra={"job_id": job.id, "sandbox": kind, "error": str(exc)})
+        exit_: Faulted | GaveUp = GaveUp(f"the {kind} sandbox's answer failed its integrity check: {exc}")
+    elif job.spec.sandbox == "auto":
+        log.warning("sandbox refused; another is picked", extra={"job_id": job.id, "error": str(exc)})
+        exit_ = Faulted(str(exc))
+    else:
+        exit_ = GaveUp(str(exc))
+    return _ended(end_job(deps, job, exit_), exc)
 
 
 def _launch(deps: Deps, job: Job, sandbox: TaskSandbox, request: ExecutionRequest) -> str:

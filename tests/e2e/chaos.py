@@ -283,8 +283,8 @@ def lingering(kills: list[Kill]) -> int:
 
 
 def leaked_cgroups(job_ids: list[str], root: str = "/sys/fs/cgroup") -> int:
-    """Job cgroups (named by slot, v1 memory and pids controllers) that still hold processes once every job
-    is done. An empty one a killed worker left is replaced by the next run in its slot, so is not a leak."""
+    """Job cgroups (named by slot, v1 memory and pids controllers) that still hold processes once the stack
+    is stopped. An empty one a killed worker left is replaced by the next run in its slot, so is not a leak."""
     found = 0
     for controller in ("memory", "pids"):
         with contextlib.suppress(OSError):
@@ -325,7 +325,6 @@ def check(stack: StackProcess, report: Report, timeout_s: float) -> None:
     report.leaks = leaked
     report.quota_mismatch = quota_mismatch(stack, jobs)
     report.lingering = lingering(report.kills)
-    report.leaked_cgroups = leaked_cgroups(report.accepted)
 
 
 def run_chaos(
@@ -346,6 +345,8 @@ def run_chaos(
         check(stack, report, timeout_s)
     finally:
         stack.stop()
+    # Once the workers are gone: while they run, their prepared sandboxes hold processes in slot cgroups.
+    report.leaked_cgroups = leaked_cgroups(report.accepted)
     report.seconds = time.monotonic() - started
     return report, stack
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.stackproc import Api, StackProcess, start_stack
+
+# The stack's own AWS secret (which the emulated sandbox function gets as its role's): no job may ever see it.
+PLANTED_SECRET = f"planted-stack-secret-{uuid.uuid4().hex}"
 
 
 def _run(workdir: Path, **kwargs: object) -> Iterator[StackProcess]:
@@ -22,7 +26,7 @@ def _run(workdir: Path, **kwargs: object) -> Iterator[StackProcess]:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
     """One stack (one worker process, fast reaper) for the e2e session."""
-    yield from _run(tmp_path_factory.mktemp("stack"))
+    yield from _run(tmp_path_factory.mktemp("stack"), settings={"CODERUNNER_LOCAL_SECRET_ACCESS_KEY": PLANTED_SECRET})
 
 
 @pytest.fixture(scope="session")

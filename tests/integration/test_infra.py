@@ -19,7 +19,7 @@ import pytest
 from chalicelib.adapters.fargate_sandbox import CONTAINER_NAME
 from chalicelib.adapters.metrics import NAMESPACE
 from chalicelib.config import APP_NAME, TIER_NAMES, Settings, settings_from_env
-from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, TIER_DIMENSION
+from chalicelib.metric_names import FARGATE_LAUNCH_FAILURES, SANDBOX_RESULT_REJECTED, TIER_DIMENSION
 from chalicelib.sandbox.selection import LAMBDA_TIMEOUT_S, SANDBOX_HEADROOM_MB, SANDBOX_MEMORY_CLASSES
 from infra import build_template, chalice_template, checks, state
 from infra.chalice_template import ChaliceTemplate
@@ -53,7 +53,7 @@ def chalice() -> ChaliceTemplate:
 @pytest.fixture(scope="module")
 def template(chalice: ChaliceTemplate) -> dict[str, Any]:
     """The packaged template (what chalice package writes, as build_template.build makes it)."""
-    return build_template.deep_merge(build_template.merge_template(STAGE, chalice), chalice.template)
+    return build_template.packaged(build_template.merge_template(STAGE, chalice), chalice.template)
 
 
 @pytest.fixture(scope="module")
@@ -727,6 +727,31 @@ def test_every_tier_alarms_on_fargate_launch_failures_the_code_emits(resources: 
     # Powertools adds the service dimension to every metric; a dimension set that differs matches nothing.
     assert {"Name": "service", "Value": APP_NAME} in alarm["Dimensions"] and len(alarm["Dimensions"]) == 2
     assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_sandbox_function_runs_the_fargate_tasks_image(resources: dict[str, Any]) -> None:
+    """One image for both sandboxes (the same runtimes at the same versions, no boto3): the function is a
+    container image of the task's image, started by Lambda's runtime client on the sandbox handler."""
+    (container,) = resources["SandboxTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    for function_id in SANDBOX_FUNCTIONS:  # every memory class
+        function = resources[function_id]["Properties"]
+        assert function["PackageType"] == "Image" and function["ImageUri"] == container["Image"]
+        assert not {"Runtime", "Handler", "CodeUri", "Layers"} & set(function)
+        assert function["ImageConfig"]["EntryPoint"] == ["python", "-m", "awslambdaric"]
+        assert function["ImageConfig"]["Command"] == ["chalicelib.sandbox.lambda_entry.handle"]
+    # No init process in the task: its environment (the result key, the URLs) would be readable by the job.
+    assert container["LinuxParameters"]["InitProcessEnabled"] is False
+
+
+def test_a_rejected_sandbox_result_of_either_cloud_sandbox_raises_the_alarm(resources: dict[str, Any]) -> None:
+    alarm = resources["SandboxResultRejectedAlarm"]["Properties"]
+    stats = [m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m]
+    assert {(m["Namespace"], m["MetricName"]) for m in stats} == {(NAMESPACE, SANDBOX_RESULT_REJECTED)}
+    # The worker and fargate_done emit it with `sandbox` (Powertools adds `service`): the same dimension sets.
+    dimensions = sorted(tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"])) for m in stats)
+    assert dimensions == [(("sandbox", kind), ("service", APP_NAME)) for kind in ("fargate", "lambda")]
+    (total,) = [m for m in alarm["Metrics"] if "Expression" in m]
+    assert total["ReturnData"] and alarm["Threshold"] == 0 and alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
 
 
 def test_api_submit_latency_p99_alarm(resources: dict[str, Any], template: dict[str, Any]) -> None:

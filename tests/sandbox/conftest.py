@@ -7,7 +7,10 @@ import shutil
 import sys
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -20,13 +23,25 @@ from chalicelib.sandbox import hostclean  # noqa: E402
 from chalicelib.sandbox.local import Isolation, IsolationSettings  # noqa: E402
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxLimits, SourceFile  # noqa: E402
 from chalicelib.sandbox.runner import execute  # noqa: E402
+from chalicelib.sandbox.selection import memory_class  # noqa: E402
 
 SMALL = SandboxLimits(wall_time_s=2, cpu_time_s=1, memory_mb=128, output_kb=16, processes=16)
 ENTRY = {"python3": "main.py", "node": "main.js", "bash": "main.sh"}
 UID_BASE = 64500  # away from the worker's default slot uids, so a running dev stack is not disturbed
-SLOTS = 2
+SLOTS = 4  # each isolation's pool holds one, and a pool never takes the last free slot
+LAMBDA_SLOT = 64590  # the Lambda handler's one slot in these tests (a local stack's pools hold 64000 and up)
+POOL_WAIT_S = 10  # a test's run waits this long for a prepared sandbox, then starts one itself
 
 Runner = Callable[..., ExecutionResult]
+
+
+_ISOLATIONS: list[Isolation] = []  # every isolation of the session: their pools share the slots
+
+
+def _isolation(settings: IsolationSettings) -> Isolation:
+    iso = Isolation(settings)
+    _ISOLATIONS.append(iso)
+    return iso
 
 
 def _settings(tmp_root: str, **overrides: object) -> IsolationSettings:
@@ -35,6 +50,7 @@ def _settings(tmp_root: str, **overrides: object) -> IsolationSettings:
         "slot_uid_base": UID_BASE,
         "work_root": os.path.join(tmp_root, "work"),
         "cgroup_name": "code-runner-tests",
+        "pool_size": 1,  # every run takes a prepared sandbox when there is one (the attack suite with the pool on)
     }
     return IsolationSettings.model_validate(base | overrides)
 
@@ -50,7 +66,7 @@ def sandbox_root() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def full_isolation(sandbox_root: str) -> Isolation:
-    iso = Isolation(_settings(sandbox_root))
+    iso = _isolation(_settings(sandbox_root))
     layers = iso.layers()
     if os.geteuid() != 0 or not layers["bwrap"]:
         pytest.skip(f"full local isolation needs root and bubblewrap here: {layers}")
@@ -63,7 +79,7 @@ def lambda_like_isolation(sandbox_root: str) -> Isolation:
 
     The network layer is our seccomp filter and nothing else (no platform trusted to cut it).
     """
-    iso = Isolation(_settings(sandbox_root, use_bwrap=False, use_cgroups=False))
+    iso = _isolation(_settings(sandbox_root, use_bwrap=False, use_cgroups=False))
     layers = iso.layers()
     if not layers["seccomp"]:
         pytest.skip(f"this kernel does not let us load a seccomp filter: {layers}")
@@ -87,7 +103,13 @@ def run_code(
     cancel: threading.Event | None = None,
     **kw: object,
 ) -> ExecutionResult:
-    """Run one program with the test limits; `kw` goes to the request (e.g. tests=...)."""
+    """Run one program with the test limits; `kw` goes to the request (e.g. tests=...).
+
+    With a pool, it waits (bounded) for a prepared sandbox first, so the run takes one rather than
+    racing the refill; if other sandbox tests on the host hold the slots, it starts one itself.
+    """
+    if iso.pool is not None:
+        iso.pool.wait_filled(POOL_WAIT_S)
     request = ExecutionRequest(
         job_id="test-job",
         runtime=runtime,
@@ -100,7 +122,11 @@ def run_code(
 
 
 def assert_host_clean(iso: Isolation) -> None:
-    """No process of a slot uid, no job cgroup, no work dir left behind."""
+    """No process of a slot uid, no job cgroup, no work dir left behind (the pool drained first: its
+    prepared sandboxes hold a slot uid's processes, a cgroup and, without bubblewrap, a work dir)."""
+    for each in _ISOLATIONS:
+        if each.pool is not None:
+            each.pool.drain()
     if iso.layers()["uid_switch"]:
         for slot in range(SLOTS):
             assert hostclean.pids_of_uid(UID_BASE + slot) == []
@@ -134,3 +160,104 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+# -- the cloud sandboxes on their emulators ------------------------------------------------------------------
+
+PLANTED_SECRET = f"planted-secret-{uuid.uuid4().hex}"  # the stack's AWS_SECRET_ACCESS_KEY: no job may see it
+ALL_PRCTL = [
+    "PR_SET_NAME",
+    "PR_SET_PDEATHSIG",
+    "PR_SET_CHILD_SUBREAPER",
+    "PR_SET_NO_NEW_PRIVS",
+    "PR_SET_SECCOMP",
+    "PR_SET_DUMPABLE",
+]
+REPORTED_IN_LAMBDA = ["PR_SET_NAME", "PR_SET_PDEATHSIG", "PR_SET_CHILD_SUBREAPER"]
+
+
+@dataclass
+class Emulated:
+    """The Lambda and Fargate emulators on one copy of the sandbox image, and the adapters on them."""
+
+    lambda_emulator: Any
+    fargate_emulator: Any
+    events: Any
+    sandboxes: dict[str, Any]  # function name -> LambdaSandbox
+    fargate: Any  # FargateSandbox
+
+    def function(self, name: str) -> Any:
+        return self.lambda_emulator.functions[name]
+
+
+FUNCTIONS = {
+    "sandbox": {"concurrency": 4},  # the attack suite, several at a time
+    "sandbox-warm": {"concurrency": 1},  # one environment: consecutive jobs land in the same one
+    "sandbox-deny-all": {"concurrency": 2, "deny_prctl": ALL_PRCTL},
+    "sandbox-deny-dumpable": {"concurrency": 1, "deny_prctl": ["PR_SET_DUMPABLE"]},
+    "sandbox-lambda-policy": {"concurrency": 4, "deny_prctl": REPORTED_IN_LAMBDA},
+    "sandbox-small": {"concurrency": 1, "timeout_s": 4, "memory_mb": 256},  # the function's own limits
+}
+
+
+def _client(service: str, endpoint: str, **config: Any) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(  # type: ignore[call-overload]
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(**config) if config else None,
+    )
+
+
+@pytest.fixture(scope="session")
+def emulated(moto_endpoint: str) -> Iterator[Emulated]:
+    from sandboxes import TaskEvents
+
+    from chalicelib.adapters.fargate_sandbox import FargateSandbox
+    from chalicelib.adapters.lambda_sandbox import LambdaSandbox
+    from devtools.fargate_emulator import FargateConfig, FargateEmulator
+    from devtools.lambda_emulator import FunctionConfig, LambdaEmulator
+    from devtools.sandbox_emulators import create_fargate_resources
+    from devtools.sandbox_host import Host, can_emulate
+
+    why_not = can_emulate()
+    if why_not is not None:
+        pytest.skip(why_not)
+    role = {"AWS_ACCESS_KEY_ID": "ASIATESTINGEMULATED", "AWS_SECRET_ACCESS_KEY": PLANTED_SECRET,
+            "AWS_SESSION_TOKEN": f"token-{PLANTED_SECRET}"}  # fmt: skip
+    host = Host()
+    # Deployed by memory class: the adapter invokes `<name>_<mb>`, and the tests' jobs all fit the smallest.
+    size = memory_class(SMALL.memory_mb)
+    functions = [
+        FunctionConfig(name=f"{name}_{size}", environment=role, **options) for name, options in FUNCTIONS.items()
+    ]
+    lambda_emulator = LambdaEmulator(functions, host)
+    endpoint = lambda_emulator.start()
+    settings = create_fargate_resources(lambda service: _client(service, moto_endpoint), f"a{uuid.uuid4().hex[:8]}")
+    events = TaskEvents()
+    ecs, s3 = _client("ecs", moto_endpoint), _client("s3", moto_endpoint)
+    fargate_emulator = FargateEmulator(ecs, FargateConfig(cluster=settings["CODERUNNER_FARGATE_CLUSTER"]),
+                                       events.deliver, host)  # fmt: skip
+    fargate_emulator.start()
+    invoke = _client("lambda", endpoint, retries={"max_attempts": 1}, read_timeout=960, max_pool_connections=20)
+    fargate = FargateSandbox(
+        settings["CODERUNNER_FARGATE_CLUSTER"],
+        settings["CODERUNNER_FARGATE_TASK_DEFINITION"],
+        [settings["CODERUNNER_FARGATE_SUBNETS"]],
+        [settings["CODERUNNER_FARGATE_SECURITY_GROUPS"]],
+        settings["CODERUNNER_ARTIFACTS_BUCKET"],
+        client=ecs,
+        s3_client=s3,
+    )
+    sandboxes = {name: LambdaSandbox(name, client=invoke) for name in FUNCTIONS}
+    try:
+        yield Emulated(lambda_emulator, fargate_emulator, events, sandboxes, fargate)
+    finally:
+        fargate_emulator.stop()
+        lambda_emulator.stop()
+        host.close()

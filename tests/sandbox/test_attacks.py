@@ -1,7 +1,17 @@
-"""Hostile programs, each run under the full local isolation and under the Lambda-like subset.
+"""Every attack of the suite (devtools/attacks.py) under all three sandboxes, as the uid each really uses.
 
-Every test asserts the status/reason, that the secret or host resource was not reached, and (through the
-`clean_after` fixture) that no process, cgroup or file is left and the next job still runs.
+- local: each attack alone under the full local isolation and under the Lambda-like subset, as a slot uid;
+  afterwards the host is clean and a normal job still runs (`clean_after`);
+- Lambda: through the worker's `LambdaSandbox` on the emulator: the environment's uid, the handler's own,
+  with the stack's credentials (a planted secret) in the handler's environment and a live Runtime API;
+- Fargate: through `FargateSandbox` on moto and the emulator: the task's uid, the entry's own.
+The attacks read /proc, scan loopback listeners, post to the Runtime API, try every socket family, kill(-1),
+write into the code directory, and leave processes and files for the next invocation of a warm environment.
+On top of each attack's own check: the planted secret is in no job's output, no planted loopback listener
+ever accepted a connection, the Runtime API only ever heard the handler, and nothing of a job outlives it.
+The suite also runs where the platform refuses prctl options (CODERUNNER_EMULATE_DENY_PRCTL): every listed
+option refused makes the Lambda sandbox refuse and say why; the options Lambda is known to refuse change
+nothing.
 """
 
 from __future__ import annotations
@@ -14,82 +24,61 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from conftest import SMALL, run_code
+from conftest import PLANTED_SECRET, Emulated, run_code
+from sandboxes import FargateRunner, LocalRunner, Report, SyncRunner, run_attack, run_suite
 
+from chalicelib.sandbox import hostclean
 from chalicelib.sandbox.local import Isolation
-from chalicelib.sandbox.models import FailureReason
+from devtools.attacks import ATTACKS, Attack, verdict
 
-pytestmark = [pytest.mark.usefixtures("clean_after"), pytest.mark.xdist_group("sandbox")]
-
-
-def test_cpu_loop_stops_on_cpu_time(isolation: Isolation) -> None:
-    limits = SMALL.model_copy(update={"wall_time_s": 10, "cpu_time_s": 1})
-    result = run_code(isolation, "python3", "while True: pass", limits=limits)
-    assert result.reason is FailureReason.CPU_TIME
-    assert result.signal in ("SIGXCPU", "SIGKILL")
+# The local tests share slot uids with the other sandbox tests (one xdist worker); the emulations share the
+# emulators (another worker, so both halves run side by side).
+local = pytest.mark.xdist_group("sandbox")
+cloud = pytest.mark.xdist_group("emulators")
+NAMES = [attack.name for attack in ATTACKS]
 
 
-def test_sleep_forever_stops_on_wall_time(isolation: Isolation) -> None:
-    result = run_code(isolation, "bash", "sleep 1000")
-    assert result.reason is FailureReason.WALL_TIME
-    assert result.signal == "SIGKILL"
+def _listeners() -> list[socket.socket]:
+    opened = []
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        server = socket.socket(family, socket.SOCK_STREAM)
+        server.bind((host, 0))
+        server.listen()
+        server.setblocking(False)
+        opened.append(server)
+    return opened
 
 
-@pytest.mark.parametrize(
-    ("runtime", "code"),
-    [("python3", "import os\nwhile True:\n    os.fork()\n"), ("bash", ":(){ :|:& };:\nsleep 1000\n")],
-)
-def test_fork_bomb_is_contained(isolation: Isolation, runtime: str, code: str) -> None:
-    result = run_code(isolation, runtime, code)
-    # The bomb hits the process limit and the main process either fails or is stopped at wall time.
-    assert result.reason in (FailureReason.EXIT_CODE, FailureReason.WALL_TIME)
+def assert_nothing_reached(listeners: list[socket.socket]) -> None:
+    """Real listening sockets on loopback, outside every sandbox: not one connection ever arrived."""
+    for server in listeners:
+        with pytest.raises(BlockingIOError):
+            server.accept()
 
 
-@pytest.mark.parametrize(
-    ("runtime", "code"),
-    [
-        ("python3", "x = b'x' * (2 * 1024**3)\nprint(len(x))\n"),
-        ("python3", "chunks = []\nwhile True:\n    chunks.append(b'x' * (16 * 1024**2))\n"),
-        ("node", "const b = Buffer.alloc(2 * 1024 ** 3, 1); console.log(b.length)"),
-        ("node", "const a = []; while (true) a.push(new Array(1e6).fill(1))"),
-    ],
-)
-def test_memory_bomb_is_memory_limit(isolation: Isolation, runtime: str, code: str) -> None:
-    # A generous wall time: on a busy machine the bomb must still end on memory, not on the clock.
-    result = run_code(isolation, runtime, code, limits=SMALL.model_copy(update={"wall_time_s": 20}))
-    assert result.reason is FailureReason.MEMORY_LIMIT, result
-    assert result.stdout == ""
+@pytest.fixture
+def planted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[socket.socket]]:
+    """The worker's own secret and two loopback listeners, as the local sandbox's worker would have them."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PLANTED_SECRET)
+    opened = _listeners()
+    yield opened
+    for server in opened:
+        server.close()
 
 
-def test_one_gigabyte_file_fails_and_leaves_nothing(isolation: Isolation) -> None:
-    code = "with open('big', 'wb') as f:\n    for _ in range(1024):\n        f.write(b'x' * 1024**2)\n"
-    code += "print('wrote')"
-    result = run_code(isolation, "python3", code)
-    assert result.reason is FailureReason.EXIT_CODE
-    assert "wrote" not in result.stdout
-    assert "OSError" in result.stderr or "No space" in result.stderr or "too large" in result.stderr
+# -- local ------------------------------------------------------------------------------------------------
 
 
-def test_many_files_cannot_fill_the_disk(full_isolation: Isolation, clean_after: Isolation) -> None:
-    # Only under bubblewrap: without it the work dir is on the host disk (Lambda caps /tmp itself).
-    code = (
-        "i = 0\nwhile True:\n    with open(f'f{i}', 'wb') as f:\n"
-        "        f.write(b'x' * 1024**2)\n    i += 1\n"
-        "    if i > 4096: print('filled'); break\n"
-    )
-    if clean_after is not full_isolation:
-        pytest.skip("disk filling is only bounded by a size-limited tmpfs under bubblewrap")
-    result = run_code(full_isolation, "python3", code)
-    assert result.reason in (FailureReason.EXIT_CODE, FailureReason.MEMORY_LIMIT)
-    assert "filled" not in result.stdout
-
-
-def test_hundred_megabytes_to_stdout_is_output_limit(isolation: Isolation) -> None:
-    code = "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * 1024**2)\n"
-    result = run_code(isolation, "python3", code)
-    assert result.reason is FailureReason.OUTPUT_LIMIT
-    assert result.stdout_truncated
-    assert len(result.stdout) == SMALL.output_kb * 1024
+@pytest.mark.parametrize("attack", ATTACKS, ids=NAMES)
+@local
+def test_attack_is_contained_locally(clean_after: Isolation, attack: Attack, planted: list[socket.socket]) -> None:
+    if attack.needs and not clean_after.layers()[attack.needs]:
+        pytest.skip(f"only bounded by {attack.needs}, which this isolation does not have")
+    outcomes = run_attack(LocalRunner(clean_after), attack, PLANTED_SECRET)
+    found, why = verdict(attack, *outcomes)
+    assert found == "contained", (why, outcomes)
+    assert not any(PLANTED_SECRET in o.stdout + o.stderr for o in outcomes)
+    assert_nothing_reached(planted)
 
 
 @pytest.fixture(params=[(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")], ids=["ipv4", "ipv6"])
@@ -117,35 +106,13 @@ except OSError as exc:
 """
 
 
-def test_tcp_to_a_loopback_listener_is_refused_inside(isolation: Isolation, listener: socket.socket) -> None:
+@local
+def test_tcp_to_a_loopback_listener_is_refused_inside(clean_after: Isolation, listener: socket.socket) -> None:
     host, port = listener.getsockname()[:2]
-    result = run_code(isolation, "python3", _CONNECT.format(host=host, port=port))
+    result = run_code(clean_after, "python3", _CONNECT.format(host=host, port=port))
     # Refused at once inside the sandbox (seccomp: EACCES; bubblewrap: its own empty loopback), not a timeout.
     assert result.stdout.startswith("blocked"), result.stdout
-    with pytest.raises(BlockingIOError):
-        listener.accept()  # nothing ever reached the host's loopback, so not a byte was sent to it
-
-
-def test_planted_aws_secret_is_not_in_the_environment(isolation: Isolation, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "planted-secret-in-worker-env")
-    result = run_code(isolation, "bash", "env; cat /proc/self/environ | tr '\\0' '\\n'")
-    assert "planted-secret" not in result.stdout
-    assert set(line.split("=")[0] for line in result.stdout.split()) <= {
-        "PATH",
-        "LANG",
-        "HOME",
-        "PWD",
-        "SHLVL",
-        "_",
-        "TMPDIR",
-    }
-
-
-def test_etc_shadow_is_unreadable(isolation: Isolation) -> None:
-    result = run_code(isolation, "python3", "print(open('/etc/shadow').read())")
-    assert result.reason is FailureReason.EXIT_CODE
-    assert "root:" not in result.stdout
-    assert "PermissionError" in result.stderr or "FileNotFoundError" in result.stderr
+    assert_nothing_reached([listener])
 
 
 _SCAN_PROC = """
@@ -163,62 +130,41 @@ print('found', found)
 """
 
 
-def test_other_processes_secrets_are_unreachable(isolation: Isolation) -> None:
+@local
+def test_other_processes_secrets_are_unreachable(clean_after: Isolation) -> None:
     secret = f"proc-secret-{uuid.uuid4().hex}"
     env = {"PATH": "/usr/bin:/bin", "PLANTED": secret}
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", secret], env=env)
     try:
-        result = run_code(isolation, "python3", _SCAN_PROC.replace("{secret}", secret))
+        result = run_code(clean_after, "python3", _SCAN_PROC.replace("{secret}", secret))
     finally:
         victim.kill()
         victim.wait()
     found = result.stdout.strip()
-    if isolation.layers()["bwrap"]:
+    if clean_after.layers()["bwrap"]:
         assert found == "found []"  # private /proc: the host's processes do not exist in there
     else:
-        # Without a pid namespace the cmdline is world-readable (the Lambda sandbox runs nothing else),
-        # but another uid's environment never is.
+        # Without a pid namespace a command line is world-readable, but another uid's environment never is.
         assert "environ" not in found
 
 
-def test_killing_the_parent_and_everyone_does_not_escape(isolation: Isolation) -> None:
-    code = "import os, signal\nfor target in (os.getppid(), -1):\n    try:\n        os.kill(target, 9)\n"
-    code += "    except OSError as exc:\n        print('denied', target, exc.errno)\nprint('alive')\n"
-    result = run_code(isolation, "python3", code)
-    # Either the kill was refused or it only reached the job's own processes; the test process lives on.
-    assert result.reason in (None, FailureReason.SIGNAL, FailureReason.EXIT_CODE)
-    assert os.getpid() > 0
-
-
-def test_double_fork_daemon_holding_stdout_does_not_outlive_the_job(isolation: Isolation) -> None:
-    code = (
-        "import os, sys, time\n"
-        "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-        "        time.sleep(60)\n        print('daemon still here', flush=True)\n    os._exit(0)\n"
-        "print('parent done', flush=True)\n"
-    )
-    result = run_code(isolation, "python3", code, limits=SMALL.model_copy(update={"wall_time_s": 30}))
-    assert result.reason is None
-    assert result.stdout == "parent done\n"
-    # Returning at all (rather than at the 30 s wall time) is the point: the job ended with its main process.
-    assert result.wall_ms < 30_000
-
-
-def test_writing_outside_the_work_dir_fails(isolation: Isolation) -> None:
+@local
+def test_writing_outside_the_work_dir_fails(clean_after: Isolation) -> None:
     marker = f"escape-{uuid.uuid4().hex}"
     targets = ["/usr/" + marker, "/etc/" + marker, "/" + marker, "/var/tmp/" + marker]
     code = f"for path in {targets!r}:\n    try:\n        open(path, 'w').write('x')\n"
     code += "        print('wrote', path)\n"
     code += "    except OSError:\n        pass\n"
-    result = run_code(isolation, "python3", code)
+    result = run_code(clean_after, "python3", code)
     assert result.reason is None
     for path in targets:
         assert not os.path.exists(path)
     assert "wrote /usr" not in result.stdout and "wrote /etc" not in result.stdout
 
 
+@local
 def test_symlink_planted_for_host_cleanup_spares_the_target(
-    isolation: Isolation, tmp_path_factory: pytest.TempPathFactory
+    clean_after: Isolation, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     victim = tmp_path_factory.mktemp("victim")
     canary = victim / "canary.txt"
@@ -226,6 +172,144 @@ def test_symlink_planted_for_host_cleanup_spares_the_target(
     os.chmod(victim, 0o777)  # even if the job could reach it, cleanup must not follow the link
     code = f"import os\nos.symlink({str(victim)!r}, 'escape')\nos.symlink({str(canary)!r}, 'canary-link')\n"
     code += "print('planted')"
-    result = run_code(isolation, "python3", code)
+    result = run_code(clean_after, "python3", code)
     assert result.stdout == "planted\n"
     assert canary.read_text() == "alive"
+
+
+# -- the Lambda and Fargate emulations ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cloud_listeners() -> Iterator[list[socket.socket]]:
+    opened = _listeners()
+    yield opened
+    for server in opened:
+        server.close()
+
+
+def _applicable(emulated: Emulated, function: str) -> list[Attack]:
+    layers = emulated.sandboxes[function].offer().layers
+    return [attack for attack in ATTACKS if not attack.needs or layers.get(attack.needs)]
+
+
+@pytest.fixture(scope="session")
+def lambda_report(emulated: Emulated, cloud_listeners: list[socket.socket]) -> Report:
+    runner = SyncRunner(emulated.sandboxes["sandbox"], "lambda")
+    warm = SyncRunner(emulated.sandboxes["sandbox-warm"], "lambda")
+    return run_suite(runner, _applicable(emulated, "sandbox"), PLANTED_SECRET, parallel=4, sequential=warm)
+
+
+@pytest.fixture(scope="session")
+def fargate_report(emulated: Emulated, cloud_listeners: list[socket.socket]) -> Report:
+    runner = FargateRunner(emulated.fargate, emulated.events)
+    return run_suite(runner, _applicable(emulated, "sandbox"), PLANTED_SECRET, parallel=4)
+
+
+def _assert_contained(report: Report, name: str) -> None:
+    if name not in report.verdicts:
+        pytest.skip("only bounded by a layer this sandbox does not have (bubblewrap's size-limited tmpfs)")
+    found, why = report.verdicts[name]
+    assert found == "contained", (why, report.outcomes[name])
+
+
+@cloud
+@pytest.mark.parametrize("name", NAMES)
+def test_attack_is_contained_in_the_lambda_emulation(lambda_report: Report, name: str) -> None:
+    _assert_contained(lambda_report, name)
+
+
+@cloud
+@pytest.mark.parametrize("name", NAMES)
+def test_attack_is_contained_in_the_fargate_emulation(fargate_report: Report, name: str) -> None:
+    _assert_contained(fargate_report, name)
+
+
+@cloud
+def test_no_cloud_job_saw_the_planted_secret_or_reached_a_listener(
+    lambda_report: Report, fargate_report: Report, cloud_listeners: list[socket.socket]
+) -> None:
+    for report in (lambda_report, fargate_report):
+        assert not [text for text in report.outputs() if PLANTED_SECRET in text], report.runner
+    assert_nothing_reached(cloud_listeners)
+
+
+@cloud
+def test_the_runtime_api_only_heard_the_handlers(emulated: Emulated, lambda_report: Report) -> None:
+    for name in ("sandbox", "sandbox-warm"):
+        for env in emulated.function(name).environments:
+            rejected = [post for post in env.posts if not post[2]]
+            assert rejected == [], (name, env.uid, rejected)  # nothing posted for an invocation but its handler
+            assert len(env.posts) == env.invocations
+
+
+def _describe(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline, open(f"/proc/{pid}/stat") as stat:
+            return f"{cmdline.read()[:200]!r} {stat.read().rsplit(')', 1)[1].split()[:2]}"
+    except OSError:
+        return "gone"
+
+
+@cloud
+def test_nothing_of_a_job_outlives_it(emulated: Emulated, lambda_report: Report, fargate_report: Report) -> None:
+    for function in (emulated.function("sandbox"), emulated.function("sandbox-warm")):
+        for env in function.environments:
+            if not env.dead.is_set():
+                assert env.container.proc is not None
+                left = [(pid, _describe(pid)) for pid in hostclean.pids_of_uid(env.uid)]
+                assert [pid for pid, _ in left] == [env.container.proc.pid], left  # the runtime, nothing else
+    assert emulated.fargate_emulator.running == {}
+    for uid in emulated.fargate_emulator.uids_used:
+        # A task's uid has no process once its task stopped (unless another run leased the uid since).
+        with hostclean.SlotPool(1, key_base=uid).slot():
+            assert hostclean.pids_of_uid(uid) == [], uid
+
+
+@cloud
+def test_every_listed_prctl_refused_makes_the_lambda_sandbox_refuse(emulated: Emulated) -> None:
+    report = run_suite(SyncRunner(emulated.sandboxes["sandbox-deny-all"]), ATTACKS, PLANTED_SECRET, parallel=2)
+    for name, (found, why) in report.verdicts.items():
+        assert found == "refused", (name, found, why)
+        assert "non-dumpable" in why or "PR_SET_NO_NEW_PRIVS is refused" in why, why
+    offer = emulated.sandboxes["sandbox-deny-all"].offer()
+    assert not offer.usable and offer.refusal
+
+
+@cloud
+def test_a_handler_that_stays_dumpable_refuses(emulated: Emulated) -> None:
+    [outcome] = run_attack(SyncRunner(emulated.sandboxes["sandbox-deny-dumpable"]), ATTACKS[0])
+    assert outcome.status == "refused" and "cannot make itself non-dumpable" in outcome.detail, outcome
+
+
+@cloud
+def test_the_refusals_reported_in_lambda_still_contain_every_attack(
+    emulated: Emulated, cloud_listeners: list[socket.socket]
+) -> None:
+    sandbox = emulated.sandboxes["sandbox-lambda-policy"]
+    layers = sandbox.offer().layers
+    assert (layers["subreaper"], layers["pdeathsig"], layers["reaping"]) == (False, False, "uid-scan")
+    assert (layers["network"], layers["handler_non_dumpable"], layers["bwrap"]) == ("seccomp", True, False)
+    report = run_suite(SyncRunner(sandbox), _applicable(emulated, "sandbox-lambda-policy"), PLANTED_SECRET, 4)
+    for name, (found, why) in report.verdicts.items():
+        assert found == "contained", (name, why, report.outcomes[name])
+    assert not [text for text in report.outputs() if PLANTED_SECRET in text]
+    assert_nothing_reached(cloud_listeners)
+
+
+@cloud
+def test_one_warm_lambda_environment_runs_consecutive_jobs_as_one(emulated: Emulated) -> None:
+    """Consecutive jobs land in one warm environment (so the suite's follow-ups ran where their attack did)."""
+    function = emulated.function("sandbox-warm")
+    before = {env.uid: env.invocations for env in function.environments}
+    for _ in range(3):
+        run_attack(SyncRunner(emulated.sandboxes["sandbox-warm"]), ATTACKS[-1])
+    grew = [env for env in function.environments if env.invocations != before.get(env.uid, 0)]
+    assert len(grew) == 1 and not grew[0].dead.is_set()
+
+
+@cloud
+def test_a_normal_job_in_each_emulation(emulated: Emulated) -> None:
+    for runner in (SyncRunner(emulated.sandboxes["sandbox"]), FargateRunner(emulated.fargate, emulated.events)):
+        [outcome] = run_attack(runner, Attack("hello", "python3", "print(input())", lambda _: None, stdin="hi"))
+        assert (outcome.status, outcome.stdout) == ("ran", "hi\n"), outcome

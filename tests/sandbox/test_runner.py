@@ -157,6 +157,16 @@ def test_concurrent_runs_use_separate_slots(full_isolation: Isolation) -> None:
     assert len({line.split()[1] for line in results}) >= 1
 
 
+def test_a_file_cannot_also_be_a_directory(full_isolation: Isolation) -> None:
+    files = [
+        SourceFile(path="main.py", content=""),
+        SourceFile(path="a", content=""),
+        SourceFile(path="a/b", content=""),
+    ]
+    with pytest.raises(InvalidRequest):
+        execute(ExecutionRequest(job_id="bad", runtime="python3", files=files, limits=SMALL), isolation=full_isolation)
+
+
 @pytest.mark.parametrize("path", ["/etc/passwd", "../x.py", "", "./../../x"])
 def test_file_paths_must_stay_in_the_work_dir(full_isolation: Isolation, path: str) -> None:
     request = ExecutionRequest(job_id="bad", runtime="python3", files=[SourceFile(path=path, content="")], limits=SMALL)

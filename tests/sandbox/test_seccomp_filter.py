@@ -21,6 +21,7 @@ from chalicelib.sandbox.seccomp_filter import (
     JMP_JA,
     JMP_JEQ_K,
     JMP_JGE_K,
+    JMP_JSET_K,
     LD_W_ABS,
     RET_ALLOW,
     RET_ERRNO,
@@ -30,6 +31,7 @@ from chalicelib.sandbox.seccomp_filter import (
     Arch,
     compiled_filter,
     deny_prctl_filter,
+    platform_policy_filter,
 )
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,8 +56,8 @@ def evaluate(program: bytes, arch: int, nr: int, args: tuple[int, ...] = ()) -> 
             acc, pc = struct.unpack_from("<I", data, k)[0], pc + 1
         elif op == JMP_JA:
             pc += 1 + k
-        elif op in (JMP_JEQ_K, JMP_JGE_K):
-            taken = acc == k if op == JMP_JEQ_K else acc >= k
+        elif op in (JMP_JEQ_K, JMP_JGE_K, JMP_JSET_K):
+            taken = acc == k if op == JMP_JEQ_K else acc >= k if op == JMP_JGE_K else bool(acc & k)
             pc += 1 + (jt if taken else jf)
         else:
             raise AssertionError(f"unexpected opcode {op:#x} at {pc}")
@@ -202,6 +204,47 @@ except OSError as exc:
 def test_real_kernel_deny_prctl_filter_refuses_our_filter_both_ways() -> None:
     done = subprocess.run([sys.executable, "-I", "-c", _DENY_PRCTL, _REPO], capture_output=True, text=True)
     assert done.stdout == f"False True refused {errno.EPERM}\n", done.stderr
+
+
+CLONE_NEWUSER, CLONE_NEWNET, CLONE_THREAD_FLAGS, SIGCHLD = 0x10000000, 0x40000000, 0x003D0F00, 17
+
+
+def test_platform_policy_refuses_namespaces_and_the_named_prctls() -> None:
+    program = platform_policy_filter(["PR_SET_CHILD_SUBREAPER"])
+    for arch in ARCHES:
+        number = {name: numbers[arch.column] or 0 for name, numbers in SYSCALLS.items()}
+        eperm = RET_ERRNO | errno.EPERM
+        for flags in (CLONE_NEWUSER | SIGCHLD, CLONE_NEWNET, 0x1_0000_0000 | CLONE_NEWUSER):
+            assert evaluate(program, arch.audit, number["clone"], (flags,)) == eperm, flags
+        for flags in (SIGCHLD, CLONE_THREAD_FLAGS, 0x01200011):  # fork, pthread_create, glibc's fork
+            assert evaluate(program, arch.audit, number["clone"], (flags,)) == RET_ALLOW, flags
+        assert evaluate(program, arch.audit, number["clone3"]) == RET_ERRNO | errno.ENOSYS
+        assert evaluate(program, arch.audit, number["unshare"], (CLONE_NEWUSER,)) == eperm
+        assert evaluate(program, arch.audit, number["setns"]) == eperm
+        assert evaluate(program, arch.audit, number["prctl"], (kernel.PR_SET_CHILD_SUBREAPER,)) == eperm
+        assert evaluate(program, arch.audit, number["prctl"], (kernel.PR_SET_NAME,)) == RET_ALLOW
+    without = platform_policy_filter([], deny_namespaces=False)
+    assert evaluate(without, ARCHES[0].audit, SYSCALLS["unshare"][0] or 0) == RET_ALLOW
+
+
+_NO_NAMESPACES = """
+import os, subprocess, sys, threading
+sys.path.insert(0, sys.argv[1])
+from chalicelib.sandbox import kernel, seccomp_filter
+kernel.install_filter(seccomp_filter.platform_policy_filter([]))
+out = [str(kernel.libc().unshare(0x10000000) == -1)]
+thread = threading.Thread(target=out.append, args=("thread",))
+thread.start(); thread.join()
+out.append(subprocess.run(["/bin/echo", "forked"], capture_output=True, text=True).stdout.strip())
+bwrap = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-user", "/bin/true"], capture_output=True)
+out.append("bwrap-refused" if bwrap.returncode != 0 else "bwrap-ran")
+print(" ".join(out))
+"""
+
+
+def test_real_kernel_platform_policy_allows_threads_and_forks_but_no_namespaces() -> None:
+    done = subprocess.run([sys.executable, "-I", "-c", _NO_NAMESPACES, _REPO], capture_output=True, text=True)
+    assert done.stdout == "True thread forked bwrap-refused\n", done.stderr
 
 
 def _libseccomp_numbers() -> dict[str, list[int]]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import pytest
-
 from chalicelib.domain.exits import Finished
 from chalicelib.sandbox.models import ExecutionResult
 from chalicelib.services.lifecycle import end_job
@@ -27,15 +25,11 @@ class Collected(logging.Handler):
         self.records.append(record)
 
 
-def test_each_transition_is_one_line_with_the_job_its_key_tier_and_durations(
-    deps: Any, key: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_each_transition_is_one_line_with_the_job_its_key_tier_and_durations(deps: Any, key: str) -> None:
     # On the lifecycle's logger itself: importing app.py (another test may have) stops propagation to the root.
     lifecycle_log = logging.getLogger("chalicelib.services.lifecycle")
-    # setLevel, not the attribute: it also clears the loggers' isEnabledFor cache, which an earlier test that
-    # logged a transition below the old level has filled (tests/unit/test_estimates.py, run before this one).
-    monkeypatch.setattr(lifecycle_log, "level", lifecycle_log.level)  # restored afterwards
-    lifecycle_log.setLevel(logging.INFO)
+    previous = lifecycle_log.level
+    lifecycle_log.setLevel(logging.INFO)  # setLevel: it also forgets what the logger cached from earlier tests
     collected = Collected()
     lifecycle_log.addHandler(collected)
     try:
@@ -46,6 +40,7 @@ def test_each_transition_is_one_line_with_the_job_its_key_tier_and_durations(
         end_job(deps, running, Finished(ExecutionResult(exit_code=0, wall_ms=42)))
     finally:
         lifecycle_log.removeHandler(collected)
+        lifecycle_log.setLevel(previous)
     lines = [r for r in collected.records if hasattr(r, "status")]
     assert [r.getMessage() for r in lines] == ["job queued", "job running", "job succeeded"]
     for record in lines:
@@ -64,8 +59,10 @@ def test_local_lines_keep_the_extras() -> None:
 
 
 def test_importing_the_app_leaves_no_json_handler_nor_chatty_library_after_the_take_back() -> None:
-    import app  # noqa: F401 - copies Powertools' handler to every registered logger
+    import app
 
+    app.logger.append_keys()  # builds Powertools' Logger, which copies its handler to every registered logger
+    assert logs.take_back_from_powertools() > 0
     logs.take_back_from_powertools()
     for logger in logging.root.manager.loggerDict.values():
         if isinstance(logger, logging.Logger):
