@@ -70,14 +70,24 @@ def run(environ: dict[str, str] | None = None) -> int:
     # The network is cut by bubblewrap or our seccomp filter, never taken on trust from the subnet.
     settings = IsolationSettings(
         work_root=env.get("SANDBOX_WORK_ROOT", "/tmp/code-runner-work"),
-        slots=1,
+        # Two slots: a test case runs in one while the next case's sandbox is prepared in the other (and a
+        # run that finds no prepared sandbox never waits for the pool's idle one).
+        slots=2,
         sandbox="fargate",
-        pool_size=1,  # each test case of the job runs in a sandbox prepared while the previous one ran
+        pool_size=1,
         pool_keeps_a_slot_free=False,
     )
     isolation = Isolation(settings)
     if isolation.pool is not None:
         isolation.pool.start()  # the layers are probed and the first sandbox prepared while the request downloads
+    try:
+        return _serve(env, key, result_url, isolation, done)
+    finally:
+        if isolation.pool is not None:
+            isolation.pool.close()  # the prepared sandbox's supervisor is ours to end: the task ends with us
+
+
+def _serve(env: dict[str, str], key: str, result_url: str, isolation: Isolation, done: selfguard.Guard | None) -> int:
     request = fetch_request(env[REQUEST_URL_ENV])
     layers = {**isolation.layers(), **(done.layers() if done is not None else {})}
     reason = (selfguard.refusal(done) if done is not None else None) or refusal_reason(isolation.layers())

@@ -183,10 +183,11 @@ class SandboxPool:
     def _prepare(self) -> PreparedSandbox | None:
         from chalicelib.sandbox.local import SlotRun
 
+        layers = self.isolation.layers()  # before taking a slot: the first probe runs in a slot of its own
         held = self.isolation.slots.acquire(keep_free=self.keep_free)
         if held is None:
             return None
-        slot = SlotRun(self.isolation, held, self.isolation.layers())
+        slot = SlotRun(self.isolation, held, layers)
         try:
             return PreparedSandbox(slot, slot.prepare())
         except SandboxUnavailable:

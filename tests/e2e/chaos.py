@@ -259,7 +259,7 @@ def leaked_slots(stack: StackProcess) -> list[str]:
         if item["pk"].startswith("slots#"):
             leaked += [f"{item['pk']}:{holder}" for holder in sorted(item.get("holders") or ())]
         elif item["pk"].startswith("tier#"):
-            leaked += [f"{item['pk']}:running={item['running']}"] * abs(int(item.get("running", 0)))
+            leaked += [f"{item['pk']}:running={item.get('running', 0)}"] * abs(int(item.get("running", 0)))
     return leaked
 
 

@@ -187,7 +187,8 @@ class Emulated:
     fargate: Any  # FargateSandbox
 
     def function(self, name: str) -> Any:
-        return self.lambda_emulator.functions[name]
+        """The emulated function a test names by its base name (deployed as `<name>_<memory class>`)."""
+        return self.lambda_emulator.functions[f"{name}_{memory_class(SMALL.memory_mb)}"]
 
 
 FUNCTIONS = {

@@ -251,6 +251,41 @@ def _describe(pid: int) -> str:
         return "gone"
 
 
+def _argv(pid: int) -> list[bytes] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().split(b"\0")
+    except OSError:
+        return None  # gone since listed
+
+
+def _is_prepared_sandbox(pid: int, pids: list[int]) -> bool:
+    """Whether `pid` belongs to a prepared sandbox no job has reached: its stub (which execs a job's program
+    when one arrives), or the supervisor of such a stub."""
+    from chalicelib.sandbox.local import stub_source
+
+    argv = _argv(pid)
+    if argv is None:
+        return True
+    if argv[1:5] == [b"-I", b"-S", b"-c", stub_source().encode()]:
+        return True
+    children = [child for child in pids if child != pid and _parent(child) == pid]
+    return (
+        argv[3:4] != []
+        and argv[3].endswith(b"supervisor.py")
+        and children != []
+        and all(_is_prepared_sandbox(child, []) for child in children)
+    )
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
 @cloud
 def test_nothing_of_a_job_outlives_it(emulated: Emulated, lambda_report: Report, fargate_report: Report) -> None:
     for function in (emulated.function("sandbox"), emulated.function("sandbox-warm")):
@@ -258,7 +293,9 @@ def test_nothing_of_a_job_outlives_it(emulated: Emulated, lambda_report: Report,
             if not env.dead.is_set():
                 assert env.container.proc is not None
                 left = [(pid, _describe(pid)) for pid in hostclean.pids_of_uid(env.uid)]
-                assert [pid for pid, _ in left] == [env.container.proc.pid], left  # the runtime, nothing else
+                others = [pid for pid, _ in left if pid != env.container.proc.pid]
+                # the runtime, and the environment's prepared sandbox (stubs waiting for a job), nothing else
+                assert [pid for pid in others if not _is_prepared_sandbox(pid, others)] == [], left
     assert emulated.fargate_emulator.running == {}
     for uid in emulated.fargate_emulator.uids_used:
         # A task's uid has no process once its task stopped (unless another run leased the uid since).

@@ -206,11 +206,11 @@ def test_pick_sandbox_refuses(requested: str, limits: Any, offers: dict[str, San
 
 def test_lambda_is_chosen_only_when_every_test_run_fits_one_invocation() -> None:
     minute = SMALL.model_copy(update={"wall_time_s": 60})
-    assert pick_sandbox("auto", minute, False, runs=1) == "lambda"
-    assert pick_sandbox("auto", minute, False, runs=13) == "lambda"  # 13 x 61 s + 60 s = 853 s
-    assert pick_sandbox("auto", minute, False, runs=20) == "fargate"  # 20 x 61 s + 60 s > 900 s
+    assert pick_sandbox("auto", minute, _offers(False), "python3", runs=1) == "lambda"
+    assert pick_sandbox("auto", minute, _offers(False), "python3", runs=13) == "lambda"  # 13 x 61 s + 60 s = 853 s
+    assert pick_sandbox("auto", minute, _offers(False), "python3", runs=20) == "fargate"  # 20 x 61 s + 60 s > 900 s
     with pytest.raises(ValueError, match="20 run"):
-        pick_sandbox("lambda", minute, False, runs=20)
+        pick_sandbox("lambda", minute, _offers(False), "python3", runs=20)
 
 
 def test_the_smallest_memory_class_that_holds_the_job_and_its_headroom() -> None:
@@ -219,7 +219,7 @@ def test_the_smallest_memory_class_that_holds_the_job_and_its_headroom() -> None
     assert memory_class(128) == memory_class(256) == 1769  # a small job never pays for 3 GB
     assert memory_class(1641) == 1769 and memory_class(1642) == 3136
     assert sandbox_function_name(3008) == "sandbox_3136"
-    assert memory_class(3009) is None and pick_sandbox("auto", HUGE, False) == "fargate"
+    assert memory_class(3009) is None and pick_sandbox("auto", HUGE, _offers(False), "python3") == "fargate"
 
 
 _REFUSED_SUBREAPER = """

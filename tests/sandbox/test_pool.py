@@ -6,6 +6,7 @@ The attack suite runs with the pool on too (conftest: every isolation has a pool
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import LAMBDA_SLOT, SMALL, run_code
 
-from chalicelib.sandbox import hostclean, kernel, lambda_entry
+from chalicelib.sandbox import hostclean, lambda_entry
 from chalicelib.sandbox.local import Isolation, IsolationSettings
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SourceFile
 
@@ -208,32 +209,61 @@ def test_a_pool_never_takes_the_last_free_slot() -> None:
 _STRAY = "import subprocess, sys; p = subprocess.Popen(['sleep', '1000']); print(p.pid)"
 
 
-def test_the_lambda_handler_spares_its_prepared_sandbox_and_kills_the_rest(
-    monkeypatch: pytest.MonkeyPatch, sandbox_root: str
-) -> None:
+_HANDLER = """
+import json, os, subprocess, sys
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "sandbox"  # this process is the handler: its descendants are its own
+from chalicelib.sandbox import integrity, kernel, lambda_entry
+from chalicelib.sandbox.models import ExecutionResult
+request = json.loads(sys.argv[1])
+key = integrity.new_key()
+pool = lambda_entry.lambda_isolation(os.environ[lambda_entry.SCRATCH_ENV]).pool
+
+def stdout():
+    answer = lambda_entry.handle({"request": request, "key": key}, None)
+    sealed = integrity.open_sealed(answer, key, request["job_id"])
+    assert sealed.kind == "result", sealed.body
+    return ExecutionResult.model_validate_json(sealed.body).stdout
+
+first = stdout()
+prepared = pool.processes()  # started by the handler for the next invocation
+stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)"])  # what a job left running
+stray_started = kernel.start_ticks(stray.pid)
+killed = lambda_entry.kill_leftovers(spare=prepared)
+try:
+    stray_alive = kernel.start_ticks(stray.pid) == stray_started
+except OSError:
+    stray_alive = False
+spared = all(kernel.start_ticks(pid) == started for pid, started in prepared)
+served = pool.stats["served"]
+second = stdout()
+print(json.dumps({"first": first, "second": second, "prepared": len(prepared), "killed": killed,
+                  "stray_alive": stray_alive, "spared": spared, "served": pool.stats["served"] - served,
+                  "unhealthy": pool.stats["unhealthy"]}))
+pool.close()
+"""
+
+
+def test_the_lambda_handler_spares_its_prepared_sandbox_and_kills_the_rest(sandbox_root: str) -> None:
     root = Path(tempfile.mkdtemp(prefix="lambda-pool-", dir=sandbox_root))
     os.chmod(root, 0o711)
-    monkeypatch.setenv(lambda_entry.SCRATCH_ENV, str(root))
-    monkeypatch.setenv(lambda_entry.SLOT_ENV, str(LAMBDA_SLOT))  # not a running stack's slot
-    pool = lambda_entry.lambda_isolation(str(root)).pool
-    assert pool is not None
-    event = ExecutionRequest(
+    request = ExecutionRequest(
         job_id="lambda-pool",
         runtime="python3",
         files=[SourceFile(path="main.py", content="print(6 * 7)")],
         limits=SMALL,
-    ).model_dump(mode="json")
-    try:
-        assert lambda_entry.handle(dict(event), None)["stdout"] == "42\n"
-        prepared = pool.processes()  # started by the handler for the next invocation
-        assert prepared
-        # Something a job left running (here: a descendant of the handler's process, as in Lambda).
-        stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)"])
-        lambda_entry.kill_leftovers(spare=prepared)
-        assert stray.wait(timeout=10) == -signal.SIGKILL
-        assert all(kernel.start_ticks(pid) == started for pid, started in prepared)
-        served = pool.stats["served"]
-        assert lambda_entry.handle(dict(event), None)["stdout"] == "42\n"
-        assert pool.stats["served"] == served + 1 and pool.stats["unhealthy"] == 0
-    finally:
-        pool.drain()
+    ).model_dump_json()
+    env = {
+        **os.environ,
+        lambda_entry.SCRATCH_ENV: str(root),
+        lambda_entry.SLOT_ENV: str(LAMBDA_SLOT),  # not a running stack's slot
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _HANDLER, request], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["first"] == report["second"] == "42\n"
+    assert report["prepared"] > 0 and report["spared"] and not report["stray_alive"]
+    assert report["killed"] >= 1
+    assert report["served"] == 1 and report["unhealthy"] == 0

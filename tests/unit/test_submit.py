@@ -12,7 +12,7 @@ from chalicelib.domain.jobs import JobStatus
 from chalicelib.services.keys import create_key, revoke_key
 from chalicelib.services.reaper import reap
 from chalicelib.services.submit import submit_job
-from tests.fakes import FakeClock, MemoryQueue, make_deps
+from tests.fakes import FakeClock, FakeSandbox, FakeTaskSandbox, MemoryQueue, make_deps
 
 JOB = {"runtime": "python", "source": "print(1)"}
 
@@ -159,6 +159,8 @@ def test_send_failure_still_answers_202_and_the_reaper_redrives(key: str) -> Non
 
 def test_a_job_for_the_lambda_sandbox_must_fit_one_invocation_with_its_tests() -> None:
     deps = make_deps(settings_from_env({"CODERUNNER_SANDBOX_MODE": "cloud"}))
+    deps.sandboxes = {"lambda": FakeSandbox()}
+    deps.tasks = {"fargate": FakeTaskSandbox()}
     key = create_key(deps, "acme", "pro")[0]
     tests = [{"stdin": "", "expected_stdout": ""}] * 20
     body = {"runtime": "python", "source": "x", "sandbox": "lambda", "limits": {"wall_time_s": 60}, "tests": tests}
