@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -149,8 +150,11 @@ def main() -> None:
     log.info("worker loops running: %d", len(threads))
     while not stop.wait(0.5):
         pass
+    # One deadline for all loops: a loop in a long-poll receive or a run ends when that returns; the stack
+    # waits 10 s for this process in all, and the loops are daemon threads.
+    deadline = time.monotonic() + 8
     for thread in threads:
-        thread.join(timeout=10)
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ class StackProcess:
         """The worker processes the stack runs now (its children)."""
         return [pid for pid in children(self.proc.pid) if b"devtools.worker" in cmdline(pid)]
 
-    def stop(self, timeout: float = 20) -> int | None:
+    def stop(self, timeout: float = 45) -> int | None:
         """SIGTERM and wait; then SIGKILL the stack and whatever is left of its process group."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
