@@ -54,7 +54,6 @@ def test_lambda_and_fargate_give_every_job_the_local_sandboxs_verdict(user: Api)
             assert _verdict(ran) == _verdict(local), (job.name, sandbox, ran)
 
 
-@pytest.mark.extended  # a minute: the attack suite through the API (tests/sandbox runs it on the adapters)
 def test_verify_cloud_passes_on_the_local_stack(user: Api, stack: StackProcess, capsys: pytest.CaptureFixture) -> None:
     argv = ["--url", stack.base_url, "--key", user.key or "", "--parallel", "8"]
     code = verify_cloud.main([*argv, *(arg for sandbox in CLOUD for arg in ("--sandbox", sandbox))])
