@@ -112,12 +112,29 @@ import os, subprocess, sys, time
 os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "sandbox"
 from chalicelib.sandbox import lambda_entry
 lambda_entry.become_subreaper()
-child = subprocess.Popen(["sleep", "60"])
+child = subprocess.Popen(["sleep", "60"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 if os.fork() == 0:  # a daemon: its parent exits, it re-parents to us (the subreaper)
     if os.fork() == 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)  # never holds the test's pipe open, whatever happens here
+        os.dup2(null, 2)
         os.execv("/bin/sleep", ["sleep", "61"])
     os._exit(0)
-while not [p for p in os.listdir("/proc") if p.isdigit() and b"61" in open(f"/proc/{p}/cmdline", "rb").read()]:
+
+
+def daemon_is_ours():
+    me = os.getpid()
+    for pid in open(f"/proc/{me}/task/{me}/children").read().split():
+        try:
+            if open(f"/proc/{pid}/cmdline", "rb").read() == b"sleep\\x0061\\x00":
+                return True
+        except OSError:
+            pass
+    return False
+
+
+deadline = time.monotonic() + 30
+while not daemon_is_ours() and time.monotonic() < deadline:
     time.sleep(0.01)
 found = lambda_entry.kill_leftovers()
 children = [l for l in open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()]
