@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.stackproc import Api, StackProcess, cmdline, descendants, timestamp
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -109,17 +110,6 @@ def test_one_users_backlog_does_not_block_another_user(stack: StackProcess) -> N
     )
 
 
-def wait_for(condition: Any, what: str, timeout: float = 30) -> Any:
-    """Poll `condition()` until it returns something truthy; AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_enterprise_jobs_wait_less_than_free_jobs_under_saturation(stack: StackProcess) -> None:
     """Every free worker is busy with a backlog and more free jobs wait: a new free job has to wait for a
     backlog job to finish, a new enterprise job does not wait for the free tier at all."""
@@ -133,7 +123,7 @@ def test_enterprise_jobs_wait_less_than_free_jobs_under_saturation(stack: StackP
         free = observer.call("GET", "/v1/queue").body["tiers"]["free"]
         return bool(free["running"] >= capacity and free["queued"] >= 1)
 
-    wait_for(saturated, f"{capacity} free jobs running with more queued")
+    wait_for(saturated, f"{capacity} free jobs running with more queued", interval=0.05)
     free, enterprise = stack.api(stack.make_key("free")), stack.api(stack.make_key("enterprise"))
     free_job, enterprise_job = free.submit_ok(sleeper(0.1)), enterprise.submit_ok(sleeper(0.1))
     enterprise_done, free_done = enterprise.wait(enterprise_job), free.wait(free_job)
@@ -170,7 +160,9 @@ def test_cancel_a_running_job(stack: StackProcess) -> None:
     job = user.call("GET", f"/v1/jobs/{job_id}").body  # a late result did not overwrite the cancel
     assert job["status"] == "cancelled" and job["finished_at"], job
     # and its late result was refused by the one exit (the job had moved on), never written over the cancel
-    wait_for(lambda: f"job {job_id}: Finished not applied" in stack.tail(400), "the killed run's late result")
+    wait_for(
+        lambda: f"job {job_id}: Finished not applied" in stack.tail(400), "the killed run's late result", interval=0.05
+    )
     assert user.call("GET", f"/v1/jobs/{job_id}").body["result"] is None
 
 

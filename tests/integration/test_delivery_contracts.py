@@ -20,6 +20,7 @@ from chalicelib.domain.webhooks import WebhookDelivery, WebhookState
 from tests.fakes import MemoryJobStore
 from tests.fakes_delivery import FakeConnections, memory_delivery
 from tests.integration.test_contracts import make_job
+from tests.waiting import wait_for
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
@@ -167,10 +168,8 @@ def connections(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
 
     def open_real() -> tuple[str, Any]:
         client = clients.enter_context(connect(server.url + "/?device=x"))
-        deadline = time.monotonic() + 5
-        while registered[-1] not in server.open:  # the handshake's end, as API Gateway sees it
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        # the handshake's end, as API Gateway sees it
+        wait_for(lambda: registered[-1] in server.open, "the connection to be registered", 5)
         return registered[-1], client
 
     try:
@@ -193,9 +192,6 @@ def test_connections_post_and_probe_and_say_410_for_a_gone_one(connections: tupl
     if client is not None:
         assert json.loads(client.recv(timeout=5)) == {"hello": "é"}
         client.close()
-        deadline = time.monotonic() + 5
-        while adapter.alive(connection_id):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(lambda: not adapter.alive(connection_id), "the closed connection to be gone", 5)
         with pytest.raises(ConnectionGone):
             adapter.post(connection_id, "{}")

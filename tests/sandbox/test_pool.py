@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from conftest import LAMBDA_SLOT, SMALL, run_code
 from chalicelib.sandbox import hostclean, lambda_entry
 from chalicelib.sandbox.local import Isolation, IsolationSettings
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SourceFile
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.xdist_group("sandbox")
 
@@ -181,10 +181,7 @@ def test_a_crashed_prepared_sandbox_is_replaced_not_handed_out(pair: tuple[Isola
     supervisor, stub = _prepared(pooled)
     os.kill(stub if victim == "stub" else supervisor, signal.SIGKILL)
     # A crash before the job arrives: the supervisor exits (it sees its stub go) and is a zombie of ours.
-    deadline = time.monotonic() + 30
-    while _state(supervisor) != "Z":
-        assert time.monotonic() < deadline, "the prepared sandbox's supervisor outlived its stub"
-        time.sleep(0.01)
+    wait_for(lambda: _state(supervisor) == "Z", "the prepared sandbox's supervisor to exit with its stub")
     result = run_code(pooled, "python3", "print('still served')")
     assert (result.reason, result.stdout) == (None, "still served\n")
     assert pooled.pool.stats["unhealthy"] == 1

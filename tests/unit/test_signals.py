@@ -17,21 +17,13 @@ from chalicelib.services.signals import ChangeWatch, PolledJobSignals
 from chalicelib.services.submit import submit_job
 from chalicelib.services.worker import handle_message
 from tests.fakes import FakeSandbox
+from tests.waiting import wait_for
 
 JOB = {"runtime": "python", "source": "print(1)"}
 
 
 def submit(deps: Any, key: str) -> str:
     return submit_job(deps, key, JOB).job.id
-
-
-def wait_until(condition: Any, what: str) -> None:
-    done = threading.Event()
-    for _ in range(2000):
-        if condition():
-            return
-        done.wait(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_run_announces_its_start_and_its_end(deps: Any, key: str) -> None:
@@ -76,7 +68,7 @@ def test_a_waiting_get_is_woken_by_the_announcement_of_the_end(deps: Any, key: s
     answer: list[Any] = []
     getter = threading.Thread(target=lambda: answer.append(queries.get_job(deps, caller, job_id, 20)), name="getter")
     getter.start()
-    wait_until(lambda: deps.signals.watching(job_id) and reads, "the GET to wait")
+    wait_for(lambda: deps.signals.watching(job_id) and reads, "the GET to wait", 10, 0.005)
     handle_message(deps, {"job_id": job_id, "tier": "free"})
     getter.join(30)
     assert answer and answer[0].status == "succeeded"
@@ -101,7 +93,7 @@ def test_a_cancel_reaches_a_running_job_through_its_announcement(deps: Any, key:
     run = threading.Thread(target=lambda: outcome.append(handle_message(deps, {"job_id": job_id, "tier": "free"})))
     run.start()
     assert running.wait(30)
-    wait_until(lambda: deps.signals.watching(job_id), "the watcher")
+    wait_for(lambda: deps.signals.watching(job_id), "the watcher", 10, 0.005)
     lifecycle.cancel(deps, caller, job_id)
     run.join(30)
     assert stopped == [True] and outcome == ["discarded"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from chalicelib.services.reaper import dead_letter
 from chalicelib.services.submit import submit_job
 from chalicelib.services.worker import RetryLater, handle_message
 from tests.fakes import FakeSandbox, MemoryQueue, make_deps
+from tests.waiting import wait_for
 
 JOB = {"runtime": "python", "source": "print(1)"}
 THROTTLE = DependencyThrottled("lambda throttled: TooManyRequestsException")
@@ -109,13 +109,6 @@ class ThrottlingSandbox(FakeSandbox):
                 self.running[size] -= 1
 
 
-def wait_until(condition: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 @dataclass
 class Burst:
     deps: Any
@@ -126,7 +119,7 @@ class Burst:
     def finish(self) -> list[Any]:
         """Wait for every job to end; the jobs as they ended."""
         try:
-            wait_until(lambda: all(self.deps.jobs.get(j).status.terminal for j in self.jobs), "every job to end")
+            wait_for(lambda: all(self.deps.jobs.get(j).status.terminal for j in self.jobs), "every job to end", 60)
         finally:
             self.stop.set()
         return [self.deps.jobs.get(j) for j in self.jobs]
@@ -178,7 +171,7 @@ def test_sized_sandboxes_are_never_throttled_by_a_burst_that_saturates_every_tie
     run = burst(limits)
     workers = sum(settings.capacity(t) for t in settings.tiers)
     try:
-        wait_until(lambda: run.sandbox.peak >= workers, f"all {workers} workers running a job at once")
+        wait_for(lambda: run.sandbox.peak >= workers, f"all {workers} workers running a job at once", 60)
     finally:
         run.sandbox.release.set()
     done = run.finish()
