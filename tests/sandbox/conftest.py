@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -119,6 +120,18 @@ def run_code(
         **kw,  # type: ignore[arg-type]
     )
     return execute(request, isolation=iso, cancel=cancel)
+
+
+def loopback_listeners() -> list[socket.socket]:
+    """A real listening socket on 127.0.0.1 and on ::1 (non-blocking), for jobs to fail to reach."""
+    opened = []
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        server = socket.socket(family, socket.SOCK_STREAM)
+        server.bind((host, 0))
+        server.listen()
+        server.setblocking(False)
+        opened.append(server)
+    return opened
 
 
 def assert_host_clean(iso: Isolation) -> None:

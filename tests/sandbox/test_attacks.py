@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from conftest import PLANTED_SECRET, Emulated, run_code
+from conftest import PLANTED_SECRET, Emulated, loopback_listeners, run_code
 from sandboxes import FargateRunner, LocalRunner, Report, SyncRunner, run_attack, run_suite
 
 from chalicelib.sandbox import hostclean
@@ -38,17 +38,6 @@ cloud = pytest.mark.xdist_group("emulators")
 NAMES = [attack.name for attack in ATTACKS]
 
 
-def _listeners() -> list[socket.socket]:
-    opened = []
-    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-        server = socket.socket(family, socket.SOCK_STREAM)
-        server.bind((host, 0))
-        server.listen()
-        server.setblocking(False)
-        opened.append(server)
-    return opened
-
-
 def assert_nothing_reached(listeners: list[socket.socket]) -> None:
     """Real listening sockets on loopback, outside every sandbox: not one connection ever arrived."""
     for server in listeners:
@@ -60,7 +49,7 @@ def assert_nothing_reached(listeners: list[socket.socket]) -> None:
 def planted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[socket.socket]]:
     """The worker's own secret and two loopback listeners, as the local sandbox's worker would have them."""
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PLANTED_SECRET)
-    opened = _listeners()
+    opened = loopback_listeners()
     yield opened
     for server in opened:
         server.close()
@@ -181,8 +170,8 @@ def test_symlink_planted_for_host_cleanup_spares_the_target(
 
 
 @pytest.fixture(scope="session")
-def cloud_listeners() -> Iterator[list[socket.socket]]:
-    opened = _listeners()
+def cloudloopback_listeners() -> Iterator[list[socket.socket]]:
+    opened = loopback_listeners()
     yield opened
     for server in opened:
         server.close()

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import SMALL
+from conftest import ALL_PRCTL, SMALL, loopback_listeners
 
 from chalicelib.sandbox import hostclean
 from chalicelib.sandbox.local import refusal_reason
@@ -30,14 +30,6 @@ pytestmark = pytest.mark.xdist_group("sandbox")
 HARNESS_UID = 64530  # ours alone: the harness kills by uid and start time
 SYSTEM_PYTHON = "/usr/bin/python3"  # the venv's interpreter may sit where an unprivileged uid cannot go
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ALL = [
-    "PR_SET_NAME",
-    "PR_SET_PDEATHSIG",
-    "PR_SET_CHILD_SUBREAPER",
-    "PR_SET_NO_NEW_PRIVS",
-    "PR_SET_SECCOMP",
-    "PR_SET_DUMPABLE",
-]
 REPORTED_IN_LAMBDA = ["PR_SET_NAME", "PR_SET_PDEATHSIG", "PR_SET_CHILD_SUBREAPER", "PR_SET_DUMPABLE"]
 
 _CONNECT = """
@@ -79,13 +71,7 @@ _ENTRY = {"python3": "main.py", "node": "main.js"}
 @pytest.fixture
 def listeners() -> Iterator[list[socket.socket]]:
     """A real listening socket on 127.0.0.1 and on ::1, outside the sandbox."""
-    opened = []
-    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-        server = socket.socket(family, socket.SOCK_STREAM)
-        server.bind((host, 0))
-        server.listen()
-        server.setblocking(False)
-        opened.append(server)
+    opened = loopback_listeners()
     yield opened
     for server in opened:
         server.close()
@@ -150,7 +136,7 @@ def _assert_handler_cleaned_up(report: dict[str, Any], subreaper: bool) -> None:
 def test_every_listed_prctl_refused_means_no_lambda_run(harness_root: str, listeners: list[socket.socket]) -> None:
     # Without no_new_privs an unprivileged process cannot load our filter, and without it (or bubblewrap)
     # nothing cuts the network: every run is refused, with the reason.
-    report, _ = _run_harness(harness_root, ALL, [s.getsockname()[1] for s in listeners])
+    report, _ = _run_harness(harness_root, ALL_PRCTL, [s.getsockname()[1] for s in listeners])
     layers = report["layers"]
     assert (layers["no_new_privs"], layers["seccomp"], layers["network"]) == (False, False, False)
     for name, outcome in _results(report).items():
