@@ -170,7 +170,7 @@ def test_symlink_planted_for_host_cleanup_spares_the_target(
 
 
 @pytest.fixture(scope="session")
-def cloudloopback_listeners() -> Iterator[list[socket.socket]]:
+def cloud_listeners() -> Iterator[list[socket.socket]]:
     opened = loopback_listeners()
     yield opened
     for server in opened:
