@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 from chalice.test import Client
 
 from tests.integration.helpers import body, drain, new_key
+from tests.waiting import wait_for
 
 JOB = {"runtime": "python", "source": "print(input()*2)", "stdin": "ab"}
 
@@ -127,6 +129,8 @@ def test_listing_filters_by_status_and_refuses_an_unknown_one(client: Any) -> No
 
 def test_list_usage_runtimes_queue(client: Any) -> None:
     key = new_key()
+    # The three submits and the usage read must fall in one per-minute window: start early in a minute.
+    wait_for(lambda: time.time() % 60 < 30, "the first half of a minute", timeout=61, interval=0.2)
     ids = [body(post(client, key, JOB))["id"] for _ in range(3)]
     listed = body(client.http.get("/v1/jobs?limit=2", headers=auth(key)))
     assert [j["id"] for j in listed["jobs"]] == ids[::-1][:2] and listed["next_cursor"]

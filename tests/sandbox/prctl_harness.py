@@ -26,7 +26,8 @@ _DAEMON = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(
 def main() -> None:
     config = json.loads(sys.argv[1])
     sys.path[:0] = config["paths"]
-    from chalicelib.sandbox import kernel, seccomp_filter
+    # lambda_entry too, before the drop to `uid`: the checkout may be unreadable to that uid (a 0700 clone dir)
+    from chalicelib.sandbox import kernel, lambda_entry, seccomp_filter  # noqa: F401
     from chalicelib.sandbox.local import Isolation, IsolationSettings
     from chalicelib.sandbox.models import ExecutionRequest, SandboxUnavailable
     from chalicelib.sandbox.runner import execute
