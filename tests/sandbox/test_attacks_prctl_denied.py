@@ -8,14 +8,16 @@ why, and no process of the job's uid may be left behind.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,9 +100,16 @@ def harness_root() -> Iterator[str]:
             assert left == []
 
 
+@functools.cache
 def _paths() -> list[str]:
-    site = [path for path in sys.path if path.endswith("site-packages") and os.path.isdir(path)]
-    return [_REPO, *site]
+    """The sandbox image's code (devtools.sandbox_image: chalicelib.sandbox and pydantic) in a world-readable
+    copy: the harness's uid must read it wherever the checkout and its venv are (a clone in a 0700 dir)."""
+    from devtools.sandbox_image import build_code_dir
+
+    parent = tempfile.mkdtemp(prefix="code-runner-prctl-code-")
+    os.chmod(parent, 0o755)
+    atexit.register(shutil.rmtree, parent, ignore_errors=True)
+    return [str(build_code_dir(Path(parent) / "code"))]
 
 
 def _run_harness(root: str, deny: list[str], ports: list[int]) -> tuple[dict[str, Any], str]:
