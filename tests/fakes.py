@@ -237,9 +237,11 @@ class MemoryCounters:
                 return self._slots(owner)
             return None
 
-    def release_slot(self, owner: str, holder: str) -> Slots:
+    def release_slot(self, owner: str, holder: str, ended: str | None = None) -> Slots:
         with self.lock:
             self.slots.setdefault(owner, set()).discard(holder)
+            if ended is not None:
+                self.active.get(owner, set()).discard(ended)
             return self._slots(owner)
 
     def count_parked(self, owner: str, delta: int) -> Slots:

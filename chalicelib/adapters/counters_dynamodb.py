@@ -131,8 +131,11 @@ class DynamoCounters:
             return None
         return _slots(item)
 
-    def release_slot(self, owner: str, holder: str) -> Slots:
-        return _slots(self._update(f"slots#{owner}", "DELETE holders :me", {":me": {holder}}))
+    def release_slot(self, owner: str, holder: str, ended: str | None = None) -> Slots:
+        if ended is None:
+            return _slots(self._update(f"slots#{owner}", "DELETE holders :me", {":me": {holder}}))
+        expr, values = "DELETE holders :me, active :id", {":me": {holder}, ":id": {ended}}
+        return _slots(self._update(f"slots#{owner}", expr, values))
 
     def count_parked(self, owner: str, delta: int) -> Slots:
         condition = None if delta >= 0 else "parked >= :least"

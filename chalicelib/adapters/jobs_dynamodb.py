@@ -45,16 +45,17 @@ def to_item(job: Job) -> dict[str, Any]:
     data["spec"] = job.spec.model_dump_json()
     if job.result is not None:
         data["result"] = job.result.model_dump_json()
-    data.update(index_fields(job.status, job.tier))
+    data.update(index_fields(job.status, job.tier, job.due_at))
     data["parked_key"] = job.key_id if job.parked and job.status is JobStatus.QUEUED else None
     return data
 
 
-def index_fields(status: JobStatus, tier: str) -> dict[str, Any]:
+def index_fields(status: JobStatus, tier: str, due_at: float | None) -> dict[str, Any]:
     """Values of the sparse index attributes for a job in `status` (None means: remove)."""
-    # A terminal job stays in the index, marked unpublished, until its event is produced (JobEvents.published
-    # removes `active`): a job changes its index entry's projected status, never its key, until then.
-    return {"active": tier}
+    # A terminal job stays in the index, marked unpublished (a due time), until its event is produced
+    # (JobEvents.published removes `active`): a job changes its index entry's projected status, never its key,
+    # until then. A terminal job without a due time has no event to produce and leaves the index at once.
+    return {"active": None if status.terminal and due_at is None else tier}
 
 
 def from_item(item: dict[str, Any]) -> Job:
@@ -111,7 +112,7 @@ class DynamoJobStore:
         updated = job.model_copy(update={**changes, "status": new, "parked": False})
         fields: dict[str, Any] = {k: _stored(k, getattr(updated, k)) for k in changes}
         fields["status"] = new.value
-        fields.update(index_fields(new, job.tier))
+        fields.update(index_fields(new, job.tier, updated.due_at))
         if job.parked:
             fields.update(parked=None, parked_key=None)
         condition = "#status = :expected"

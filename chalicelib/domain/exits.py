@@ -107,10 +107,17 @@ class ExitPlan:
     run_ms: int | None = None
     message: NextMessage | None = None
     metrics: list[Metric] = field(default_factory=list)
+    event: bool = True  # a terminal job's job.finished event is produced (it has somewhere to go)
 
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    def without_event(self) -> ExitPlan:
+        """This terminal plan for a job whose event has nowhere to go (no webhook, no device): the job is not
+        marked unpublished (no `due_at`), so it leaves the active index in its terminal write and no event is
+        produced."""
+        return replace(self, changes={**self.changes, "due_at": None}, event=False)
 
 
 def plan_exit(job: Job, exit_: Exit, policy: RetryPolicy, now: float) -> ExitPlan:

@@ -222,6 +222,8 @@ class JobView(BaseModel):
 
 
 def _delivery(job: Job) -> DeliveryView | None:
+    if job.status.terminal and job.due_at is None and job.inbox_devices is None:
+        return DeliveryView(event_id=None, webhook=None, inbox=[])  # nowhere to go: no event was produced
     if job.inbox_devices is None:  # the event is not produced yet
         return None
     return DeliveryView(event_id=job.event_id, webhook=job.webhook_delivery, inbox=job.inbox_devices)

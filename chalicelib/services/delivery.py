@@ -13,30 +13,72 @@ AWS requests per job, when it is produced (no callback, one device, offline): Up
 counter) + UpdateItem (claim the id on the job) + GetItem (webhook config) + Query (devices) + per target
 device PutItem, Query (inbox, cap) and a refused UpdateItem (drain lease: not connected) + UpdateItem (clear
 the marker) = 8; a webhook adds one SendMessage; a connected device adds the push (Query, PostToConnection,
-UpdateItem release, Query). A key with no device and no webhook costs 5.
+UpdateItem release, Query).
+
+An event with nowhere to go (no callback URL, no webhook set for the key, no device seen in the last 24 h) is
+not produced at all: `destinations` looks before the terminal write (GetItem + Query), and the terminal write
+then leaves no marker (lifecycle.end_job), so such a job costs no event id and no marker writes: the two
+reads, where it used to cost those reads plus three writes and an index write. A webhook or device set while
+a job is ending (between that look and the terminal write, one request) may miss that one job's event.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from chalicelib.domain.events import build_event
 from chalicelib.domain.inbox import fanout_targets
 from chalicelib.domain.jobs import Job
-from chalicelib.domain.webhooks import WebhookDelivery, WebhookState
+from chalicelib.domain.webhooks import WebhookConfig, WebhookDelivery, WebhookState
 from chalicelib.services import inbox, webhooks
 from chalicelib.services.deps import Deps
 
 log = logging.getLogger(__name__)
 
 
-def job_finished(deps: Deps, job: Job) -> bool:
-    """Produce and fan out the event of `job`, which just reached a terminal state. Never raises: the job is
-    terminal whatever happens here, and the cleanup produces the event later if this fails."""
+@dataclass(frozen=True)
+class Destinations:
+    """Where a job's event goes: the webhook URL (the job's callback or the key's) and the devices."""
+
+    config: WebhookConfig | None
+    url: str | None
+    devices: list[str]
+
+    @property
+    def anywhere(self) -> bool:
+        return bool(self.url or self.devices)
+
+
+def destinations(deps: Deps, job: Job) -> Destinations | None:
+    """Where `job`'s event would go now; None when that is not known (no delivery wired here, or the reads
+    failed): the caller then keeps the unpublished marker, and whoever publishes the event looks again."""
+    if deps.delivery is None:
+        return None
+    try:
+        return _lookup(deps, job)
+    except Exception:  # noqa: BLE001 - unknown destinations: the job is marked and the event produced later
+        log.warning("event destinations not read; the event is produced later", extra={"job_id": job.id})
+        return None
+
+
+def _lookup(deps: Deps, job: Job) -> Destinations:
+    delivery = inbox.ports(deps)
+    config = delivery.webhooks.get(job.key_id)
+    url = job.spec.callback_url or (config.url if config else None)
+    named = job.spec.device
+    devices = fanout_targets([] if named else delivery.devices.devices(job.key_id), named, deps.clock.now())
+    return Destinations(config, url, devices)
+
+
+def job_finished(deps: Deps, job: Job, where: Destinations | None = None) -> bool:
+    """Produce and fan out the event of `job`, which just reached a terminal state (to `where`, when the
+    caller looked already). Never raises: the job is terminal whatever happens here, and the cleanup produces
+    the event later if this fails."""
     if deps.delivery is None or not job.status.terminal:
         return False
     try:
-        publish(deps, job)
+        publish(deps, job, where)
         return True
     except Exception:  # noqa: BLE001 - the job's unpublished marker makes the cleanup try again
         log.exception("event not produced yet; the cleanup will retry", extra={"job_id": job.id})
@@ -44,13 +86,13 @@ def job_finished(deps: Deps, job: Job) -> bool:
         return False
 
 
-def publish(deps: Deps, job: Job) -> str:
+def publish(deps: Deps, job: Job, where: Destinations | None = None) -> str:
     """Allocate (or reuse) the job's event id, deliver the event everywhere it goes, clear the marker."""
     delivery = inbox.ports(deps)
     event = build_event(job, delivery.job_events.allocate(job))
     body = event.body()
-    config = delivery.webhooks.get(job.key_id)
-    url = job.spec.callback_url or (config.url if config else None)
+    where = where or _lookup(deps, job)
+    config, url, targets = where.config, where.url, where.devices
     webhook = None
     if url:
         if config is not None and url in config.disabled:
@@ -59,7 +101,6 @@ def publish(deps: Deps, job: Job) -> str:
         else:
             webhooks.enqueue(deps, job.id, job.key_id, body, url)
             webhook = WebhookDelivery(state=WebhookState.PENDING)
-    targets = fanout_targets(delivery.devices.devices(job.key_id), job.spec.device, deps.clock.now())
     for device in targets:
         inbox.store(deps, job.key_id, device, event.id, body)
     for device in targets:

@@ -18,16 +18,18 @@ only what the reaper repairs (services/reaper.py, one test per repair):
    (a missed stop: the reaper stops tasks of jobs past their lease, and a stopped task's result is discarded);
 3. the slot: freed only once the job is no longer running, so the owner's cap holds (`release_leaked_slots`);
    freeing it wakes the owner's oldest parked job (services/parking.py; the reaper's `wake_parked` otherwise);
+   a terminal job leaves its key's jobs in flight in that same write (one write on the owner's item);
 4. the next message (delay, resend, dead-letter): sent after the write, so a worker never receives a job that
    still looks running; a lost message leaves a queued job whose `due_at` passes (`_redrive_queued`);
 5. the refund: the terminal write itself set `refunded`, so only the winner refunds, and never twice. A crash
    between that write and the refund loses the one refund (the owner is short one submit of quota): the one
    consequence the reaper does not repair, since finding such jobs would cost an index write on every job;
-6. a terminal job leaves its key's jobs in flight (the wait estimate's key bound; `forget_stale_active`), and
-   its run joins the key's statistics (the tier's go with the tier counters, in their write);
+6. a terminal job that held no slot leaves its key's jobs in flight here (the wait estimate's key bound;
+   `forget_stale_active`), and a run joins the key's statistics (the tier's go with the tier counters);
 7. metrics: best effort;
 8. the job.finished event: the terminal write marked the job unpublished (`due_at` = finished + grace), so a
-   crash before the event is produced leaves it to the reaper's `republish`.
+   crash before the event is produced leaves it to the reaper's `republish`. An event with nowhere to go (no
+   webhook, no device: looked up before the terminal write) is not produced, and the job is not marked.
 Each consequence is tried even if an earlier one failed (the state already changed); failures are logged and
 counted (`ExitConsequenceFailed`).
 """
@@ -42,8 +44,7 @@ from typing import Any
 from chalicelib.domain.errors import Conflict, NotFound, StaleState
 from chalicelib.domain.exits import Cancelled, Exit, ExitPlan, Finished, RetryPolicy, plan_exit
 from chalicelib.domain.jobs import Job, JobStatus
-from chalicelib.services import parking, payloads
-from chalicelib.services.delivery import job_finished
+from chalicelib.services import delivery, parking, payloads
 from chalicelib.services.deps import Deps
 from chalicelib.services.estimates import key_scope
 from chalicelib.services.ports import ApiKey
@@ -102,6 +103,9 @@ def end_job(deps: Deps, job: Job, exit_: Exit) -> Ended | None:
         # A result too large for the job's record goes to the results bucket first; the record keeps a preview.
         exit_ = Finished(*payloads.stash_result(deps, job.id, exit_.result))
     plan = plan_exit(job, exit_, retry_policy(deps), deps.clock.now())
+    where = delivery.destinations(deps, job) if plan.terminal else None
+    if where is not None and not where.anywhere:
+        plan = plan.without_event()  # one write ends it: no unpublished marker, no event id, no fan-out
     try:
         done = deps.jobs.transition(job, plan.status, plan.changes, expected_attempts=job.attempts)
     except StaleState:
@@ -109,7 +113,7 @@ def end_job(deps: Deps, job: Job, exit_: Exit) -> Ended | None:
         if job.status is JobStatus.RUNNING:
             _attempt(deps, "release_slot", parking.release, deps, job.key_id, slot_holder(job))
         return None
-    _apply(deps, job, done, plan)
+    _apply(deps, job, done, plan, where)
     log_transition(done, exit=type(exit_).__name__, run_ms=plan.run_ms)
     return Ended(done, plan)
 
@@ -129,7 +133,7 @@ def end_current(deps: Deps, job_id: str, exit_: Exit, owner: str | None = None) 
     raise Conflict(f"job '{job_id}' is changing state; try again")
 
 
-def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
+def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan, where: delivery.Destinations | None) -> None:
     """The consequences of a committed exit, in the order the module docstring explains."""
     # First the announcement (local stack: a waiting GET returns, a cancelled run's watcher kills it).
     _attempt(deps, "signal", deps.signals.job_changed, done.id)
@@ -141,7 +145,9 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
     if plan.stop_task is not None:
         _attempt(deps, "stop_task", _stop_task, deps, before, plan.stop_task)
     if plan.release_slot:
-        _attempt(deps, "release_slot", parking.release, deps, before.key_id, slot_holder(before))
+        # A terminal job leaves its key's jobs in flight in the same write (step 6's first half).
+        ended = before.id if done.status.terminal else None
+        _attempt(deps, "release_slot", parking.release, deps, before.key_id, slot_holder(before), ended)
     if before.parked:  # a parked job cancelled (or given up): one fewer waits for the owner's slots
         _attempt(deps, "unpark", deps.counters.count_parked, before.key_id, -1)
     message = plan.message
@@ -154,10 +160,10 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
     _for_estimates(deps, before, done, plan)
     for name, value, unit, dims in plan.metrics:
         deps.metric(name, value, unit, **dims)
-    if plan.terminal:
+    if plan.terminal and plan.event:
         # Its one job.finished event (webhook, devices, inbox). Never raises: the terminal write left the job
         # marked unpublished, and the reaper's `republish` produces the event if this does not.
-        job_finished(deps, done)
+        delivery.job_finished(deps, done, where)
 
 
 def _held(before: Job, done: Job, plan: ExitPlan) -> tuple[int, float] | None:
@@ -172,7 +178,7 @@ def _held(before: Job, done: Job, plan: ExitPlan) -> tuple[int, float] | None:
 def _for_estimates(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
     """What the key's part of the wait estimate learns from an exit: a terminal job leaves the key's jobs in
     flight, and a run joins the key's statistics (the tier's went with its counters)."""
-    if done.status.terminal:
+    if done.status.terminal and not plan.release_slot:  # with a slot, it left in the release's write
         _attempt(deps, "forget_active", deps.counters.forget_active, before.key_id, before.id)
     run = _held(before, done, plan)
     if run is not None:

@@ -46,9 +46,10 @@ def park(deps: Deps, job: Job, cap: int) -> str:
     return "parked"
 
 
-def release(deps: Deps, key_id: str, holder: str) -> Slots:
-    """Give a slot back and wake the owner's oldest parked job if any waits (the one way slots are freed)."""
-    slots = deps.counters.release_slot(key_id, holder)
+def release(deps: Deps, key_id: str, holder: str, ended: str | None = None) -> Slots:
+    """Give a slot back and wake the owner's oldest parked job if any waits (the one way slots are freed).
+    `ended`: the holder's job is terminal and leaves the owner's jobs in flight in the same write."""
+    slots = deps.counters.release_slot(key_id, holder, ended)
     if slots.parked > 0:
         wake_oldest(deps, key_id, slots)
     return slots

@@ -188,8 +188,9 @@ class Counters(Protocol):
         """Take one of the owner's running slots for `holder` (idempotent): the slots after, or None when all
         `cap` are taken."""
 
-    def release_slot(self, owner: str, holder: str) -> Slots:
-        """Give a slot back (idempotent); the slots after."""
+    def release_slot(self, owner: str, holder: str, ended: str | None = None) -> Slots:
+        """Give a slot back (idempotent); the slots after. `ended`: that job is terminal, so it also leaves the
+        owner's jobs in flight, in the same write (a job's end costs one write on the owner's item, not two)."""
 
     def count_parked(self, owner: str, delta: int) -> Slots:
         """Add `delta` (+1 on a park, -1 on a wake) to the owner's parked count (never below zero), in the same

@@ -241,6 +241,12 @@ def test_a_keys_jobs_in_flight_and_its_slots_make_its_load(stores: Any) -> None:
     assert counters.key_load("key_9") == KeyLoad(frozenset({"j2"}), 1)
     assert counters.active_by_owner() == {"key_9": {"j2"}}
     assert counters.slot_holders()["key_9"] == {"j1#1"}  # the slots are the slots
+    counters.track_active("key_9", "j3")
+    assert counters.acquire_slot("key_9", "j3#1", 2)
+    after = counters.release_slot("key_9", "j3#1", ended="j3")  # a job's end: its slot and its place, one write
+    assert after.holders == frozenset({"j1#1"})
+    assert counters.key_load("key_9") == KeyLoad(frozenset({"j2"}), 1)
+    assert counters.release_slot("key_9", "j3#1", ended="j3").holders == frozenset({"j1#1"})  # idempotent
 
 
 def test_tier_counters_are_corrected_only_on_a_repeated_sighting(stores: Any) -> None:

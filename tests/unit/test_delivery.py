@@ -58,20 +58,33 @@ def key_id(deps: Any, key: str) -> str:
 
 def test_each_terminal_job_produces_one_event_with_ids_increasing_per_key(deps: Any, key: str) -> None:
     other = create_key(deps, "globex", "free")[0]
+    for k in (key, other):
+        inbox.read(deps, key_id(deps, k), "phone")  # a device seen: the events have somewhere to go
     first, second = run_job(deps, key), run_job(deps, key)
     assert (first.event_id, second.event_id) == (event_id(1), event_id(2))
     assert run_job(deps, other).event_id == event_id(1)  # per key
     assert JobView.of(first).model_dump(mode="json")["delivery"] == {
         "event_id": event_id(1),
         "webhook": None,
-        "inbox": [],
+        "inbox": ["phone"],
     }
     assert deps.delivery.job_events.unpublished(float("inf")) == []  # every marker cleared
     assert deps.metrics.count("EventsProduced") == 3
 
 
+def test_an_event_with_nowhere_to_go_is_not_produced_and_leaves_no_marker(deps: Any, key: str) -> None:
+    nowhere = run_job(deps, key)  # no callback, no webhook, no device: polling is the only way it is seen
+    assert nowhere.status is JobStatus.SUCCEEDED and nowhere.event_id is None and nowhere.due_at is None
+    assert JobView.of(nowhere).model_dump(mode="json")["delivery"] == {"event_id": None, "webhook": None, "inbox": []}
+    assert deps.delivery.job_events.unpublished(float("inf")) == []
+    assert "events_republished" not in reap(deps) and deps.metrics.count("EventsProduced") == 0
+    inbox.read(deps, key_id(deps, key), "phone")
+    assert run_job(deps, key).event_id == event_id(1)  # the next job with somewhere to go has an event
+
+
 def test_cancelled_and_errored_jobs_produce_their_event_too(deps: Any, key: str) -> None:
     api_key = authenticate(deps, key)
+    inbox.read(deps, key_id(deps, key), "phone")
     queued = submit_job(deps, key, JOB).job
     cancelled = lifecycle.cancel(deps, api_key, queued.id)
     assert deps.jobs.get(cancelled.id).event_id == event_id(1)
