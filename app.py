@@ -25,7 +25,7 @@ from chalicelib.domain.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from chalicelib.edge import house
+from chalicelib.edge import house, httpapi
 from chalicelib.edge.errors import (
     error_response,
     handshake_refusal,
@@ -355,6 +355,12 @@ def api_docs() -> Response:
 
 
 # --- end of the API's description ---
+
+
+def http_api(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The API function's handler in AWS: an API Gateway HTTP API event (payload 2.0) routed to the app above
+    as the REST proxy event Chalice reads (chalicelib/edge/httpapi.py). Locally, Chalice calls `app` itself."""
+    return httpapi.handle(app, app.routes, event, context)
 
 
 # --- Chalice's own refusals (405 unknown method, 415 content type) in the house format: chalicelib/edge/house.py

@@ -51,7 +51,7 @@ def main() -> None:
     for service in ("dynamodb", "sqs"):  # build the clients now rather than in the first request
         client(service)
     server = local_server(app, "127.0.0.1", port)
-    answer_unknown_routes(server)  # the house 404, as API Gateway's GatewayResponses in the cloud
+    answer_unknown_routes(server)  # the house 404, as app.http_api answers it in the cloud
     server.server.serve_forever()
 
 

@@ -9,7 +9,7 @@ SQS and S3 requests by operation), its log lines and metrics are counted in byte
 worker and the sandbox are timed.
 
 The model then prices, per million jobs, each line of an AWS bill at the on-demand us-east-1 prices of `PRICES`:
-API Gateway REST requests, Lambda requests and GB-seconds per function (at the memory .chalice/config.json gives
+API Gateway HTTP API requests, Lambda requests and GB-seconds per function (at the memory .chalice/config.json gives
 it, with the CPU time scaled to that memory's share of a vCPU), DynamoDB read and write request units, SQS FIFO
 requests, S3 requests, CloudWatch Logs ingestion. The last line is `cost_per_million_usd=<number>`.
 
@@ -44,7 +44,9 @@ JOB = {"runtime": "python", "source": "print(1)"}
 # third-party summaries of them. One table: change a price here and every line follows.
 PRICES_READ = "2026-11-30"
 PRICES: dict[str, tuple[float, str]] = {
-    "apigw_rest_request": (3.50 / 1e6, "API Gateway REST API, per request (first 333 million a month)"),
+    # The deployed API is an HTTP API (infra/cfn/api.json). A request is metered per 512 KB of its data (a 513 KB
+    # one counts twice); a trivial job's requests are far below that, so requests are counted one each.
+    "apigw_http_request": (1.00 / 1e6, "API Gateway HTTP API, per request (first 300 million a month)"),
     "lambda_request": (0.20 / 1e6, "Lambda, per request"),
     "lambda_gb_second": (0.0000166667, "Lambda x86, per GB-second"),
     "dynamodb_wru": (0.625 / 1e6, "DynamoDB on-demand, per write request unit"),
@@ -61,7 +63,7 @@ LOG_EVENT_OVERHEAD = 26
 # Lambda's own START, END and REPORT lines for each invocation (text format, typical lengths), unless the
 # function's logging config drops them (a system log level above INFO).
 PLATFORM_LOG_BYTES = 70 + 52 + 165 + 3 * LOG_EVENT_OVERHEAD
-# One API Gateway access log line (the JSON format of infra/cfn/api.json, typical values) per request.
+# One API Gateway access log line (the JSON format of infra/cfn/api.json, typical values: 332 bytes) per request.
 ACCESS_LOG_BYTES = 330 + LOG_EVENT_OVERHEAD
 
 

@@ -114,7 +114,7 @@ def lines(m: Measurement) -> list[Line]:
     """Every line item of one trivial job, from what was counted."""
     jobs, usage = m.jobs, m.usage
     out = [
-        Line("API Gateway REST requests", m.api_requests / jobs, "requests", "apigw_rest_request"),
+        Line("API Gateway HTTP API requests", m.api_requests / jobs, "requests", "apigw_http_request"),
         Line("Lambda requests", len(m.invocations) / jobs, "invocations", "lambda_request"),
     ]
     gb_seconds: dict[str, float] = defaultdict(float)

@@ -1,10 +1,10 @@
-"""The local API server answers an unknown route as API Gateway does in the cloud: the house JSON error.
+"""The local API server answers an unknown route as the deployed API does: the house JSON error.
 
-`chalice local` answers a path no route matches itself, before the app, with API Gateway's default 403 (and,
-when the request has an `Authorization` header, a SigV4 message that echoes it: the caller's key). In the
-cloud, infra/cfn/gateway_responses.json replaces that answer; `HouseGateway` renders the same template here,
-so both say 404 `not_found` with the same body. (Unknown methods of a known path reach the app, whose
-middleware answers the house 405: chalicelib/edge/house.py.)
+`chalice local` answers a path no route matches itself, before the app, with API Gateway's REST default 403
+(and, when the request has an `Authorization` header, a SigV4 message that echoes it: the caller's key). In the
+cloud the API function's handler answers such a path (chalicelib/edge/httpapi.py `not_found`); `HouseGateway`
+gives the same answer here, so both say 404 `not_found` with the same body. (Unknown methods of a known path
+reach the app, whose middleware answers the house 405: chalicelib/edge/house.py.)
 
 `answer_unknown_routes(server)` puts it in a server made by `chalice.local.create_local_server`; another
 server uses `HouseGateway` wherever it builds Chalice's `LocalGateway`.
@@ -13,32 +13,22 @@ server uses `HouseGateway` wherever it builds Chalice's `LocalGateway`.
 from __future__ import annotations
 
 import functools
-import json
 import uuid
-from pathlib import Path
 from typing import Any
 
 from chalice.local import ChaliceRequestHandler, LocalDevServer, LocalGateway, LocalGatewayException
 
-GATEWAY_RESPONSES = Path(__file__).resolve().parents[1] / "infra" / "cfn" / "gateway_responses.json"
+from chalicelib.edge.httpapi import not_found
 
 
 class RouteNotFound(LocalGatewayException):
     CODE = 404
 
 
-@functools.cache
-def _responses() -> dict[str, Any]:
-    document = json.loads(GATEWAY_RESPONSES.read_text())
-    return dict(document["Resources"]["RestAPI"]["Properties"]["GatewayResponses"])
-
-
-def gateway_response(response_type: str, request_id: str) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) of one of the template's gateway responses, as API Gateway renders it."""
-    spec = _responses()[response_type]
-    headers = {name: value.strip("'") for name, value in spec["ResponseParameters"]["Headers"].items()}
-    body = spec["ResponseTemplates"]["application/json"].replace("$context.requestId", request_id)
-    return int(spec["StatusCode"]), headers, body.encode()
+def unknown_route_answer(request_id: str) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of the deployed API's answer to a path no route matches."""
+    answer = not_found(request_id)
+    return int(answer["statusCode"]), dict(answer["headers"]), str(answer["body"]).encode()
 
 
 class HouseGateway(LocalGateway):
@@ -48,7 +38,7 @@ class HouseGateway(LocalGateway):
         try:
             self.event_converter._route_matcher.match_route(path)
         except ValueError:
-            _, out_headers, out_body = gateway_response("MISSING_AUTHENTICATION_TOKEN", str(uuid.uuid4()))
+            _, out_headers, out_body = unknown_route_answer(str(uuid.uuid4()))
             raise RouteNotFound(out_headers, out_body) from None
         return super().handle_request(method, path, headers, body)
 

@@ -10,7 +10,7 @@ no route out, the endpoint policies, the roles. Use a pro or enterprise key (the
 and 1 GB; a free key's quota also makes the run slow). Locally it runs against `make dev`
 (tests/e2e/test_verify_cloud.py).
 
-    CODERUNNER_API_KEY=cr_... python -m devtools.verify_cloud --url https://.../api/ [--sandbox lambda ...]
+    CODERUNNER_API_KEY=cr_... python -m devtools.verify_cloud --url <EndpointURL> [--sandbox lambda ...]
 """
 
 from __future__ import annotations

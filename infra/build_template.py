@@ -21,7 +21,7 @@ from typing import Any
 
 from chalicelib.config import APP_NAME, TIER_NAMES
 from chalicelib.tier_resources import missing_functions
-from infra import chalice_template, checks, dashboard, sandbox_function, state, wiring
+from infra import chalice_template, checks, dashboard, http_api, sandbox_function, state, wiring
 
 INFRA = Path(__file__).resolve().parent
 FRAGMENTS = INFRA / "cfn"
@@ -91,10 +91,7 @@ def merge_template(
         "Description": "The Chalice stage this template was packaged for (make package STAGE=...).",
     }
     labels = {fid: name for fid, name in chalice.function_names.items()}
-    api_stage = chalice.template["Resources"]["RestAPI"]["Properties"]["StageName"]
-    merged["Resources"]["OperationsDashboard"] = dashboard.dashboard(
-        labels, alarm_ids(merged["Resources"]), api_stage, tiers
-    )
+    merged["Resources"]["OperationsDashboard"] = dashboard.dashboard(labels, alarm_ids(merged["Resources"]), tiers)
     merged["Outputs"]["DashboardUrl"] = {
         "Value": {
             "Fn::Sub": "https://${AWS::Region}.console.aws.amazon.com/cloudwatch/home"
@@ -122,9 +119,15 @@ def build(stage: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return merge, packaged(merge, chalice.template)
 
 
+def finalize(template: dict[str, Any]) -> dict[str, Any]:
+    """What `chalice package` wrote, rewritten where a merge cannot reach: the sandbox functions as the sandbox
+    image, and Chalice's REST API removed (the HTTP API of infra/cfn/api.json serves the routes)."""
+    return http_api.without_rest_api(sandbox_function.as_image(template))
+
+
 def packaged(merge: dict[str, Any], chalice: dict[str, Any]) -> dict[str, Any]:
-    """What `make package` ships: chalice's merge, then the sandbox function as the sandbox image."""
-    return sandbox_function.as_image(deep_merge(merge, chalice))
+    """What `make package` ships: chalice's merge, then `finalize`."""
+    return finalize(deep_merge(merge, chalice))
 
 
 def _report(label: str, found: list[str]) -> int:
@@ -138,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="dev", help="Chalice stage (.chalice/config.json)")
     parser.add_argument("--out", type=Path, help="write the merge template here")
     parser.add_argument("--check", type=Path, help="check a packaged template (build/sam.json)")
-    parser.add_argument("--finalize", type=Path, help="rewrite what chalice packaged: the sandbox as an image")
+    parser.add_argument(
+        "--finalize", type=Path, help="rewrite what chalice packaged: the sandbox as an image, no REST API"
+    )
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.finalize:
-        args.finalize.write_text(json.dumps(sandbox_function.as_image(load(args.finalize)), indent=2) + "\n")
+        args.finalize.write_text(json.dumps(finalize(load(args.finalize)), indent=2) + "\n")
     if args.out:
         merge, packaged = build(args.stage)
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from infra.alarms import POWERTOOLS_SERVICE as SERVICE
 from infra.state import queue_id
 
 WIDTH, HEIGHT = 8, 6
+API_STAGE = "$default"  # the HTTP API's stage (its metrics' Stage dimension); Fn::Sub leaves "$name" alone
 
 
 def _widget(title: str, metrics: list[Any], stat: str = "Sum", **extra: Any) -> dict[str, Any]:
@@ -53,11 +54,12 @@ def _functions(metric: str, functions: dict[str, str]) -> list[Any]:
     return [["AWS/Lambda", metric, "FunctionName", f"${{{fid}}}", {"label": label}] for fid, label in functions.items()]
 
 
-def _api(api_stage: str, metric: str, **options: str) -> list[Any]:
-    return ["AWS/ApiGateway", metric, "ApiName", f"{APP_NAME}-${{Stage}}", "Stage", api_stage, options]
+def _api(metric: str, **options: str) -> list[Any]:
+    """A metric of the HTTP API's `$default` stage (infra/cfn/api.json)."""
+    return ["AWS/ApiGateway", metric, "ApiId", "${HttpApi}", "Stage", API_STAGE, options]
 
 
-def widgets(functions: dict[str, str], alarms: list[str], api_stage: str, tiers: Sequence[str]) -> list[dict[str, Any]]:
+def widgets(functions: dict[str, str], alarms: list[str], tiers: Sequence[str]) -> list[dict[str, Any]]:
     """Every widget, in reading order; `functions` maps function logical id -> label."""
     depth = _queues(tiers, "ApproximateNumberOfMessagesVisible")
     return [
@@ -81,19 +83,19 @@ def widgets(functions: dict[str, str], alarms: list[str], api_stage: str, tiers:
         _widget("Function errors", _functions("Errors", functions)),
         _widget("Throttles", _functions("Throttles", functions)),
         _widget("Fargate launch failures by tier", _per_tier(tiers, FARGATE_LAUNCH_FAILURES, "Sum")),
-        _widget("API responses", [_api(api_stage, name, label=name) for name in ("Count", "4XXError", "5XXError")]),
+        _widget("API responses", [_api(name, label=name) for name in ("Count", "4xx", "5xx")]),
         _widget(
             "API latency (ms)",
-            [_api(api_stage, "Latency", stat=stat, label=stat) for stat in ("p50", "p99")],
+            [_api("Latency", stat=stat, label=stat) for stat in ("p50", "p99")],
             stat="p99",
             period=300,
         ),
     ]
 
 
-def dashboard(functions: dict[str, str], alarms: list[str], api_stage: str, tiers: Sequence[str]) -> dict[str, Any]:
+def dashboard(functions: dict[str, str], alarms: list[str], tiers: Sequence[str]) -> dict[str, Any]:
     """The AWS::CloudWatch::Dashboard resource; its body is one Fn::Sub over the JSON."""
-    body = json.dumps({"widgets": widgets(functions, alarms, api_stage, tiers)}, separators=(",", ":"))
+    body = json.dumps({"widgets": widgets(functions, alarms, tiers)}, separators=(",", ":"))
     return {
         "Type": "AWS::CloudWatch::Dashboard",
         "Properties": {"DashboardName": {"Fn::Sub": f"{APP_NAME}-${{Stage}}"}, "DashboardBody": {"Fn::Sub": body}},

@@ -38,9 +38,9 @@ PLATFORM_ENVIRONMENT: dict[str, Any] = {
     "CODERUNNER_FARGATE_SUBNETS": {"Fn::Join": [",", [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}]]},
     "CODERUNNER_FARGATE_SECURITY_GROUPS": {"Ref": "FargateTaskSecurityGroup"},
     "CODERUNNER_ARTIFACTS_BUCKET": {"Ref": "ArtifactsBucket"},
-    # The WebSocket API Chalice generates (app.py's on_ws_* handlers); its stage is the REST API's
-    # (api_gateway_stage in .chalice/config.json). The stage resource itself cannot be referenced here: it
-    # depends on the routes, which depend on these very functions.
+    # The WebSocket API Chalice generates (app.py's on_ws_* handlers); its stage is api_gateway_stage of
+    # .chalice/config.json (the HTTP API of infra/cfn/api.json has its own `$default` stage). The stage
+    # resource itself cannot be referenced here: it depends on the routes, which depend on these functions.
     "CODERUNNER_WS_URL": {"Fn::Join": ["", ["wss://", {"Ref": "WebsocketAPI"}, WS_HOST_AND_STAGE]]},
     "CODERUNNER_WS_MANAGEMENT_URL": {"Fn::Join": ["", ["https://", {"Ref": "WebsocketAPI"}, WS_HOST_AND_STAGE]]},
 }

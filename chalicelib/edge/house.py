@@ -1,7 +1,7 @@
 """Chalice's own error answers in the house format.
 
-Before a handler runs, Chalice itself may refuse a request: a method the path does not have (405, locally:
-API Gateway answers those in the cloud, see infra/cfn/gateway_responses.json), a content type the route does
+Before a handler runs, Chalice itself may refuse a request: a method the path does not have (405; in the cloud
+too, since the HTTP API sends every request to the app: chalicelib/edge/httpapi.py), a content type the route does
 not accept (415), or a binary answer without a matching Accept (400). It answers `{"Code", "Message"}`; the
 `http` middleware in app.py passes every answer through `as_house_error`, which rewrites those (and only
 those) as `{"error": {"code", "message"}}` with the same status and headers.

@@ -1,5 +1,5 @@
-"""On the running stack (`make dev`'s API process): an unknown route or method is the house JSON error, as
-API Gateway's GatewayResponses make it in the cloud, and never echoes the caller's key."""
+"""On the running stack (`make dev`'s API process): an unknown route or method is the house JSON error, as the
+deployed API's handler makes it in the cloud (chalicelib/edge/httpapi.py), and never echoes the caller's key."""
 
 from __future__ import annotations
 

@@ -194,7 +194,7 @@ def test_dry_run_without_any_build_prints_the_commands_with_variables(
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DRY_RUN", "1")
-    monkeypatch.setenv("PARAMS", "WafRateLimit=3000")
+    monkeypatch.setenv("PARAMS", "ApiThrottleRateLimit=300")
     assert deploy.main(["deploy", "--stage", "prod", "--build-dir", str(build)]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[1] == "REGION=$(aws configure get region)"
@@ -203,7 +203,7 @@ def test_dry_run_without_any_build_prints_the_commands_with_variables(
     assert words[words.index("--region") + 1] == "${REGION}" and words[words.index("--stack-name") + 1] == (
         "code-runner-prod"
     )
-    assert "SandboxImageDigest=${SANDBOX_IMAGE_DIGEST}" in words and words[-1] == "WafRateLimit=3000"
+    assert "SandboxImageDigest=${SANDBOX_IMAGE_DIGEST}" in words and words[-1] == "ApiThrottleRateLimit=300"
 
 
 @pytest.mark.parametrize(
@@ -261,3 +261,16 @@ def test_the_deployer_policy_covers_every_service_of_the_template_and_lints_clea
 
 def _listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def test_the_deployer_policy_manages_the_http_api_and_its_access_log_delivery() -> None:
+    """The API and the WebSocket API are API Gateway v2 APIs (`/apis`); an HTTP API's access log is a CloudWatch
+    Logs log delivery, whose actions take no resource. No REST API, no account setting, no WAF any more."""
+    policy = json.loads((ROOT / "infra" / "deployer-policy.json").read_text())
+    statements = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    (gateway,) = [s for s in statements if any(a.startswith("apigateway:") for a in _listed(s["Action"]))]
+    assert "arn:aws:apigateway:*::/apis/*" in gateway["Resource"]
+    assert not any("/restapis" in r or "/account" in r for r in gateway["Resource"])
+    delivery = [s for s in statements if "logs:CreateLogDelivery" in _listed(s["Action"])]
+    assert delivery and delivery[0]["Resource"] == "*"
+    assert not any(a.startswith("wafv2:") for s in statements for a in _listed(s["Action"]))

@@ -21,7 +21,7 @@ def test_the_cost_model_runs_and_prices_every_line() -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    for item in ("API Gateway REST requests", "Lambda requests", "DynamoDB write request units", "SQS FIFO"):
+    for item in ("API Gateway HTTP API requests", "Lambda requests", "DynamoDB write request units", "SQS FIFO"):
         assert item in done.stdout
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("cost_per_million_usd=") and float(last.split("=", 1)[1]) > 0

@@ -534,7 +534,7 @@ def test_worker_and_api_roles_name_the_stacks_resources_not_wildcards(resources:
     assert queues == sorted([queue_id(t, d) for t, d in QUEUES] + ["WebhookQueue", "WebhookDeadLetterQueue"])
 
 
-# --- alarms, dashboard, WAF ---------------------------------------------------------------------------
+# --- alarms, dashboard ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("tier", TIER_NAMES)
@@ -593,15 +593,6 @@ def test_the_dashboards_dimensions_are_the_ones_powertools_emits() -> None:
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     assert config["environment_variables"]["POWERTOOLS_SERVICE_NAME"] == APP_NAME
     assert config["environment_variables"]["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
-
-
-def test_waf_limits_requests_per_ip_on_the_api_stage(resources: dict[str, Any]) -> None:
-    (rule,) = resources["ApiWebAcl"]["Properties"]["Rules"]
-    assert rule["Statement"]["RateBasedStatement"]["AggregateKeyType"] == "IP"
-    assert rule["Action"]["Block"]["CustomResponse"]["ResponseCode"] == 429
-    association = resources["ApiWebAclAssociation"]["Properties"]
-    assert association["WebACLArn"] == {"Fn::GetAtt": ["ApiWebAcl", "Arn"]}
-    assert "/restapis/${RestAPI}/stages/${RestAPI.Stage}" in association["ResourceArn"]["Fn::Sub"]
 
 
 @pytest.mark.parametrize("bucket_id", ["ArtifactsBucket", "ResultsBucket"])
@@ -762,58 +753,70 @@ def test_api_submit_latency_p99_alarm(resources: dict[str, Any], template: dict[
     ]
     assert alarm["Namespace"] == "AWS/ApiGateway" and alarm["ExtendedStatistic"] == "p99"
     dims = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
-    assert dims["ApiName"] == resources["RestAPI"]["Properties"]["Name"] and dims["Stage"] == {"Ref": "RestAPI.Stage"}
+    stage = resources["HttpApiStage"]["Properties"]
+    assert dims["ApiId"] == {"Ref": "HttpApi"} and dims["Stage"] == stage["StageName"] == "$default"
     assert (dims["Resource"], dims["Method"]) == ("/v1/jobs", "POST")
     assert alarm["Threshold"] == {"Ref": "ApiLatencyP99AlarmMs"} and "ApiLatencyP99AlarmMs" in template["Parameters"]
-    # Per-method metrics exist only where detailed metrics are on.
-    settings = resources["RestAPI"]["Properties"]["MethodSettings"]
-    assert any(
-        s["ResourcePath"] == "/~1v1~1jobs" and s["HttpMethod"] == "POST" and s["MetricsEnabled"] for s in settings
-    )
+    # Route metrics exist only for a route of its own with detailed metrics on (not for `$default`'s paths).
+    route_keys = {r["Properties"]["RouteKey"] for r in of_type(resources, "AWS::ApiGatewayV2::Route").values()}
+    assert "POST /v1/jobs" in route_keys and stage["RouteSettings"]["POST /v1/jobs"]["DetailedMetricsEnabled"]
+    assert "HttpApiSubmitRoute" in resources["HttpApiStage"]["DependsOn"]  # route settings name an existing route
+
+
+def test_api_5xx_alarm_watches_the_http_api_stage(resources: dict[str, Any]) -> None:
+    alarm = resources["ApiServerErrorsAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/ApiGateway", "5xx")
+    assert alarm["Dimensions"] == [
+        {"Name": "ApiId", "Value": {"Ref": "HttpApi"}},
+        {"Name": "Stage", "Value": "$default"},
+    ]
 
 
 def test_api_stage_writes_json_access_logs_without_credentials(resources: dict[str, Any]) -> None:
-    api = resources["RestAPI"]
-    setting = api["Properties"]["AccessLogSetting"]
+    stage = resources["HttpApiStage"]["Properties"]
+    setting = stage["AccessLogSettings"]
     assert setting["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
     fields = json.loads(setting["Format"])  # one JSON object per request
     expected = {
         "requestId": "$context.requestId",
         "ip": "$context.identity.sourceIp",
-        "route": "$context.resourcePath",
+        "route": "$context.routeKey",
+        "path": "$context.path",
         "status": "$context.status",
         "latency": "$context.responseLatency",
     }
     assert expected.items() <= fields.items()
     assert not any(word in setting["Format"].lower() for word in ("authorization", "api-key", "apikey", "header"))
-    group = resources["ApiAccessLogGroup"]["Properties"]
-    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    group = resources["ApiAccessLogGroup"]
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert (group["DeletionPolicy"], group["UpdateReplacePolicy"]) == ("Delete", "Delete")
 
 
-def test_api_gateway_has_its_account_logging_role_before_the_stage(resources: dict[str, Any], template: dict) -> None:
-    """The access log needs the (region-wide) API Gateway account setting to name a role: created here unless a
-    role is given, kept when the stack goes (the setting outlives it), and set before the API exists."""
-    account = resources["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"]
-    condition, created, given = account["Fn::If"]
-    assert (created, given) == (
-        {"Fn::GetAtt": ["ApiGatewayCloudWatchRole", "Arn"]},
-        {"Ref": "ApiGatewayCloudWatchRoleArn"},
+def test_the_api_is_an_http_api_and_needs_no_account_logging_role(resources: dict, template: dict) -> None:
+    """An HTTP API ($1.00 per million requests, a REST API $3.50) writes access logs through CloudWatch Logs'
+    log delivery: no region-wide API Gateway account setting, no role for it. Chalice's REST API is gone."""
+    (api,) = [
+        a for a in of_type(resources, "AWS::ApiGatewayV2::Api").values() if a["Properties"]["ProtocolType"] == "HTTP"
+    ]
+    assert api["Properties"]["Name"] == {"Fn::Sub": "code-runner-${Stage}"}
+    assert not of_type(resources, "AWS::Serverless::Api") and not of_type(resources, "AWS::ApiGateway::RestApi")
+    assert (
+        not of_type(resources, "AWS::ApiGateway::Account")
+        and "ApiGatewayCloudWatchRoleArn" not in template["Parameters"]
     )
-    assert template["Conditions"][condition] == {"Fn::Equals": [{"Ref": "ApiGatewayCloudWatchRoleArn"}, ""]}
-    role = resources["ApiGatewayCloudWatchRole"]
-    assert role["Condition"] == condition and role["DeletionPolicy"] == "Retain"
-    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
-        "Service": "apigateway.amazonaws.com"
-    }
-    assert template["Parameters"]["ApiGatewayCloudWatchRoleArn"]["Default"] == ""
-    # SAM makes the stage from RestAPI, so the stage is created after the account setting.
-    assert "ApiGatewayAccount" in resources["RestAPI"]["DependsOn"]
+    assert not of_type(resources, "AWS::WAFv2::WebACLAssociation")  # WAF cannot be associated with an HTTP API
+    stage = resources["HttpApiStage"]["Properties"]
+    assert stage["ApiId"] == {"Ref": "HttpApi"} and stage["AutoDeploy"] is True
+    permission = resources["APIHandlerInvokePermission"]["Properties"]
+    assert "${HttpApi}/*" in permission["SourceArn"]["Fn::Sub"] and permission["FunctionName"] == {"Ref": "APIHandler"}
+    assert "RestAPIId" not in template["Outputs"]
+    assert "https://${HttpApi}.execute-api." in template["Outputs"]["EndpointURL"]["Value"]["Fn::Sub"]
 
 
 def test_api_stage_is_throttled_by_parameters(resources: dict[str, Any], template: dict[str, Any]) -> None:
-    settings = resources["RestAPI"]["Properties"]["MethodSettings"]
-    assert {"ResourcePath": "/*", "HttpMethod": "*"}.items() <= settings[0].items()
-    for setting in settings:  # a method's own entry replaces the stage-wide one: each carries the limits
+    stage = resources["HttpApiStage"]["Properties"]
+    # A route's own settings replace the stage's defaults: each carries the limits.
+    for setting in (stage["DefaultRouteSettings"], *stage["RouteSettings"].values()):
         assert setting["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRateLimit"}
         assert setting["ThrottlingBurstLimit"] == {"Ref": "ApiThrottleBurstLimit"}
     for name in ("ApiThrottleRateLimit", "ApiThrottleBurstLimit"):

@@ -1,14 +1,15 @@
 """Every error is the house JSON error, unknown routes and methods included, and none echoes a credential.
 
-In the cloud API Gateway answers an unknown route itself (403 in its SigV4 format, echoing the caller's
-`Authorization` header): infra/cfn/gateway_responses.json replaces each of its answers; checked here on the
-packaged template. Locally, devtools/local_gateway.py renders the same template for an unknown route, and the
-app's middleware (chalicelib/edge/house.py) rewrites Chalice's own refusals (405, 415)."""
+In the cloud the API is an HTTP API whose only routes send every request to the API function (infra/cfn/
+api.json): API Gateway never answers a route or a method itself, the app's handler does (chalicelib/edge/
+httpapi.py: the house 404 for an unknown path, Chalice's 405 rendered by the app's middleware). Checked here on
+the packaged template; the handler itself in tests/unit/test_httpapi.py. Locally, devtools/local_gateway.py
+gives the same 404 for an unknown route, and the app's middleware (chalicelib/edge/house.py) rewrites
+Chalice's own refusals (405, 415)."""
 
 from __future__ import annotations
 
 import json
-import re
 import threading
 import urllib.error
 import urllib.request
@@ -20,7 +21,7 @@ from chalice.config import Config
 from chalice.local import LocalDevServer
 from chalice.test import Client
 
-from devtools.local_gateway import HouseGateway, RouteNotFound, answer_unknown_routes, gateway_response
+from devtools.local_gateway import HouseGateway, RouteNotFound, answer_unknown_routes, unknown_route_answer
 from devtools.stack import free_port
 from infra import build_template
 from tests.integration.helpers import body
@@ -28,56 +29,31 @@ from tests.integration.helpers import body
 pytestmark = pytest.mark.xdist_group("infra")
 
 SECRET = "cr_" + "s3cret" * 6
-# The answers API Gateway gives before the app runs, and the status each must have.
-EXPECTED = {
-    "MISSING_AUTHENTICATION_TOKEN": 404,  # an unknown route or method (no IAM auth here: never a real 403)
-    "INVALID_SIGNATURE": 404,  # the same, when the request carries an Authorization header
-    "RESOURCE_NOT_FOUND": 404,
-    "BAD_REQUEST_BODY": 400,
-    "BAD_REQUEST_PARAMETERS": 400,
-    "UNSUPPORTED_MEDIA_TYPE": 415,
-    "REQUEST_TOO_LARGE": 413,
-    "ACCESS_DENIED": 403,
-    "WAF_FILTERED": 403,
-    "THROTTLED": 429,
-    "QUOTA_EXCEEDED": 429,
-    "INTEGRATION_TIMEOUT": 504,
-    "INTEGRATION_FAILURE": 502,
-    "DEFAULT_4XX": None,  # keeps the status of whatever it answers
-    "DEFAULT_5XX": None,
-}
 
 
 @pytest.fixture(scope="module")
-def gateway_responses() -> dict[str, Any]:
-    template = build_template.build("dev")[1]
-    return dict(template["Resources"]["RestAPI"]["Properties"]["GatewayResponses"])
+def resources() -> dict[str, Any]:
+    return dict(build_template.build("dev")[1]["Resources"])
 
 
-def test_every_answer_of_api_gateway_is_replaced(gateway_responses: dict[str, Any]) -> None:
-    assert set(gateway_responses) == set(EXPECTED)
-    for name, status in EXPECTED.items():
-        assert gateway_responses[name].get("StatusCode") == (None if status is None else str(status)), name
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_each_is_the_house_json_error_and_never_echoes_the_request(
-    gateway_responses: dict[str, Any], name: str
-) -> None:
-    spec = gateway_responses[name]
-    template = spec["ResponseTemplates"]["application/json"]
-    # Only $context.requestId: no header, no $input, no error message (API Gateway's echoes the key).
-    assert re.findall(r"\$[\w.]+", template) == ["$context.requestId"], template
-    rendered = json.loads(template.replace("$context.requestId", "c0ffee"))
-    assert set(rendered) == {"error"} and set(rendered["error"]) == {"code", "message", "details"}
-    assert re.fullmatch(r"[a-z_]+", rendered["error"]["code"]) and rendered["error"]["details"] == {
-        "request_id": "c0ffee"
+def test_every_request_reaches_the_api_function(resources: dict[str, Any]) -> None:
+    """No route of API Gateway's own answers (a 404 `{"message":"Not Found"}`): the `$default` route catches
+    every path and method, and every route goes to the one integration, the API function's handler."""
+    routes = {
+        spec["Properties"]["RouteKey"]: spec["Properties"]
+        for spec in resources.values()
+        if spec["Type"] == "AWS::ApiGatewayV2::Route" and spec["Properties"]["ApiId"] == {"Ref": "HttpApi"}
     }
-    headers = spec["ResponseParameters"]["Headers"]
-    assert headers["Content-Type"] == "'application/json'"
-    assert all(v.startswith("'") and v.endswith("'") for v in headers.values()), "static values only"
-    if EXPECTED[name] == 429:
-        assert headers["Retry-After"] == "'1'"
+    assert "$default" in routes
+    targets = {json.dumps(route["Target"]) for route in routes.values()}
+    assert targets == {json.dumps({"Fn::Join": ["/", ["integrations", {"Ref": "HttpApiIntegration"}]]})}
+    integration = resources["HttpApiIntegration"]["Properties"]
+    assert integration["IntegrationType"] == "AWS_PROXY" and integration["PayloadFormatVersion"] == "2.0"
+    assert integration["IntegrationUri"] == {"Fn::GetAtt": ["APIHandler", "Arn"]}
+    assert resources["APIHandler"]["Properties"]["Handler"] == "app.http_api"
+    # No authorizer, no API key: nothing that API Gateway would refuse with its own 401/403.
+    assert not any("Authoriz" in spec["Type"] for spec in resources.values())
+    assert all(route.get("AuthorizationType", "NONE") == "NONE" for route in routes.values())
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +71,9 @@ def test_locally_an_unknown_route_is_the_same_404_and_never_echoes_the_key(app: 
         assert refused.value.CODE == 404 and SECRET.encode() not in (refused.value.body or b"")
         error = json.loads(refused.value.body or b"")["error"]
         assert error["code"] == "not_found" and error["message"] == "no route matches this method and path"
-    status, _, expected = gateway_response("MISSING_AUTHENTICATION_TOKEN", "r1")
-    assert status == 404 and json.loads(expected)["error"]["code"] == "not_found"
+    status, headers, expected = unknown_route_answer("r1")
+    assert status == 404 and json.loads(expected)["error"]["details"] == {"request_id": "r1"}
+    assert headers["Content-Type"] == "application/json"
 
 
 @pytest.fixture
