@@ -13,6 +13,7 @@ from chalicelib.domain.jobs import Job, JobStatus, check_transition
 from chalicelib.domain.quotas import QuotaState, charged, refunded
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxOffer, SandboxRefused
 from chalicelib.services.deps import Deps
+from chalicelib.services.estimates import key_scope
 from chalicelib.services.ports import ApiKey, KeyLoad, Page, Slots, TaskStopped
 from chalicelib.services.signals import InProcessSignals
 from tests.fakes_delivery import memory_delivery
@@ -237,11 +238,15 @@ class MemoryCounters:
                 return self._slots(owner)
             return None
 
-    def release_slot(self, owner: str, holder: str, ended: str | None = None) -> Slots:
+    def release_slot(
+        self, owner: str, holder: str, ended: str | None = None, run: tuple[int, float] | None = None
+    ) -> Slots:
         with self.lock:
             self.slots.setdefault(owner, set()).discard(holder)
             if ended is not None:
                 self.active.get(owner, set()).discard(ended)
+            if run is not None:
+                self.record_run(key_scope(owner), *run)
             return self._slots(owner)
 
     def count_parked(self, owner: str, delta: int) -> Slots:

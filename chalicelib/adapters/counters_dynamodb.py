@@ -19,8 +19,9 @@ class DynamoCounters:
     tier's last two 5-minute buckets, one slot per bucket parity: r0b/r1b the bucket, r0s/r1s the summed ms,
     r0n/r1n the runs, so that a job's end updates the counters and the statistics in one write),
     `slots#OWNER` (holders: string set; parked: how many of the owner's jobs wait for a slot; active: the
-    owner's jobs in flight, string set), `idem#SCOPE` (body_hash, job_id). A key's own run-time statistics
-    are kept like a tier's, on `tier#<estimates.key_scope(key)>`."""
+    owner's jobs in flight, string set; and the key's own run-time statistics, kept like a tier's, so that a
+    job's end gives back its slot, leaves the jobs in flight and counts its run in one write),
+    `idem#SCOPE` (body_hash, job_id)."""
 
     def __init__(self, table: str, client: Any = None) -> None:
         self.table = table
@@ -56,34 +57,40 @@ class DynamoCounters:
 
     def adjust_tier(self, tier: str, queued: int = 0, running: int = 0, run: tuple[int, float] | None = None) -> None:
         adds = {name: delta for name, delta in (("queued", queued), ("running", running)) if delta}
+        self._update_counting(f"tier#{tier}", adds, run)
+
+    def _update_counting(
+        self, pk: str, adds: dict[str, int], run: tuple[int, float] | None, tail: str = "", tail_values: Any = None
+    ) -> dict[str, Any]:
+        """One write of the `adds` deltas and the `tail` clauses (with their `tail_values`) that also counts
+        `run` (ms, when) in the item's run-time statistics; the item after it ({} if nothing was written)."""
+        counts = {f":{k}": v for k, v in adds.items()}
+        plain = _clauses(_add(adds) if adds else "", tail)
+        plain_values = {**counts, **(tail_values or {})}
         if run is None:
-            if adds:
-                self._update(f"tier#{tier}", _add(adds), {f":{k}": v for k, v in adds.items()})
-            return
+            return self._update(pk, plain, plain_values) if plain else {}
         run_ms, now = run
         bucket = int(now // _STATS_BUCKET_S)
         slot = f"r{bucket % 2}"
-        counts = {f":{k}": v for k, v in adds.items()}
         stats = {f"{slot}s": run_ms, f"{slot}n": 1}
-        values = {**counts, f":{slot}s": run_ms, f":{slot}n": 1, ":b": bucket}
+        values = {**plain_values, f":{slot}s": run_ms, f":{slot}n": 1, ":b": bucket}
         this_bucket = f"{slot}b = :b"
         tries = (
-            (_add({**adds, **stats}), this_bucket),  # the usual case: this bucket's slot is current
+            (_clauses(_add({**adds, **stats}), tail), this_bucket),  # the usual case: this bucket's slot is current
             # the first run of a bucket takes over the slot of the bucket before last
             (
-                f"SET {slot}b = :b, {slot}s = :{slot}s, {slot}n = :{slot}n" + (" " + _add(adds) if adds else ""),
+                _clauses(f"SET {slot}b = :b, {slot}s = :{slot}s, {slot}n = :{slot}n", plain),
                 f"attribute_not_exists({slot}b) OR {slot}b < :b",
             ),
-            (_add({**adds, **stats}), this_bucket),  # another writer took it over first
+            (_clauses(_add({**adds, **stats}), tail), this_bucket),  # another writer took it over first
         )
         for expr, condition in tries:
             try:
-                self._update(f"tier#{tier}", expr, values, condition)
-                return
+                return self._update(pk, expr, values, condition)
             except ConditionFailed:
                 continue
-        if adds:  # a clock ahead of ours rolled the slot past this bucket: the run is not counted
-            self._update(f"tier#{tier}", _add(adds), counts)
+        # A clock ahead of ours rolled the slot past this bucket: the run is not counted, the rest is written.
+        return self._update(pk, plain, plain_values) if plain else {}
 
     def tier_counts(self, tier: str) -> tuple[int, int]:
         item = self._get(f"tier#{tier}")
@@ -131,11 +138,13 @@ class DynamoCounters:
             return None
         return _slots(item)
 
-    def release_slot(self, owner: str, holder: str, ended: str | None = None) -> Slots:
-        if ended is None:
-            return _slots(self._update(f"slots#{owner}", "DELETE holders :me", {":me": {holder}}))
-        expr, values = "DELETE holders :me, active :id", {":me": {holder}, ":id": {ended}}
-        return _slots(self._update(f"slots#{owner}", expr, values))
+    def release_slot(
+        self, owner: str, holder: str, ended: str | None = None, run: tuple[int, float] | None = None
+    ) -> Slots:
+        tail, values = "DELETE holders :me", {":me": {holder}}
+        if ended is not None:
+            tail, values = tail + ", active :id", {**values, ":id": {ended}}
+        return _slots(self._update_counting(f"slots#{owner}", {}, run, tail, values))
 
     def count_parked(self, owner: str, delta: int) -> Slots:
         condition = None if delta >= 0 else "parked >= :least"
@@ -202,11 +211,11 @@ class DynamoCounters:
         return {owner: set(item["active"]) for owner, item in self._slot_items() if item.get("active")}
 
     def record_run(self, tier: str, run_ms: int, now: float) -> None:
-        self.adjust_tier(tier, run=(run_ms, now))
+        self._update_counting(_stats_pk(tier), {}, (run_ms, now))
 
     def recent_run_ms(self, tier: str, now: float) -> float | None:
         bucket = int(now // _STATS_BUCKET_S)
-        item = self._get(f"tier#{tier}")
+        item = self._get(_stats_pk(tier))
         runs = total = 0
         for slot in ("r0", "r1"):
             if item.get(f"{slot}b") in (bucket, bucket - 1):
@@ -236,6 +245,16 @@ def _load(item: dict[str, Any]) -> KeyLoad:
 
 def _slots(item: dict[str, Any]) -> Slots:
     return Slots(frozenset(item.get("holders", set())), max(0, int(item.get("parked", 0))))
+
+
+def _stats_pk(scope: str) -> str:
+    """The item holding a statistics scope's runs: a tier's item, or for a key (`estimates.key_scope`:
+    `key#<owner>`) the owner's slots item, where a job's end counts its run with the slot's release."""
+    return f"slots#{scope.removeprefix('key#')}" if scope.startswith("key#") else f"tier#{scope}"
+
+
+def _clauses(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
 
 
 def _add(deltas: dict[str, int]) -> str:

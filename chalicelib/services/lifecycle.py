@@ -18,14 +18,15 @@ only what the reaper repairs (services/reaper.py, one test per repair):
    (a missed stop: the reaper stops tasks of jobs past their lease, and a stopped task's result is discarded);
 3. the slot: freed only once the job is no longer running, so the owner's cap holds (`release_leaked_slots`);
    freeing it wakes the owner's oldest parked job (services/parking.py; the reaper's `wake_parked` otherwise);
-   a terminal job leaves its key's jobs in flight in that same write (one write on the owner's item);
+   step 6 goes in that same write (one write on the owner's item);
 4. the next message (delay, resend, dead-letter): sent after the write, so a worker never receives a job that
    still looks running; a lost message leaves a queued job whose `due_at` passes (`_redrive_queued`);
 5. the refund: the terminal write itself set `refunded`, so only the winner refunds, and never twice. A crash
    between that write and the refund loses the one refund (the owner is short one submit of quota): the one
    consequence the reaper does not repair, since finding such jobs would cost an index write on every job;
-6. a terminal job that held no slot leaves its key's jobs in flight here (the wait estimate's key bound;
-   `forget_stale_active`), and a run joins the key's statistics (the tier's go with the tier counters);
+6. a terminal job leaves its key's jobs in flight (the wait estimate's key bound; `forget_stale_active`), and
+   a run joins the key's statistics (the tier's go with the tier counters): with the slot's release when the
+   job held one, else here;
 7. metrics: best effort;
 8. the job.finished event: the terminal write marked the job unpublished (`due_at` = finished + grace), so a
    crash before the event is produced leaves it to the reaper's `republish`. An event with nowhere to go (no
@@ -145,9 +146,11 @@ def _apply(deps: Deps, before: Job, done: Job, plan: ExitPlan, where: delivery.D
     if plan.stop_task is not None:
         _attempt(deps, "stop_task", _stop_task, deps, before, plan.stop_task)
     if plan.release_slot:
-        # A terminal job leaves its key's jobs in flight in the same write (step 6's first half).
+        # A terminal job leaves its key's jobs in flight, and its run joins the key's statistics, in the same
+        # write (step 6).
         ended = before.id if done.status.terminal else None
-        _attempt(deps, "release_slot", parking.release, deps, before.key_id, slot_holder(before), ended)
+        holder = slot_holder(before)
+        _attempt(deps, "release_slot", parking.release, deps, before.key_id, holder, ended, run)
     if before.parked:  # a parked job cancelled (or given up): one fewer waits for the owner's slots
         _attempt(deps, "unpark", deps.counters.count_parked, before.key_id, -1)
     message = plan.message
@@ -178,7 +181,9 @@ def _held(before: Job, done: Job, plan: ExitPlan) -> tuple[int, float] | None:
 def _for_estimates(deps: Deps, before: Job, done: Job, plan: ExitPlan) -> None:
     """What the key's part of the wait estimate learns from an exit: a terminal job leaves the key's jobs in
     flight, and a run joins the key's statistics (the tier's went with its counters)."""
-    if done.status.terminal and not plan.release_slot:  # with a slot, it left in the release's write
+    if plan.release_slot:
+        return  # both went with the slot's release, in its write
+    if done.status.terminal:
         _attempt(deps, "forget_active", deps.counters.forget_active, before.key_id, before.id)
     run = _held(before, done, plan)
     if run is not None:

@@ -46,10 +46,13 @@ def park(deps: Deps, job: Job, cap: int) -> str:
     return "parked"
 
 
-def release(deps: Deps, key_id: str, holder: str, ended: str | None = None) -> Slots:
+def release(
+    deps: Deps, key_id: str, holder: str, ended: str | None = None, run: tuple[int, float] | None = None
+) -> Slots:
     """Give a slot back and wake the owner's oldest parked job if any waits (the one way slots are freed).
-    `ended`: the holder's job is terminal and leaves the owner's jobs in flight in the same write."""
-    slots = deps.counters.release_slot(key_id, holder, ended)
+    `ended`: the holder's job is terminal and leaves the owner's jobs in flight; `run`: the run joins the key's
+    statistics; both in the same write (Counters.release_slot)."""
+    slots = deps.counters.release_slot(key_id, holder, ended, run)
     if slots.parked > 0:
         wake_oldest(deps, key_id, slots)
     return slots

@@ -188,9 +188,13 @@ class Counters(Protocol):
         """Take one of the owner's running slots for `holder` (idempotent): the slots after, or None when all
         `cap` are taken."""
 
-    def release_slot(self, owner: str, holder: str, ended: str | None = None) -> Slots:
+    def release_slot(
+        self, owner: str, holder: str, ended: str | None = None, run: tuple[int, float] | None = None
+    ) -> Slots:
         """Give a slot back (idempotent); the slots after. `ended`: that job is terminal, so it also leaves the
-        owner's jobs in flight, in the same write (a job's end costs one write on the owner's item, not two)."""
+        owner's jobs in flight; `run` (ms, when): the run joins the key's statistics (as `record_run` with
+        `estimates.key_scope(owner)`): all in the same write, so a job's end costs one write on the owner's
+        item, not three."""
 
     def count_parked(self, owner: str, delta: int) -> Slots:
         """Add `delta` (+1 on a park, -1 on a wake) to the owner's parked count (never below zero), in the same

@@ -249,6 +249,21 @@ def test_a_keys_jobs_in_flight_and_its_slots_make_its_load(stores: Any) -> None:
     assert counters.release_slot("key_9", "j3#1", ended="j3").holders == frozenset({"j1#1"})  # idempotent
 
 
+def test_a_jobs_end_counts_its_run_in_the_keys_statistics_with_the_slots_release(stores: Any) -> None:
+    from chalicelib.services.estimates import key_scope
+
+    _, _, counters = stores
+    now = time.time()
+    counters.record_run(key_scope("key_7"), 100, now - 300)  # the previous bucket, recorded on its own
+    for ms in (200, 600):
+        assert counters.acquire_slot("key_7", f"j{ms}#1", 2)
+        counters.release_slot("key_7", f"j{ms}#1", ended=f"j{ms}", run=(ms, now))
+    assert counters.recent_run_ms(key_scope("key_7"), now) == 300  # (100 + 200 + 600) / 3, whichever write
+    assert counters.holders_of("key_7") == set() and counters.recent_run_ms("key_7", now) is None  # not a tier's
+    counters.release_slot("key_7", "gone#1", run=(900, now + 600))  # a later bucket takes the slot over
+    assert counters.recent_run_ms(key_scope("key_7"), now + 600) == 900
+
+
 def test_tier_counters_are_corrected_only_on_a_repeated_sighting(stores: Any) -> None:
     _, _, counters = stores
     counters.set_tier_counts("pro", 4, 2)
