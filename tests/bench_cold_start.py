@@ -131,7 +131,8 @@ def first_invocation(roots: list[Path], runs: int = 5) -> dict[str, Any]:
             kind: dict(
                 zip(
                     ("import_cpu_ms", "first_event_cpu_ms", "second_event_cpu_ms"),
-                    (round(statistics.median(column), 1) for column in zip(*rows)),
+                    (round(statistics.median(column), 1) for column in zip(*rows, strict=True)),
+                    strict=True,
                 )
             )
             for kind, rows in kinds.items()
