@@ -2,7 +2,9 @@
 
 Every field is settable from the environment: `CODERUNNER_<FIELD>` (e.g. CODERUNNER_MAX_ATTEMPTS=5), except
 the tier table, which is `CODERUNNER_TIERS_JSON` with per-tier overrides merged over the defaults. Lists are
-comma-separated. A bad value fails at start, never mid-request.
+comma-separated. A bad value fails where the settings are first read, before any work: when a local stack
+process starts, and at a Lambda function's first event (importing app.py reads only the names and capacities in
+chalicelib/deployment.py, whose table of tier defaults this module builds on, so the import pays no pydantic).
 """
 
 from __future__ import annotations
@@ -15,14 +17,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
+from chalicelib.deployment import APP_NAME as APP_NAME
+from chalicelib.deployment import DEFAULT_TIER_TABLE, DEFAULT_WORKERS_PER_WEIGHT
+from chalicelib.deployment import ENV_PREFIX as ENV_PREFIX
+from chalicelib.deployment import TIER_NAMES as TIER_NAMES
 from chalicelib.sandbox.selection import SANDBOX_MEMORY_CLASSES, memory_class
 
-APP_NAME = "code-runner"
-ENV_PREFIX = "CODERUNNER_"
-# The tiers the platform is deployed with: each has its own queue and DLQ (infra/), its worker and DLQ
-# functions (app.py: worker_<tier>, dlq_<tier>), alarms and local worker loops. This tuple is the one list;
-# the settings refuse a tier that is not on it.
-TIER_NAMES = ("free", "pro", "enterprise")
 # SQS receives a job's message may use before SQS moves it to the tier's DLQ (the queues' maxReceiveCount):
 # each platform attempt uses one, a duplicate delivery or a worker lost before it started the job one more,
 # and nothing else does: a job waiting for its owner's slot is parked and its message deleted (services/
@@ -44,37 +44,9 @@ class TierPolicy(BaseModel):
     weight: int = Field(gt=0)  # share of worker capacity
 
 
+# The defaults live with the names in chalicelib/deployment.py, which app.py reads at import without pydantic.
 DEFAULT_TIERS: dict[str, TierPolicy] = {
-    "free": TierPolicy(
-        name="free",
-        per_minute=10,
-        per_day=100,
-        concurrency=2,
-        max_wall_time_s=10,
-        max_memory_mb=256,
-        queue_cap=100,
-        weight=1,
-    ),
-    "pro": TierPolicy(
-        name="pro",
-        per_minute=60,
-        per_day=5_000,
-        concurrency=10,
-        max_wall_time_s=60,
-        max_memory_mb=1_024,
-        queue_cap=500,
-        weight=4,
-    ),
-    "enterprise": TierPolicy(
-        name="enterprise",
-        per_minute=600,
-        per_day=100_000,
-        concurrency=50,
-        max_wall_time_s=900,
-        max_memory_mb=3_008,
-        queue_cap=2_000,
-        weight=16,
-    ),
+    name: TierPolicy(name=name, **limits) for name, limits in DEFAULT_TIER_TABLE.items()
 }
 
 CommaList = Annotated[list[str], NoDecode]
@@ -105,7 +77,7 @@ class Settings(BaseSettings):
     # Worker behaviour
     # Worker concurrency of a tier = weight x this (Lambda maximum_concurrency). It must stay above every
     # tier's per-key cap, or one key's backlog takes all of its tier's workers (see DESIGN.md section 5).
-    workers_per_weight: int = Field(default=4, gt=0)
+    workers_per_weight: int = Field(default=DEFAULT_WORKERS_PER_WEIGHT, gt=0)
     max_attempts: int = Field(default=3, gt=0)  # platform attempts before the job errors (and is dead-lettered)
     retry_base_s: int = Field(default=2, gt=0)  # exponential backoff base for platform retries (visibility)
     throttle_cap_s: int = Field(default=60, gt=0)  # longest back-off after a throttled sandbox (never an attempt)
@@ -160,7 +132,7 @@ class Settings(BaseSettings):
             if policy.name not in TIER_NAMES:
                 raise ValueError(
                     f"tier '{policy.name}' has no queue, DLQ, workers or alarms: add it to TIER_NAMES in "
-                    f"chalicelib/config.py, declare worker_{policy.name} and dlq_{policy.name} in app.py, "
+                    f"chalicelib/deployment.py, declare worker_{policy.name} and dlq_{policy.name} in app.py, "
                     "and package again"
                 )
             if policy.weight * self.workers_per_weight <= policy.concurrency:
