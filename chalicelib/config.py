@@ -1,21 +1,23 @@
-"""Settings, read once from the environment (prefix CODERUNNER_) by pydantic-settings. Tiers live here.
+"""Settings, read once from the environment (prefix CODERUNNER_) into a pydantic model. Tier policies live here.
 
-Every field is settable from the environment: `CODERUNNER_<FIELD>` (e.g. CODERUNNER_MAX_ATTEMPTS=5), except
-the tier table, which is `CODERUNNER_TIERS_JSON` with per-tier overrides merged over the defaults. Lists are
-comma-separated. A bad value fails where the settings are first read, before any work: when a local stack
+Every field is settable from the environment: `CODERUNNER_<FIELD>` (e.g. CODERUNNER_MAX_ATTEMPTS=5), names matched
+without regard to case, except the tier table, which is `CODERUNNER_TIERS_JSON` with per-tier overrides merged
+over the defaults. Lists are comma-separated. The environment is read here, as pydantic-settings' environment
+source would read it for this model (its import alone costs a cold start more than the model itself), and
+pydantic validates it. A bad value fails where the settings are first read, before any work: when a local stack
 process starts, and at a Lambda function's first event (importing app.py reads only the names and capacities in
 chalicelib/deployment.py, whose table of tier defaults this module builds on, so the import pays no pydantic).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from chalicelib.deployment import APP_NAME as APP_NAME
 from chalicelib.deployment import DEFAULT_TIER_TABLE, DEFAULT_WORKERS_PER_WEIGHT
@@ -49,19 +51,25 @@ DEFAULT_TIERS: dict[str, TierPolicy] = {
     name: TierPolicy(name=name, **limits) for name, limits in DEFAULT_TIER_TABLE.items()
 }
 
-CommaList = Annotated[list[str], NoDecode]
+# The one setting whose variable is not CODERUNNER_<FIELD>, and the one read as JSON; list settings (CommaList)
+# are read as given and split on commas.
+_TIERS_VARIABLE = f"{ENV_PREFIX}TIERS_JSON"
+CommaList = list[str]
 
 
-class Settings(BaseSettings):
-    """Process-wide settings. `get_settings()` reads them once; tests build their own with `model_validate`."""
+class SettingsError(ValueError):
+    """A variable that could not be decoded before validation (CODERUNNER_TIERS_JSON that is not JSON)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+class Settings(BaseModel):
+    """Process-wide settings. `get_settings()` reads them once; tests build their own with `model_validate` or
+    `settings_from_env`. However built, this process's environment lies beneath the values given (pydantic calls
+    `__init__` from `model_validate` too), as it did under pydantic-settings."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
 
     stage: str = "dev"
-    tiers: dict[str, TierPolicy] = Field(
-        default_factory=lambda: dict(DEFAULT_TIERS),
-        validation_alias=AliasChoices("tiers", f"{ENV_PREFIX}TIERS_JSON"),
-    )
+    tiers: dict[str, TierPolicy] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     # Sandbox: "local" runs on the worker's host (dev, single machine); "cloud" uses Lambda/Fargate.
     sandbox_mode: Literal["local", "cloud"] = "local"
     sandbox_function: str = ""
@@ -108,6 +116,9 @@ class Settings(BaseSettings):
     # Local stack only: the directory of the processes' datagram sockets that announce job changes (a finished
     # job wakes its waiting GET, a cancel reaches the running job). Unset in AWS, where waiters poll.
     signal_dir: str = ""
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**_merged(_GivenEnvironment(os.environ)(), values))
 
     @field_validator("tiers", mode="before")
     @classmethod
@@ -185,22 +196,47 @@ def queue_name(stage: str, tier: str, dead_letter: bool = False) -> str:
     return tier_resources(tier).queue(stage, dead_letter)
 
 
-class _GivenEnvironment(EnvSettingsSource):
-    """The environment source, reading a given mapping instead of os.environ."""
+class _GivenEnvironment:
+    """The settings' raw values in an environment, by field, as pydantic-settings' environment source read them:
+    `CODERUNNER_<FIELD>` matched without regard to case (the last of two spellings wins), the tier table decoded
+    from CODERUNNER_TIERS_JSON (JSON null: unset); variables of no field are ignored."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self._given = {k.lower(): v for k, v in env.items()}
-        super().__init__(Settings)
+        self._given = {key.lower(): value for key, value in env.items()}
 
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return self._given
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field in Settings.model_fields:
+            variable = (_TIERS_VARIABLE if field == "tiers" else f"{ENV_PREFIX}{field}").lower()
+            if variable in self._given:
+                values[field] = self._given[variable]
+        if "tiers" in values:
+            try:
+                values["tiers"] = json.loads(values["tiers"])
+            except ValueError as exc:
+                source = type(self).__name__
+                raise SettingsError(f'error parsing value for field "tiers" from source "{source}"') from exc
+            if values["tiers"] is None:
+                del values["tiers"]
+        return values
+
+
+def _merged(under: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on `under`, nested dicts merged key by key (CODERUNNER_TIERS_JSON under a given tier table), as
+    pydantic-settings merged its sources."""
+    out = dict(under)
+    for key, value in over.items():
+        below = out.get(key)
+        if isinstance(below, dict) and isinstance(value, dict):
+            out[key] = _merged(below, value)
+        else:
+            out[key] = value
+    return out
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: this process's environment); unknown values fail loudly."""
-    if env is None:
-        return Settings()
-    return Settings.model_validate(_GivenEnvironment(env)())
+    return Settings.model_validate(_GivenEnvironment(os.environ if env is None else env)())
 
 
 @lru_cache(maxsize=1)
