@@ -142,6 +142,17 @@ def first_invocation(roots: list[Path], runs: int = 5) -> dict[str, Any]:
     return out
 
 
+def figure(runs: int = 5) -> dict[str, Any]:
+    """`make bench`'s `first_invocation`: this checkout's API and worker cold starts, import and first event."""
+    return {
+        **first_invocation([ROOT], runs)[str(ROOT)],
+        "note": "CPU ms of a fresh interpreter (all its threads; not the sandbox's children), median: `import app`, "
+        "then the first and a second event: POST /v1/jobs through the Chalice app, the enterprise worker with one "
+        "job's SQS message; against a moto server over HTTP, EMF metrics on as deployed. Work deferred from the "
+        "import to the first event shows in import_plus_first_cpu_ms",
+    }
+
+
 if __name__ == "__main__":
     given = [Path(arg).resolve() for arg in sys.argv[1:]] or [ROOT]
     print(json.dumps(first_invocation(given, int(os.environ.get("RUNS", "5"))), indent=2))
