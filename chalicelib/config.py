@@ -190,7 +190,8 @@ class Settings(BaseModel):
 
 
 def queue_name(stage: str, tier: str, dead_letter: bool = False) -> str:
-    """Physical name of a tier's FIFO queue or its DLQ on `stage` (app.py names its event sources with it)."""
+    """Physical name of a tier's FIFO queue or its DLQ on `stage` (app.py names its event sources with
+    tier_resources directly: its import pays no pydantic)."""
     from chalicelib.tier_resources import tier_resources
 
     return tier_resources(tier).queue(stage, dead_letter)
