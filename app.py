@@ -16,7 +16,7 @@ from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
 from chalicelib.bootstrap import get_deps
-from chalicelib.config import APP_NAME, TIER_NAMES, get_settings, queue_name
+from chalicelib.deployment import APP_NAME, TIER_NAMES, worker_capacity
 from chalicelib.domain.errors import (
     BackendRejected,
     BadRequest,
@@ -36,7 +36,7 @@ from chalicelib.edge.errors import (
 )
 from chalicelib.metric_names import BACKEND_REJECTED, UNHANDLED_ERRORS
 from chalicelib.services.ipguard import IpGuard
-from chalicelib.tier_resources import missing_functions
+from chalicelib.tier_resources import missing_functions, tier_resources
 
 
 class _OnFirstUse:
@@ -85,7 +85,7 @@ class _PowertoolsLogger:
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
 
-    from chalicelib import web
+    from chalicelib import config, web
     from chalicelib.domain import inbox as inbox_domain
     from chalicelib.domain import views
     from chalicelib.edge import body as bodies
@@ -96,6 +96,7 @@ if TYPE_CHECKING:
     from chalicelib.services.ports import ApiKey
     from chalicelib.web import docs
 else:
+    config = _OnFirstUse("chalicelib.config")  # the settings (pydantic): read when a handler first needs them
     web = _OnFirstUse("chalicelib.web")
     inbox_domain = _OnFirstUse("chalicelib.domain.inbox")
     views = _OnFirstUse("chalicelib.domain.views")
@@ -131,13 +132,15 @@ _guard: IpGuard | None = None
 
 
 def _capacity(tier: str) -> int:
-    return get_settings().capacity(tier)
+    """The settings' `capacity(tier)`, without importing them for the usual environment (see deployment.py)."""
+    known = worker_capacity(tier)
+    return known if known is not None else config.get_settings().capacity(tier)
 
 
 def ip_guard() -> IpGuard:
     global _guard
     if _guard is None:
-        _guard = IpGuard(get_settings().ip_per_minute)
+        _guard = IpGuard(config.get_settings().ip_per_minute)
     return _guard
 
 
@@ -220,7 +223,7 @@ def _json_body() -> Any:
         data = raw if isinstance(raw, bytes) else raw.encode()
     except (ValueError, UnicodeError) as exc:  # a gateway body that is not base64, or not encodable text
         raise BadRequest("the body could not be read as bytes") from exc
-    return bodies.parse(data, get_settings().max_body_bytes)
+    return bodies.parse(data, config.get_settings().max_body_bytes)
 
 
 def _plain_key() -> str:
@@ -237,7 +240,7 @@ def _query() -> Mapping[str, Any]:
 
 @app.route("/health", methods=["GET"])
 def health() -> dict[str, Any]:
-    return {"status": "ok", "stage": STAGE, "websocket": get_settings().ws_url or None}
+    return {"status": "ok", "stage": STAGE, "websocket": config.get_settings().ws_url or None}
 
 
 @app.route("/v1/jobs", methods=["POST"], content_types=BODY_TYPES)
@@ -286,7 +289,7 @@ def cancel_job(job_id: str) -> dict[str, Any]:
 @app.route("/v1/jobs", methods=["GET"])
 @api
 def list_jobs() -> dict[str, Any]:
-    query, settings = _query(), get_settings()
+    query, settings = _query(), config.get_settings()
     limit, status, token = params.limit(query), params.status(query), params.one(query, "cursor")
     caller = _caller()
     cursor = cursors.unseal(settings, caller.owner, token)
@@ -466,7 +469,7 @@ def deliver_webhooks(event: Any) -> dict[str, Any]:
 
 
 def _worker_queue(tier: str, dead_letter: bool = False) -> str:
-    return queue_name(STAGE, tier, dead_letter)
+    return tier_resources(tier).queue(STAGE, dead_letter)
 
 
 @_flushing
@@ -479,7 +482,7 @@ def _run_dead_letters(event: Any) -> dict[str, Any]:
     return batches.process_dead_letters(get_deps(), event.to_dict(), event.context)
 
 
-# One worker and one dead-letter consumer per tier (chalicelib.config.TIER_NAMES; the settings refuse a tier
+# One worker and one dead-letter consumer per tier (chalicelib.deployment.TIER_NAMES; the settings refuse a tier
 # that has none). One job per invocation: the Lambda timeout then bounds one job, and FIFO order holds per
 # group. Worker concurrency is the tier's capacity (its weight), so a higher tier gets more workers.
 @app.on_sqs_message(

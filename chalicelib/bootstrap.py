@@ -1,7 +1,8 @@
 """The one place where adapters are wired into services. Nothing here touches AWS until first use.
 
-Adapters are imported when the dependencies are first built, not when this module is: importing the app (every
-function's cold start) then pays for neither boto3 nor the adapters a function never uses.
+Adapters and the settings are imported when the dependencies are first built, not when this module is: importing
+the app (every function's cold start) then pays for neither boto3, pydantic, nor the adapters a function never
+uses.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import os
 import threading
 from typing import TYPE_CHECKING
-
-from chalicelib.config import get_settings
 
 if TYPE_CHECKING:
     from chalicelib.config import Settings
@@ -97,6 +96,8 @@ def get_deps() -> Deps:
     """The process's dependencies, built on first use."""
     global _deps
     if _deps is None:
+        from chalicelib.config import get_settings  # pydantic: not every cold start's import pays for it
+
         with _lock:
             if _deps is None:
                 _deps = build(get_settings())
@@ -107,6 +108,7 @@ def reset() -> None:
     """Forget the wiring (tests change the environment between cases)."""
     global _deps
     from chalicelib.adapters.aws import reset_clients
+    from chalicelib.config import get_settings
 
     with _lock:
         _deps = None

@@ -1,28 +1,30 @@
-"""Settings, read once from the environment (prefix CODERUNNER_) by pydantic-settings. Tiers live here.
+"""Settings, read once from the environment (prefix CODERUNNER_) into a pydantic model. Tier policies live here.
 
-Every field is settable from the environment: `CODERUNNER_<FIELD>` (e.g. CODERUNNER_MAX_ATTEMPTS=5), except
-the tier table, which is `CODERUNNER_TIERS_JSON` with per-tier overrides merged over the defaults. Lists are
-comma-separated. A bad value fails at start, never mid-request.
+Every field is settable from the environment: `CODERUNNER_<FIELD>` (e.g. CODERUNNER_MAX_ATTEMPTS=5), names matched
+without regard to case, except the tier table, which is `CODERUNNER_TIERS_JSON` with per-tier overrides merged
+over the defaults. Lists are comma-separated. The environment is read here, as pydantic-settings' environment
+source would read it for this model (its import alone costs a cold start more than the model itself), and
+pydantic validates it. A bad value fails where the settings are first read, before any work: when a local stack
+process starts, and at a Lambda function's first event (importing app.py reads only the names and capacities in
+chalicelib/deployment.py, whose table of tier defaults this module builds on, so the import pays no pydantic).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from chalicelib.deployment import APP_NAME as APP_NAME
+from chalicelib.deployment import DEFAULT_TIER_TABLE, DEFAULT_WORKERS_PER_WEIGHT
+from chalicelib.deployment import ENV_PREFIX as ENV_PREFIX
+from chalicelib.deployment import TIER_NAMES as TIER_NAMES
 from chalicelib.sandbox.selection import SANDBOX_MEMORY_CLASSES, memory_class
 
-APP_NAME = "code-runner"
-ENV_PREFIX = "CODERUNNER_"
-# The tiers the platform is deployed with: each has its own queue and DLQ (infra/), its worker and DLQ
-# functions (app.py: worker_<tier>, dlq_<tier>), alarms and local worker loops. This tuple is the one list;
-# the settings refuse a tier that is not on it.
-TIER_NAMES = ("free", "pro", "enterprise")
 # SQS receives a job's message may use before SQS moves it to the tier's DLQ (the queues' maxReceiveCount):
 # each platform attempt uses one, a duplicate delivery or a worker lost before it started the job one more,
 # and nothing else does: a job waiting for its owner's slot is parked and its message deleted (services/
@@ -44,52 +46,30 @@ class TierPolicy(BaseModel):
     weight: int = Field(gt=0)  # share of worker capacity
 
 
+# The defaults live with the names in chalicelib/deployment.py, which app.py reads at import without pydantic.
 DEFAULT_TIERS: dict[str, TierPolicy] = {
-    "free": TierPolicy(
-        name="free",
-        per_minute=10,
-        per_day=100,
-        concurrency=2,
-        max_wall_time_s=10,
-        max_memory_mb=256,
-        queue_cap=100,
-        weight=1,
-    ),
-    "pro": TierPolicy(
-        name="pro",
-        per_minute=60,
-        per_day=5_000,
-        concurrency=10,
-        max_wall_time_s=60,
-        max_memory_mb=1_024,
-        queue_cap=500,
-        weight=4,
-    ),
-    "enterprise": TierPolicy(
-        name="enterprise",
-        per_minute=600,
-        per_day=100_000,
-        concurrency=50,
-        max_wall_time_s=900,
-        max_memory_mb=3_008,
-        queue_cap=2_000,
-        weight=16,
-    ),
+    name: TierPolicy(name=name, **limits) for name, limits in DEFAULT_TIER_TABLE.items()
 }
 
-CommaList = Annotated[list[str], NoDecode]
+# The one setting whose variable is not CODERUNNER_<FIELD>, and the one read as JSON; list settings (CommaList)
+# are read as given and split on commas.
+_TIERS_VARIABLE = f"{ENV_PREFIX}TIERS_JSON"
+CommaList = list[str]
 
 
-class Settings(BaseSettings):
-    """Process-wide settings. `get_settings()` reads them once; tests build their own with `model_validate`."""
+class SettingsError(ValueError):
+    """A variable that could not be decoded before validation (CODERUNNER_TIERS_JSON that is not JSON)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+class Settings(BaseModel):
+    """Process-wide settings. `get_settings()` reads them once; tests build their own with `model_validate` or
+    `settings_from_env`. However built, this process's environment lies beneath the values given (pydantic calls
+    `__init__` from `model_validate` too), as it did under pydantic-settings."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
 
     stage: str = "dev"
-    tiers: dict[str, TierPolicy] = Field(
-        default_factory=lambda: dict(DEFAULT_TIERS),
-        validation_alias=AliasChoices("tiers", f"{ENV_PREFIX}TIERS_JSON"),
-    )
+    tiers: dict[str, TierPolicy] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     # Sandbox: "local" runs on the worker's host (dev, single machine); "cloud" uses Lambda/Fargate.
     sandbox_mode: Literal["local", "cloud"] = "local"
     sandbox_function: str = ""
@@ -105,7 +85,7 @@ class Settings(BaseSettings):
     # Worker behaviour
     # Worker concurrency of a tier = weight x this (Lambda maximum_concurrency). It must stay above every
     # tier's per-key cap, or one key's backlog takes all of its tier's workers (see DESIGN.md section 5).
-    workers_per_weight: int = Field(default=4, gt=0)
+    workers_per_weight: int = Field(default=DEFAULT_WORKERS_PER_WEIGHT, gt=0)
     max_attempts: int = Field(default=3, gt=0)  # platform attempts before the job errors (and is dead-lettered)
     retry_base_s: int = Field(default=2, gt=0)  # exponential backoff base for platform retries (visibility)
     throttle_cap_s: int = Field(default=60, gt=0)  # longest back-off after a throttled sandbox (never an attempt)
@@ -137,6 +117,9 @@ class Settings(BaseSettings):
     # job wakes its waiting GET, a cancel reaches the running job). Unset in AWS, where waiters poll.
     signal_dir: str = ""
 
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**_merged(_GivenEnvironment(os.environ)(), values))
+
     @field_validator("tiers", mode="before")
     @classmethod
     def _merge_tier_overrides(cls, raw: Any) -> Any:
@@ -160,7 +143,7 @@ class Settings(BaseSettings):
             if policy.name not in TIER_NAMES:
                 raise ValueError(
                     f"tier '{policy.name}' has no queue, DLQ, workers or alarms: add it to TIER_NAMES in "
-                    f"chalicelib/config.py, declare worker_{policy.name} and dlq_{policy.name} in app.py, "
+                    f"chalicelib/deployment.py, declare worker_{policy.name} and dlq_{policy.name} in app.py, "
                     "and package again"
                 )
             if policy.weight * self.workers_per_weight <= policy.concurrency:
@@ -207,28 +190,54 @@ class Settings(BaseSettings):
 
 
 def queue_name(stage: str, tier: str, dead_letter: bool = False) -> str:
-    """Physical name of a tier's FIFO queue or its DLQ on `stage` (app.py names its event sources with it)."""
+    """Physical name of a tier's FIFO queue or its DLQ on `stage` (app.py names its event sources with
+    tier_resources directly: its import pays no pydantic)."""
     from chalicelib.tier_resources import tier_resources
 
     return tier_resources(tier).queue(stage, dead_letter)
 
 
-class _GivenEnvironment(EnvSettingsSource):
-    """The environment source, reading a given mapping instead of os.environ."""
+class _GivenEnvironment:
+    """The settings' raw values in an environment, by field, as pydantic-settings' environment source read them:
+    `CODERUNNER_<FIELD>` matched without regard to case (the last of two spellings wins), the tier table decoded
+    from CODERUNNER_TIERS_JSON (JSON null: unset); variables of no field are ignored."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self._given = {k.lower(): v for k, v in env.items()}
-        super().__init__(Settings)
+        self._given = {key.lower(): value for key, value in env.items()}
 
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return self._given
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field in Settings.model_fields:
+            variable = (_TIERS_VARIABLE if field == "tiers" else f"{ENV_PREFIX}{field}").lower()
+            if variable in self._given:
+                values[field] = self._given[variable]
+        if "tiers" in values:
+            try:
+                values["tiers"] = json.loads(values["tiers"])
+            except ValueError as exc:
+                source = type(self).__name__
+                raise SettingsError(f'error parsing value for field "tiers" from source "{source}"') from exc
+            if values["tiers"] is None:
+                del values["tiers"]
+        return values
+
+
+def _merged(under: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on `under`, nested dicts merged key by key (CODERUNNER_TIERS_JSON under a given tier table), as
+    pydantic-settings merged its sources."""
+    out = dict(under)
+    for key, value in over.items():
+        below = out.get(key)
+        if isinstance(below, dict) and isinstance(value, dict):
+            out[key] = _merged(below, value)
+        else:
+            out[key] = value
+    return out
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: this process's environment); unknown values fail loudly."""
-    if env is None:
-        return Settings()
-    return Settings.model_validate(_GivenEnvironment(env)())
+    return Settings.model_validate(_GivenEnvironment(os.environ if env is None else env)())
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,6 @@
 """What each tier needs deployed, by name: a FIFO queue, its dead-letter queue, and the worker and dead-letter
 functions app.py declares for it. Pure names, shared by the app, the local stack (devtools/) and the template
-(infra/), so a tier added to `chalicelib.config.TIER_NAMES` gets all four or is refused with a clear message."""
+(infra/), so a tier added to `chalicelib.deployment.TIER_NAMES` gets all four or is refused with a clear message."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from chalicelib.config import APP_NAME
+from chalicelib.deployment import APP_NAME
 
 # Lowercase letters and digits: a tier's name becomes part of queue names, function names ("worker_<tier>")
 # and CloudFormation logical ids ("<Tier>Queue"), which accept nothing else in common.

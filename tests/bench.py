@@ -9,6 +9,8 @@ document on stdout (the Makefile keeps a copy in .dev/bench.json). Progress goes
 - sandbox_overhead: the local sandbox's `print(1)` against the bare interpreter (devtools/sandbox_bench.py).
 - import_time: `python -X importtime -c "import app"` (every function's cold start) and the sandbox
   function's entry, beside the bare interpreter's start.
+- first_invocation: CPU time of `import app` plus the first event of the API and of a worker, each in a fresh
+  interpreter (tests/bench_cold_start.py): what a cold start costs once work is deferred to first use.
 - aws_requests_per_submit / aws_requests_per_job: the AWS requests of one accepted submit, and of one whole
   job (submit, the worker's run, one `GET ?wait`), counted in-process against a moto server with botocore
   hooks, by operation; a whole job both as the local stack runs it (changes announced) and as AWS does (polls).
@@ -343,6 +345,7 @@ def _timed(figures: dict[str, Any], name: str, measure: Callable[[], Any]) -> No
 
 def main() -> dict[str, Any]:
     from devtools.sandbox_bench import measure
+    from tests.bench_cold_start import figure as first_invocation
     from tests.bench_estimates import estimate_accuracy
     from tests.e2e.stackproc import start_stack
 
@@ -360,6 +363,7 @@ def main() -> dict[str, Any]:
             stack.stop()
     _timed(figures, "sandbox_overhead", lambda: measure(30))
     _timed(figures, "cold_start", cold_start)
+    _timed(figures, "first_invocation", first_invocation)
     _timed(figures, "aws_requests_per_submit", aws_requests_per_submit)
     _timed(
         figures,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import bench
+from tests import bench, bench_cold_start
 from tests.e2e.stackproc import StackProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -23,6 +23,8 @@ def test_cold_start_and_request_counts_are_measured() -> None:
     cold = bench.cold_start(runs=1)
     assert cold["import_app"]["median_ms"] > 0 and cold["import_sandbox_entry"]["median_ms"] > 0
     assert cold["import_sandbox_entry"]["imports_moto"] is False
+    first = bench_cold_start.figure(runs=1)
+    assert first["api"]["first_event_cpu_ms"] > 0 and first["worker"]["import_plus_first_cpu_ms"] > 0
     whole_job = bench.aws_requests_per_job()
     assert whole_job["by_operation"]["sqs.SendMessage"] == 1, whole_job
     assert whole_job["by_operation"]["dynamodb.PutItem"] == 1, whole_job

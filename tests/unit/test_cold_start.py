@@ -38,6 +38,9 @@ def test_importing_the_app_loads_no_aws_sdk_adapter_or_use_case() -> None:
     # Use cases and their models come with the first handler that needs them.
     assert {name for name in modules if name.startswith("chalicelib.services.")} <= {"chalicelib.services.ipguard"}
     assert "chalicelib.domain.views" not in modules
+    # The settings (pydantic) too: the decorators' numbers come from chalicelib/deployment.py.
+    assert _packages(modules).isdisjoint({"pydantic", "pydantic_core", "pydantic_settings"})
+    assert "chalicelib.config" not in modules
 
 
 def test_a_handler_imports_what_it_needs_on_first_use() -> None:
