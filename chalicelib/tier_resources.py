@@ -54,7 +54,7 @@ def missing_functions(tiers: Iterable[str], module: object) -> list[str]:
         ):
             if not callable(getattr(module, function, None)):
                 out.append(
-                    f"tier {tier!r} (chalicelib/config.py TIER_NAMES) has no function {function!r}: app.py must "
+                    f"tier {tier!r} (chalicelib/deployment.py TIER_NAMES) has no function {function!r}: app.py must "
                     f"declare it with @app.on_sqs_message(queue={queue!r}, name={function!r})"
                 )
     return out

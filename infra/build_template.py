@@ -4,7 +4,7 @@
     python -m infra.build_template --stage dev --check build/sam.json
 
 The merge template is the state (infra/state.py: the tables of infra/resources.json and one queue and DLQ per
-tier of chalicelib/config.py TIER_NAMES, the same definitions the local stack creates its resources from),
+tier of chalicelib/deployment.py TIER_NAMES, the same definitions the local stack creates its resources from),
 every infra/cfn/*.json fragment, and what infra/wiring.py, infra/alarms.py and infra/dashboard.py derive from
 the tiers and the functions Chalice generates. Chalice deep-merges it over its own template: objects merge key
 by key, anything else (lists included) is replaced.

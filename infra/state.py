@@ -1,5 +1,5 @@
 """The platform's state resources, defined once: the DynamoDB tables of infra/resources.json and, for every tier of
-`chalicelib.config.TIER_NAMES`, a FIFO queue and its dead-letter queue. `make package` merges them into the
+`chalicelib.deployment.TIER_NAMES`, a FIFO queue and its dead-letter queue. `make package` merges them into the
 template (infra/build_template.py) and the local stack creates them on moto (devtools/resources.py).
 
 The queues' visibility timeouts follow from the functions that read them: AWS recommends 6x the function's

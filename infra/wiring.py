@@ -1,6 +1,6 @@
 """The part of the merge template that follows from the app itself: one patch per function Chalice generates
 (name, log group, environment, SQS event source), the tier queues in the functions' SQS permissions, and the
-generated alarms (infra/alarms.py). Every tier of `chalicelib.config.TIER_NAMES` must have its worker and
+generated alarms (infra/alarms.py). Every tier of `chalicelib.deployment.TIER_NAMES` must have its worker and
 dead-letter function in app.py, listening to its queues: a tier without them stops the build with a message.
 The hand-written parts live in infra/resources.json and infra/cfn/*.json."""
 
@@ -110,7 +110,7 @@ def function_patches(chalice: ChaliceTemplate, queues: dict[str, str]) -> dict[s
             if queue_name not in queues:
                 problems.append(
                     f"app.py `{name}` listens to {queue_name}, which is no tier's queue or DLQ "
-                    "(is its tier in chalicelib/config.py TIER_NAMES?)"
+                    "(is its tier in chalicelib/deployment.py TIER_NAMES?)"
                 )
                 continue
             events[event_id] = _sqs_event_patch(queue_name, queues[queue_name])
@@ -153,7 +153,7 @@ def tier_problems(chalice: ChaliceTemplate, tiers: Sequence[str], stage: str) ->
             queue = needs.queue(stage, dead_letter)
             if function not in ids_by_name:
                 out.append(
-                    f"tier {tier!r} (chalicelib/config.py TIER_NAMES) has no function {function!r}: app.py must "
+                    f"tier {tier!r} (chalicelib/deployment.py TIER_NAMES) has no function {function!r}: app.py must "
                     f"declare it with @app.on_sqs_message(queue=<{queue}>, name={function!r})"
                 )
             elif queue not in _sqs_events(chalice, ids_by_name[function]).values():

@@ -129,6 +129,7 @@ def steps(lines: list[str], expected: list[str]) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # `make package` for real: ~60 s idle, over 120 s on a loaded 2-core machine
 def test_package_image_and_deploy_run_the_aws_and_docker_commands_in_order(
     packaged: Path, stubs: dict[str, str]
 ) -> None:

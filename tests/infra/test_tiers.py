@@ -1,4 +1,4 @@
-"""The tier list is defined once (chalicelib/config.py TIER_NAMES): every tier gets its queue, DLQ, alarms and
+"""The tier list is defined once (chalicelib/deployment.py TIER_NAMES): every tier gets its queue, DLQ, alarms and
 queue permissions in the template and on the local stack, and a tier that app.py has no functions for stops
 `make package` with a message that says what to add."""
 
@@ -73,7 +73,7 @@ def test_app_declares_every_tiers_functions() -> None:
     assert missing_functions(TIER_NAMES, app) == []
     found = missing_functions([NEW], SimpleNamespace(worker_team=lambda: None))
     assert found == [
-        "tier 'team' (chalicelib/config.py TIER_NAMES) has no function 'dlq_team': app.py must declare it with "
+        "tier 'team' (chalicelib/deployment.py TIER_NAMES) has no function 'dlq_team': app.py must declare it with "
         "@app.on_sqs_message(queue='code-runner-<stage>-team-dlq.fifo', name='dlq_team')"
     ]
 
@@ -118,7 +118,7 @@ def test_a_tier_without_its_functions_stops_make_package(
     out = tmp_path / "merge-template.json"
     assert build_template.main(["--stage", STAGE, "--out", str(out)]) == 1
     errors = capsys.readouterr().err
-    assert "tier 'team' (chalicelib/config.py TIER_NAMES) has no function 'worker_team'" in errors
+    assert "tier 'team' (chalicelib/deployment.py TIER_NAMES) has no function 'worker_team'" in errors
     assert "@app.on_sqs_message(queue=<code-runner-dev-team.fifo>, name='worker_team')" in errors
     assert "no function 'dlq_team'" in errors
     assert not out.exists()

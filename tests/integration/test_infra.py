@@ -657,6 +657,7 @@ def test_the_checks_catch_what_a_broken_merge_looks_like(template: dict[str, Any
         assert needle in found
 
 
+@pytest.mark.timeout(600)  # cfn-lint on the whole template: ~60 s alone, over 120 s on a loaded 2-core machine
 def test_packaged_template_passes_cfn_lint(template: dict[str, Any]) -> None:
     lint = pytest.importorskip("cfnlint.api")
     # The checks `cfn-lint build/sam.json` runs (errors and warnings), as `make package` runs them.
