@@ -34,6 +34,7 @@ UID_BASE = 64500  # away from the worker's default slot uids, so a running dev s
 SLOTS = 4  # each isolation's pool holds one, and a pool never takes the last free slot
 LAMBDA_SLOT = 64590  # the Lambda handler's one slot in these tests (a local stack's pools hold 64000 and up)
 POOL_WAIT_S = 10  # a test's run waits this long for a prepared sandbox, then starts one itself
+TEARDOWN_WAIT_S = 60  # the host check waits at most this long for a pool's teardowns (drain waited for ever)
 
 Runner = Callable[..., ExecutionResult]
 
@@ -146,8 +147,8 @@ def _hold_still(pool: SandboxPool, stack: contextlib.ExitStack, timeout_s: float
     """
     cond = pool._cond
     stack.enter_context(cond)
-    if not cond.wait_for(lambda: not pool._retired and not pool._busy, timeout=timeout_s):
-        raise AssertionError("the sandbox pool did not finish tearing down its used sandboxes")
+    if not cond.wait_for(lambda: not pool._retired and not pool._busy, timeout=TEARDOWN_WAIT_S):
+        raise AssertionError(f"the sandbox pool was still tearing down used sandboxes after {TEARDOWN_WAIT_S} s")
     idle = list(pool._idle)
     return idle if all(sandbox.healthy(timeout_s) for sandbox in idle) else None
 
