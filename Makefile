@@ -46,8 +46,9 @@ $(DEB_STAMP): Makefile
 dev: install debs
 	PYTHONPATH=. $(BIN)/python -m devtools.stack
 
+# Work goes to the two workers longest first (tests/conftest.py orders it; xdist must not re-sort it by size).
 test: install debs
-	PYTHONPATH=. $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not extended"
+	PYTHONPATH=. $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --no-loadscope-reorder -m "not extended"
 
 # What does not fit make test's time: e.g. make verify-cloud against a stack whose Lambda refuses every prctl.
 test-extended: install debs

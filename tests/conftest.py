@@ -22,6 +22,26 @@ for _var in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
     os.environ.pop(_var, None)
 
 
+# The longest units of work first. `make test` runs xdist with `--dist loadgroup --no-loadscope-reorder`, which
+# hands out work units (an xdist_group, or one test) in collection order whenever a worker is nearly idle: so the
+# long ones start at once, side by side, and short tests fill in around them instead of one long group starting
+# last and running alone at the end. Measured under `make test`: the e2e group (the session's stack), the local
+# sandbox group, the emulators group (the cloud attack suite), then chaos and fuzz (each starts its own stack).
+_LONG_GROUPS = ("e2e", "sandbox", "emulators")
+_LONG_FILES = ("tests/e2e/test_chaos.py", "tests/e2e/test_fuzz.py")
+
+
+def _schedule_rank(item: pytest.Item) -> int:
+    group = item.get_closest_marker("xdist_group")
+    if group is not None and group.args[0] in _LONG_GROUPS:
+        return _LONG_GROUPS.index(group.args[0])
+    return len(_LONG_GROUPS) + (item.nodeid.split("::")[0] not in _LONG_FILES)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_schedule_rank)  # stable: within a rank, collection order
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """One moto server per test process (atomic single-item conditional updates, unlike mock_aws)."""

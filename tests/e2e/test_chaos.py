@@ -8,7 +8,11 @@ import pytest
 
 from tests.e2e.chaos import run_chaos
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e"), pytest.mark.slow]
+# Its own stack (not the session's): not in the "e2e" xdist group, so it can run beside that group on the other
+# worker (tests/conftest.py schedules it early).
+# pytest-timeout's 120 s is less than its own budgets: stack start (60 s), the load, the 90 s wait for terminal
+# states, stop (45 s).
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_killed_workers_lose_nothing_run_nothing_twice_and_leak_nothing(tmp_path: Path) -> None:

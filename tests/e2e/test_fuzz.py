@@ -10,7 +10,10 @@ import pytest
 
 from tests.e2e.fuzz import fuzz
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+# Its own stack (not the session's): not in the "e2e" xdist group, so it can run beside that group on the other
+# worker (tests/conftest.py schedules it early).
+# pytest-timeout's 120 s is less than its own budgets: stack start (60 s) + schemathesis' own 240 s + stop (45 s).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(360)]
 
 
 def test_generated_requests_get_only_documented_answers(tmp_path: Path) -> None:

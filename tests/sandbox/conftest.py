@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -20,9 +21,10 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from chalicelib.sandbox import hostclean  # noqa: E402
+from chalicelib.sandbox import hostclean, kernel  # noqa: E402
 from chalicelib.sandbox.local import Isolation, IsolationSettings  # noqa: E402
 from chalicelib.sandbox.models import ExecutionRequest, ExecutionResult, SandboxLimits, SourceFile  # noqa: E402
+from chalicelib.sandbox.pool import PreparedSandbox, SandboxPool  # noqa: E402
 from chalicelib.sandbox.runner import execute  # noqa: E402
 from chalicelib.sandbox.selection import memory_class  # noqa: E402
 
@@ -32,6 +34,7 @@ UID_BASE = 64500  # away from the worker's default slot uids, so a running dev s
 SLOTS = 4  # each isolation's pool holds one, and a pool never takes the last free slot
 LAMBDA_SLOT = 64590  # the Lambda handler's one slot in these tests (a local stack's pools hold 64000 and up)
 POOL_WAIT_S = 10  # a test's run waits this long for a prepared sandbox, then starts one itself
+TEARDOWN_WAIT_S = 60  # the host check waits at most this long for a pool's teardowns (drain waited for ever)
 
 Runner = Callable[..., ExecutionResult]
 
@@ -134,22 +137,65 @@ def loopback_listeners() -> list[socket.socket]:
     return opened
 
 
+def _hold_still(pool: SandboxPool, stack: contextlib.ExitStack, timeout_s: float) -> list[PreparedSandbox] | None:
+    """Hold `pool` still (its lock, until `stack` closes) once its background thread has torn down every used
+    sandbox and has nothing under way: its idle prepared sandboxes, each ready; None if one is not.
+
+    Holding the lock keeps the thread from tearing down or preparing anything while the host is inspected.
+    (SandboxPool has no public "wait until nothing is under way": `drain` waits for the same, then destroys
+    the prepared sandboxes, which the next run then waits to have prepared again.)
+    """
+    cond = pool._cond
+    stack.enter_context(cond)
+    if not cond.wait_for(lambda: not pool._retired and not pool._busy, timeout=TEARDOWN_WAIT_S):
+        raise AssertionError(f"the sandbox pool was still tearing down used sandboxes after {TEARDOWN_WAIT_S} s")
+    idle = list(pool._idle)
+    return idle if all(sandbox.healthy(timeout_s) for sandbox in idle) else None
+
+
+@contextlib.contextmanager
+def prepared_sandboxes(timeout_s: float = POOL_WAIT_S) -> Iterator[tuple[set[int], set[str]]]:
+    """While every pool of the session is held still: the pids, and the slot names (cgroup, work dir), of
+    their idle prepared sandboxes, which are the pool's own (each job's sandbox is torn down before this)."""
+    with contextlib.ExitStack() as stack:
+        sandboxes: list[PreparedSandbox] = []
+        for each in _ISOLATIONS:
+            if each.pool is None:
+                continue
+            with contextlib.ExitStack() as attempt:
+                idle = _hold_still(each.pool, attempt, timeout_s)
+                held = attempt.pop_all()
+            if idle is None:  # one is broken or still starting: start again from an empty pool
+                held.close()
+                each.pool.drain()
+                with contextlib.ExitStack() as attempt:
+                    idle = _hold_still(each.pool, attempt, timeout_s) or []
+                    held = attempt.pop_all()
+            stack.enter_context(held)
+            sandboxes += idle
+        table = kernel.proc_table()
+        pids = {pid for sandbox in sandboxes for pid, _ in sandbox.processes(table)}
+        names = {sandbox.slot.cgroup_name for sandbox in sandboxes if sandbox.slot.cgroup is not None}
+        names |= {os.path.basename(sandbox.slot.workdir) for sandbox in sandboxes if not sandbox.slot.use_bwrap}
+        yield pids, names
+
+
 def assert_host_clean(iso: Isolation) -> None:
-    """No process of a slot uid, no job cgroup, no work dir left behind (the pool drained first: its
-    prepared sandboxes hold a slot uid's processes, a cgroup and, without bubblewrap, a work dir)."""
-    for each in _ISOLATIONS:
-        if each.pool is not None:
-            each.pool.drain()
-    if iso.layers()["uid_switch"]:
-        for slot in range(SLOTS):
-            assert hostclean.pids_of_uid(UID_BASE + slot) == []
-    settings = iso.settings
-    for controller in ("memory", "pids"):
-        parent = os.path.join(settings.cgroup_root, controller, settings.cgroup_name)
-        if os.path.isdir(parent):
-            assert [e.name for e in os.scandir(parent) if e.is_dir()] == []
-    if os.path.isdir(settings.work_root):
-        assert os.listdir(settings.work_root) == []
+    """No process of a slot uid, no job cgroup, no work dir left behind, but those of the pools' prepared
+    sandboxes (each waiting for a job as the pool keeps it: a slot uid's processes, a cgroup and, without
+    bubblewrap, a work dir). Every used sandbox is torn down before the host is looked at."""
+    with prepared_sandboxes() as (spared, slots):
+        if iso.layers()["uid_switch"]:
+            for slot in range(SLOTS):
+                left = [pid for pid in hostclean.pids_of_uid(UID_BASE + slot) if pid not in spared]
+                assert left == [], [(pid, kernel.proc_table().get(pid)) for pid in left]
+        settings = iso.settings
+        for controller in ("memory", "pids"):
+            parent = os.path.join(settings.cgroup_root, controller, settings.cgroup_name)
+            if os.path.isdir(parent):
+                assert [e.name for e in os.scandir(parent) if e.is_dir() and e.name not in slots] == []
+        if os.path.isdir(settings.work_root):
+            assert [name for name in os.listdir(settings.work_root) if name not in slots] == []
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from conftest import PLANTED_SECRET, Emulated, loopback_listeners, run_code
+from conftest import PLANTED_SECRET, SLOTS, UID_BASE, Emulated, assert_host_clean, loopback_listeners, run_code
 from sandboxes import FargateRunner, LocalRunner, Report, SyncRunner, run_attack, run_suite
 
 from chalicelib.sandbox import hostclean
@@ -164,6 +164,36 @@ def test_symlink_planted_for_host_cleanup_spares_the_target(
     result = run_code(clean_after, "python3", code)
     assert result.stdout == "planted\n"
     assert canary.read_text() == "alive"
+
+
+@local
+def test_the_cleanliness_check_sees_what_a_job_could_leave(
+    full_isolation: Isolation, lambda_like_isolation: Isolation
+) -> None:
+    """`clean_after` spares only the pools' idle prepared sandboxes: a slot uid's process, a cgroup or a work
+    dir of no prepared sandbox fails it (with a prepared sandbox in each pool while it looks)."""
+    for iso in (full_isolation, lambda_like_isolation):
+        assert run_code(iso, "python3", "print(1)").stdout == "1\n"
+    assert_host_clean(full_isolation)
+    stray = subprocess.Popen(["/usr/bin/sleep", "60"], user=UID_BASE + SLOTS - 1)
+    try:
+        with pytest.raises(AssertionError):
+            assert_host_clean(full_isolation)
+    finally:
+        stray.kill()
+        stray.wait()
+    settings = full_isolation.settings
+    for leftover in (
+        os.path.join(settings.cgroup_root, "pids", settings.cgroup_name, f"slot-{UID_BASE + SLOTS}"),
+        os.path.join(settings.work_root, f"slot-{SLOTS}"),
+    ):
+        os.makedirs(leftover)
+        try:
+            with pytest.raises(AssertionError):
+                assert_host_clean(full_isolation)
+        finally:
+            os.rmdir(leftover)
+    assert_host_clean(full_isolation)
 
 
 # -- the Lambda and Fargate emulations ----------------------------------------------------------------------
