@@ -102,14 +102,15 @@ def serve_service(service: str, port: int) -> None:
     import logging
 
     from moto.server import create_backend_app
-    from werkzeug.serving import make_server
+
+    from devtools.keepalive import serve
 
     fix = SERVICE_FIXES.get(service)
     if fix is not None:
         fix()
     app = create_backend_app(service)  # type: ignore[arg-type]
     app.debug = False  # moto turns Flask's debug helpers on: per-request checks nobody reads here
-    server = make_server("127.0.0.1", port, app, threaded=True)
+    server = serve(app, "127.0.0.1", port)  # connections kept open: see devtools/keepalive.py
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server.serve_forever()
 
