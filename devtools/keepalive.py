@@ -13,6 +13,7 @@ transfer-encoding, responses buffered whole (moto's are).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import sys
@@ -124,7 +125,28 @@ class KeepAliveServer(ThreadingHTTPServer):
 
     def __init__(self, host: str, port: int, app: WsgiApp) -> None:
         self.app = app
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__((host, port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def stop(self) -> None:
+        """Stop accepting, and end the kept connections too (a stopped server serves nobody)."""
+        self.shutdown()
+        self.server_close()
+        with self._open_lock:
+            for sock in list(self._open):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def serve(app: WsgiApp, host: str, port: int) -> KeepAliveServer:
@@ -133,7 +155,7 @@ def serve(app: WsgiApp, host: str, port: int) -> KeepAliveServer:
 
 
 def start(app: WsgiApp, host: str, port: int) -> KeepAliveServer:
-    """Serve `app` from a daemon thread; `shutdown()` and `server_close()` stop it."""
+    """Serve `app` from a daemon thread; `stop()` stops it."""
     server = serve(app, host, port)
     threading.Thread(target=server.serve_forever, name=f"wsgi-{port}", daemon=True).start()
     return server

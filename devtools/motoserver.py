@@ -19,7 +19,9 @@ A second fix, for SQS long polls: moto decides which FIFO message groups are bus
 starts, then re-scans in a tight loop until the wait is over whenever visible messages exist (even if all
 of them are held back by busy groups). A poll then burns a core and misses a group freed meanwhile for up
 to the whole wait, where SQS would return at once. Here a long poll is a series of short scans, each with a
-fresh view of the groups, woken by a new message or after `_RESCAN_S`.
+fresh view of the groups, woken at once by whatever can make a message receivable (a message sent, one deleted
+or its visibility changed, which frees its FIFO group) and otherwise after `_RESCAN_S` (a visibility timeout
+or a delay that ran out).
 
 Speed (`faster_dynamodb`), with moto's behaviour unchanged: moto spent most of a DynamoDB request's CPU on work
 that does not depend on the request: serialising an item response by walking botocore's output shape (the
@@ -39,7 +41,7 @@ import time
 from typing import Any
 
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
-_RESCAN_S = 0.05
+_RESCAN_S = 0.25
 _lock = threading.RLock()
 _patched = False
 _patched_sqs = False
@@ -94,7 +96,23 @@ def long_poll_without_spinning() -> None:
     from moto.sqs.models import SQSBackend
 
     SQSBackend.receive_message = _short_scans(SQSBackend.receive_message)  # type: ignore[method-assign]
+    for name in ("delete_message", "change_message_visibility"):  # the batch forms call these
+        setattr(SQSBackend, name, _wakes_polls(getattr(SQSBackend, name)))
     _patched_sqs = True
+
+
+def _wakes_polls(method: Any) -> Any:
+    """`method(self, queue_name, ...)`, then wake the queue's long polls: a FIFO group may be free now."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        result = method(self, queue_name, *args, **kwargs)
+        condition = self.get_queue(queue_name)._messages_lock
+        with condition:
+            condition.notify_all()
+        return result
+
+    return wrapper
 
 
 def _short_scans(receive: Any) -> Any:
@@ -221,16 +239,18 @@ def serve_service(service: str, port: int) -> None:
 
 
 def start_moto(port: int) -> Any:
-    """Start a ThreadedMotoServer on 127.0.0.1:`port` with atomic DynamoDB writes; returns the server."""
+    """Serve every moto service on 127.0.0.1:`port` from a thread (moto's own dispatcher, as ThreadedMotoServer
+    does, on the keep-alive server), with the fixes above; returns the server (`stop()` stops it)."""
     import logging
 
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    from devtools.keepalive import start
 
     serialise_dynamodb_writes()
     faster_dynamodb()
     long_poll_without_spinning()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = start(DomainDispatcherApplication(create_backend_app), "127.0.0.1", port)
     # werkzeug logs every request at INFO; the platform's own logs are what a developer wants to see.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     return server

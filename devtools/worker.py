@@ -27,6 +27,10 @@ from devtools import logs
 
 log = logging.getLogger("coderunner.worker")
 WEBHOOK_CONCURRENCY = 4  # attempts in flight at once (each at most ~5 s)
+# A receive returns as soon as a message is receivable (moto's long poll is woken: devtools/motoserver.py); the
+# wait only bounds how long an idle loop takes to notice `stop` (main() gives the loops 8 s). Each idle receive
+# costs a signed request in this process and a scan in moto's: 9 loops a process polled 9 times a second at 1 s.
+POLL_WAIT_S = 5
 
 
 def lambda_sqs_record(message: dict[str, Any], arn: str) -> dict[str, Any]:
@@ -80,7 +84,7 @@ class QueueLoop:
             resp = self.sqs.receive_message(
                 QueueUrl=self.url,
                 MaxNumberOfMessages=available,
-                WaitTimeSeconds=1,
+                WaitTimeSeconds=POLL_WAIT_S,
                 MessageSystemAttributeNames=["All"],
             )
         except Exception:

@@ -173,8 +173,7 @@ def echo_server() -> Iterator[int]:
     port = free_port()
     server = start(_echo, "127.0.0.1", port)
     yield port
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def test_keep_alive_server_serves_many_requests_on_one_connection(echo_server: int) -> None:
@@ -201,3 +200,22 @@ def test_keep_alive_server_reads_chunked_bodies_and_honours_connection_close(ech
     assert json.loads(resp.read())["body"] == "hello world"
     assert resp.getheader("Connection") == "close"
     conn.close()
+
+
+def test_a_long_poll_gets_the_next_message_of_a_group_freed_by_a_delete(moto_endpoint: str) -> None:
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
+    url = sqs.create_queue(
+        QueueName=f"motoserver-{uuid.uuid4().hex[:8]}.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true", "VisibilityTimeout": "60"},
+    )["QueueUrl"]
+    for body in ("first", "second"):
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="g")
+    first = sqs.receive_message(QueueUrl=url)["Messages"][0]
+    assert first["Body"] == "first"
+    got: list[Any] = []
+    poll = threading.Thread(target=lambda: got.append(sqs.receive_message(QueueUrl=url, WaitTimeSeconds=20)))
+    poll.start()
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"])  # the group is free again
+    poll.join(30)
+    assert [m["Body"] for m in got[0].get("Messages", [])] == ["second"]
+    sqs.delete_queue(QueueUrl=url)
