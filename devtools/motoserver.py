@@ -179,7 +179,7 @@ def _json_items(serialized: Any) -> Any:
     return wrapper
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _output_members(operation: str) -> frozenset[str]:
     """The top-level keys of `operation`'s response (moto's serializer drops any other key moto adds)."""
     from moto.core.responses import get_service_model

@@ -10,6 +10,7 @@ killed and restarted without losing state.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ WEBHOOK_CONCURRENCY = 4  # attempts in flight at once (each at most ~5 s)
 # wait only bounds how long an idle loop takes to notice `stop` (main() gives the loops 8 s). Each idle receive
 # costs a signed request in this process and a scan in moto's: 9 loops a process polled 9 times a second at 1 s.
 POLL_WAIT_S = 5
+READY_SUFFIX = ".ready"
 
 
 def lambda_sqs_record(message: dict[str, Any], arn: str) -> dict[str, Any]:
@@ -142,6 +144,14 @@ def run_workers(stop: threading.Event, tiers: list[str] | None = None) -> list[t
     return threads
 
 
+def announce_ready() -> None:
+    """Tell the local stack this process polls its queues (a file in its signal directory; see stack.py)."""
+    directory = os.environ.get("CODERUNNER_SIGNAL_DIR")
+    if directory:
+        with open(os.path.join(directory, f"worker-{os.getpid()}{READY_SUFFIX}"), "w"):
+            pass
+
+
 def main() -> None:
     from devtools.children import exit_with_parent
 
@@ -152,6 +162,7 @@ def main() -> None:
     exit_with_parent()
     threads = run_workers(stop)
     log.info("worker loops running: %d", len(threads))
+    announce_ready()
     while not stop.wait(0.5):
         pass
     # One deadline for all loops: a loop in a long-poll receive or a run ends when that returns; the stack

@@ -30,7 +30,10 @@ def table(ddb: Any) -> Iterator[str]:
     ddb.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
     yield name
@@ -100,7 +103,16 @@ def test_item_responses_equal_motos_own_serializer(
     ddb.batch_get_item(RequestItems={table: {"Keys": [{"pk": {"S": "a"}, "sk": {"S": s}} for s in ("1", "2", "3")]}})
     ddb.batch_write_item(RequestItems={table: [{"PutRequest": {"Item": _item("b", "1")}}]})
     ddb.transact_write_items(
-        TransactItems=[{"Update": {"TableName": table, "Key": {"pk": {"S": "b"}, "sk": {"S": "1"}}, "UpdateExpression": "SET x = :x", "ExpressionAttributeValues": {":x": {"S": "y"}}}}]
+        TransactItems=[
+            {
+                "Update": {
+                    "TableName": table,
+                    "Key": {"pk": {"S": "b"}, "sk": {"S": "1"}},
+                    "UpdateExpression": "SET x = :x",
+                    "ExpressionAttributeValues": {":x": {"S": "y"}},
+                }
+            }
+        ]
     )
     ddb.transact_get_items(TransactItems=[{"Get": {"TableName": table, "Key": {"pk": {"S": "b"}, "sk": {"S": "1"}}}}])
     ddb.delete_item(TableName=table, Key={"pk": {"S": "b"}, "sk": {"S": "1"}}, ReturnValues="ALL_OLD")
@@ -117,7 +129,9 @@ def test_errors_and_table_operations_keep_motos_serializer(
     ddb.put_item(TableName=table, Item=_item("a", "1"))
     with pytest.raises(ddb.exceptions.ConditionalCheckFailedException) as failed:
         ddb.put_item(
-            TableName=table, Item=_item("a", "1"), ConditionExpression="attribute_not_exists(pk)",
+            TableName=table,
+            Item=_item("a", "1"),
+            ConditionExpression="attribute_not_exists(pk)",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     assert failed.value.response["Item"]["b"] == {"B": b"\x00\xffbinary"}
@@ -133,14 +147,20 @@ def test_cached_expressions_evaluate_each_requests_own_values(ddb: Any, table: s
     condition = "attribute_not_exists(#c) OR #c < :cap"
     for inc, cap in (("1", "10"), ("5", "10"), ("2", "10")):
         ddb.update_item(
-            TableName=table, Key=key, UpdateExpression=update, ConditionExpression=condition,
+            TableName=table,
+            Key=key,
+            UpdateExpression=update,
+            ConditionExpression=condition,
             ExpressionAttributeNames={"#c": "count"},
             ExpressionAttributeValues={":zero": {"N": "0"}, ":inc": {"N": inc}, ":cap": {"N": cap}},
         )
     assert ddb.get_item(TableName=table, Key=key)["Item"]["count"] == {"N": "8"}
     with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
         ddb.update_item(
-            TableName=table, Key=key, UpdateExpression=update, ConditionExpression=condition,
+            TableName=table,
+            Key=key,
+            UpdateExpression=update,
+            ConditionExpression=condition,
             ExpressionAttributeNames={"#c": "count"},
             ExpressionAttributeValues={":zero": {"N": "0"}, ":inc": {"N": "1"}, ":cap": {"N": "8"}},
         )
@@ -186,7 +206,15 @@ def test_keep_alive_server_serves_many_requests_on_one_connection(echo_server: i
         sockets.add(id(conn.sock))
         assert resp.status == 200 and resp.getheader("Connection") is None
     assert len(sockets) == 1 and len({a["thread"] for a in answers}) == 1  # one connection, one server thread
-    assert answers[2] == {**answers[2], "method": "POST", "path": "/a b", "query": "i=2", "type": "t/x", "target": "S.Op", "body": "xx"}
+    assert answers[2] == {
+        **answers[2],
+        "method": "POST",
+        "path": "/a b",
+        "query": "i=2",
+        "type": "t/x",
+        "target": "S.Op",
+        "body": "xx",
+    }
     conn.request("HEAD", "/")
     head = conn.getresponse()
     assert head.read() == b"" and int(head.getheader("Content-Length")) > 0
