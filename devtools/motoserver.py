@@ -143,17 +143,17 @@ def faster_dynamodb() -> None:
     global _patched_speed
     if _patched_speed:
         return
-    import moto.core.responses as core_responses
+    from importlib import import_module
+
     from moto.dynamodb.comparisons import ConditionExpressionParser
-    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
     from moto.dynamodb.responses import DynamoHandler
 
-    core_responses.method_names_from_class = functools.lru_cache(maxsize=None)(  # type: ignore[assignment]
-        core_responses.method_names_from_class
-    )
+    core_responses: Any = import_module("moto.core.responses")
+    core_responses.method_names_from_class = functools.cache(core_responses.method_names_from_class)
     DynamoHandler.serialized = _json_items(DynamoHandler.serialized)  # type: ignore[method-assign]
-    parse_update = functools.lru_cache(maxsize=_EXPRESSION_CACHE)(UpdateExpressionParser.make.__func__)  # type: ignore[attr-defined]
-    UpdateExpressionParser.make = classmethod(lambda cls, expression: parse_update(cls, expression))  # type: ignore[method-assign,assignment]
+    update_parser: Any = import_module("moto.dynamodb.parsing.expressions").UpdateExpressionParser
+    parse_update: Any = functools.lru_cache(maxsize=_EXPRESSION_CACHE)(update_parser.make.__func__)
+    update_parser.make = classmethod(lambda cls, expression: parse_update(cls, expression))
     ConditionExpressionParser._lex_condition_expression = _cached_lex(  # type: ignore[method-assign]
         ConditionExpressionParser._lex_condition_expression
     )
