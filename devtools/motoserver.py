@@ -12,8 +12,9 @@ Real DynamoDB applies a conditional write atomically: two `UpdateItem` calls wit
 cannot both succeed. moto's server evaluates the condition and applies the update as two steps in a
 threaded werkzeug server, and under contention we observed both writers win (a rate window counted
 twice, a slot granted twice). The counters behind quotas and concurrency caps rest on that guarantee,
-so every DynamoDB write in moto's backend is serialised by one lock here. Reads stay concurrent. This
-is an emulator-fidelity fix, not a change of behaviour: it makes moto as strict as the real service.
+so every DynamoDB write in moto's backend is serialised by one lock here, and so is every read (moto's reads
+iterate items a concurrent write mutates, and failed with a 500 under load). This is an emulator-fidelity fix,
+not a change of behaviour: it makes moto as strict as the real service.
 
 A second fix, for SQS long polls: moto decides which FIFO message groups are busy once, when the poll
 starts, then re-scans in a tight loop until the wait is over whenever visible messages exist (even if all
@@ -41,6 +42,9 @@ import time
 from typing import Any
 
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
+# moto's reads iterate items that a concurrent write mutates ("dictionary changed size during iteration": a
+# 500 for a Query under load); the GIL lets one request compute at a time anyway, so reads take the lock too.
+_READS = ("get_item", "query", "scan")  # the batch and transaction reads call get_item
 _RESCAN_S = 0.25
 _lock = threading.RLock()
 _patched = False
@@ -65,13 +69,13 @@ _EXPRESSION_CACHE = 512
 
 
 def serialise_dynamodb_writes() -> None:
-    """Wrap moto's DynamoDB backend write methods in one process-wide lock (idempotent)."""
+    """Wrap moto's DynamoDB backend methods (writes and reads) in one process-wide lock (idempotent)."""
     global _patched
     if _patched:
         return
     from moto.dynamodb.models import DynamoDBBackend
 
-    for name in _WRITES:
+    for name in (*_WRITES, *_READS):
         original = getattr(DynamoDBBackend, name, None)
         if original is None:
             continue
