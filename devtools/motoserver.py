@@ -22,7 +22,9 @@ of them are held back by busy groups). A poll then burns a core and misses a gro
 to the whole wait, where SQS would return at once. Here a long poll is a series of short scans, each with a
 fresh view of the groups, woken at once by whatever can make a message receivable (a message sent, one deleted
 or its visibility changed, which frees its FIFO group) and otherwise after `_RESCAN_S` (a visibility timeout
-or a delay that ran out).
+or a delay that ran out). moto's queues are not thread-safe, so a scan, a send, a delete and a visibility
+change each hold one lock (two concurrent scans could both take a message and fail with a 500 after counting
+it as received, which pushed messages towards their DLQ under load).
 
 Speed (`faster_dynamodb`), with moto's behaviour unchanged: moto spent most of a DynamoDB request's CPU on work
 that does not depend on the request: serialising an item response by walking botocore's output shape (the
@@ -47,6 +49,9 @@ _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "ba
 _READS = ("get_item", "query", "scan")  # the batch and transaction reads call get_item
 _RESCAN_S = 0.25
 _lock = threading.RLock()
+# moto's SQS queues are not thread-safe either: two receives at once both took a message (a 500, "list.remove(x):
+# x not in list", after the message had been counted as received: it came back later, nearer its DLQ).
+_sqs_lock = threading.RLock()
 _patched = False
 _patched_sqs = False
 _patched_speed = False
@@ -83,10 +88,10 @@ def serialise_dynamodb_writes() -> None:
     _patched = True
 
 
-def _locked(method: Any) -> Any:
+def _locked(method: Any, lock: Any = _lock) -> Any:
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _lock:
+        with lock:
             return method(*args, **kwargs)
 
     return wrapper
@@ -102,6 +107,8 @@ def long_poll_without_spinning() -> None:
     SQSBackend.receive_message = _short_scans(SQSBackend.receive_message)  # type: ignore[method-assign]
     for name in ("delete_message", "change_message_visibility"):  # the batch forms call these
         setattr(SQSBackend, name, _wakes_polls(getattr(SQSBackend, name)))
+    for name in ("send_message", "purge_queue"):
+        setattr(SQSBackend, name, _locked(getattr(SQSBackend, name), _sqs_lock))
     _patched_sqs = True
 
 
@@ -110,7 +117,8 @@ def _wakes_polls(method: Any) -> Any:
 
     @functools.wraps(method)
     def wrapper(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
-        result = method(self, queue_name, *args, **kwargs)
+        with _sqs_lock:
+            result = method(self, queue_name, *args, **kwargs)
         condition = self.get_queue(queue_name)._messages_lock
         with condition:
             condition.notify_all()
@@ -131,7 +139,8 @@ def _short_scans(receive: Any) -> Any:
     ) -> Any:
         deadline = time.monotonic() + (wait_seconds_timeout or 0)
         while True:
-            found = receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+            with _sqs_lock:
+                found = receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
             left = deadline - time.monotonic()
             if found or left <= 0:
                 return found
