@@ -150,6 +150,7 @@ class Stack:
         threading.Thread(target=self._supervise, name="supervisor", daemon=True).start()
         threading.Thread(target=self._schedule, name="scheduler", daemon=True).start()
         self._wait_for_api()
+        self._wait_for_workers()
         return keys
 
     def _bind_websockets(self) -> None:
@@ -265,6 +266,19 @@ class Stack:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("the API did not start")
+
+    def _wait_for_workers(self, timeout: float = 120) -> None:
+        """Until every worker process polls its queues (a worker imports the app for seconds on a busy machine:
+        READY must not mean that the first jobs wait for that, or compete with it for the CPU)."""
+        from devtools.worker import READY_SUFFIX
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop.is_set() and not self.failed.is_set():
+            ready = {name for name in os.listdir(self.signal_dir) if name.endswith(READY_SUFFIX)}
+            if len(ready) >= self.n_workers:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the worker processes did not start polling")
 
     def shutdown(self) -> None:
         """The API first (no new work), then the workers (they finish their runs), then moto."""

@@ -10,6 +10,7 @@ killed and restarted without losing state.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -27,6 +28,11 @@ from devtools import logs
 
 log = logging.getLogger("coderunner.worker")
 WEBHOOK_CONCURRENCY = 4  # attempts in flight at once (each at most ~5 s)
+# A receive returns as soon as a message is receivable (moto's long poll is woken: devtools/motoserver.py); the
+# wait only bounds how long an idle loop takes to notice `stop` (main() gives the loops 8 s). Each idle receive
+# costs a signed request in this process and a scan in moto's: 9 loops a process polled 9 times a second at 1 s.
+POLL_WAIT_S = 5
+READY_SUFFIX = ".ready"
 
 
 def lambda_sqs_record(message: dict[str, Any], arn: str) -> dict[str, Any]:
@@ -80,7 +86,7 @@ class QueueLoop:
             resp = self.sqs.receive_message(
                 QueueUrl=self.url,
                 MaxNumberOfMessages=available,
-                WaitTimeSeconds=1,
+                WaitTimeSeconds=POLL_WAIT_S,
                 MessageSystemAttributeNames=["All"],
             )
         except Exception:
@@ -138,6 +144,14 @@ def run_workers(stop: threading.Event, tiers: list[str] | None = None) -> list[t
     return threads
 
 
+def announce_ready() -> None:
+    """Tell the local stack this process polls its queues (a file in its signal directory; see stack.py)."""
+    directory = os.environ.get("CODERUNNER_SIGNAL_DIR")
+    if directory:
+        with open(os.path.join(directory, f"worker-{os.getpid()}{READY_SUFFIX}"), "w"):
+            pass
+
+
 def main() -> None:
     from devtools.children import exit_with_parent
 
@@ -148,6 +162,7 @@ def main() -> None:
     exit_with_parent()
     threads = run_workers(stop)
     log.info("worker loops running: %d", len(threads))
+    announce_ready()
     while not stop.wait(0.5):
         pass
     # One deadline for all loops: a loop in a long-poll receive or a run ends when that returns; the stack

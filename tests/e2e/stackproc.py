@@ -238,9 +238,10 @@ def cmdline(pid: int) -> bytes:
 
 
 def start_stack(
-    workdir: Path, *, workers: int = 1, settings: dict[str, str] | None = None, timeout: float = 60
+    workdir: Path, *, workers: int = 1, settings: dict[str, str] | None = None, timeout: float = 180
 ) -> StackProcess:
-    """Start a stack in its own process group and wait for READY; RuntimeError (with its output) if not."""
+    """Start a stack in its own process group and wait for READY (its workers polling: importing the app takes
+    a worker a minute on a loaded machine); RuntimeError (with its output) if not."""
     workdir.mkdir(parents=True, exist_ok=True)
     port, moto_port = free_port(), free_port()
     stage = "e2e" + uuid.uuid4().hex[:8]
