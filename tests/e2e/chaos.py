@@ -44,7 +44,9 @@ from tests.e2e.stackproc import StackProcess, descendants, start_stack
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled", "error"}
 CHAOS_SETTINGS = {
     "CODERUNNER_REAP_EVERY_S": "1",
-    "CODERUNNER_LEASE_GRACE_S": "5",
+    # Short, so a killed run is retried soon; not so short that a live run on a loaded machine (its start to its
+    # end: the sandbox prepared, run, result written) outlasts it and is retried as lost.
+    "CODERUNNER_LEASE_GRACE_S": "10",
     # A killed worker's message blocks its FIFO group until it is visible again.
     "CODERUNNER_VISIBILITY_TIMEOUT": "6",
 }
