@@ -145,7 +145,8 @@ def test_cached_expressions_evaluate_each_requests_own_values(ddb: Any, table: s
     key = {"pk": {"S": "c"}, "sk": {"S": "1"}}
     update = "SET #c = if_not_exists(#c, :zero) + :inc"
     condition = "attribute_not_exists(#c) OR #c < :cap"
-    for inc, cap in (("1", "10"), ("5", "10"), ("2", "10")):
+
+    def add(inc: str, cap: str) -> None:
         ddb.update_item(
             TableName=table,
             Key=key,
@@ -154,16 +155,12 @@ def test_cached_expressions_evaluate_each_requests_own_values(ddb: Any, table: s
             ExpressionAttributeNames={"#c": "count"},
             ExpressionAttributeValues={":zero": {"N": "0"}, ":inc": {"N": inc}, ":cap": {"N": cap}},
         )
+
+    for inc, cap in (("1", "10"), ("5", "10"), ("2", "10")):
+        add(inc, cap)
     assert ddb.get_item(TableName=table, Key=key)["Item"]["count"] == {"N": "8"}
     with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
-        ddb.update_item(
-            TableName=table,
-            Key=key,
-            UpdateExpression=update,
-            ConditionExpression=condition,
-            ExpressionAttributeNames={"#c": "count"},
-            ExpressionAttributeValues={":zero": {"N": "0"}, ":inc": {"N": "1"}, ":cap": {"N": "8"}},
-        )
+        add("1", "8")
     with pytest.raises(ddb.exceptions.ClientError, match="ValidationException"):
         ddb.update_item(TableName=table, Key=key, UpdateExpression="SET = broken")
 
